@@ -1,0 +1,278 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/ini.v1"
+)
+
+// Section is the only section a config file may have; the original tool used
+// this name, so existing files keep working.
+const Section = "PXEBOOTFS"
+
+// Config is a loaded and validated configuration. Every path is absolute and
+// cleaned.
+type Config struct {
+	File string // absolute path of the loaded file
+
+	PXETemplate string         // template pxelinux configs are rendered from
+	StaticDir   string         // hand-written files served as they are; "" if unset
+	Ethers      string         // ethers(5) file mapping MACs to IPs; "" if unset
+	Allow       []netip.Prefix // IPv4 prefixes served; nil when unset (default policy applies elsewhere)
+
+	// Full mode: either all four are set or none.
+	NodeDir    string
+	RootDir    string
+	OverlayDir string
+	StartFSID  uint32
+
+	StateDir       string
+	MaxNodes       int
+	OverlayType    string   // OverlayFS or AUFS
+	OverlayOptions []string // extra mount options, never lowerdir/upperdir/workdir/br
+	Export         string   // ExportFS or ExportNone
+	ExportOptions  string   // comma-separated, without fsid=
+}
+
+// Values of overlay_type and export.
+const (
+	OverlayFS  = "overlayfs"
+	AUFS       = "aufs"
+	ExportFS   = "exportfs"
+	ExportNone = "none"
+)
+
+// FullMode reports whether nodes get overlay roots and NFS exports, rather
+// than only rendered pxelinux configs.
+func (c *Config) FullMode() bool {
+	return c.NodeDir != ""
+}
+
+// Error is a problem with a config file. Key is "" when the problem is not
+// about one key (unreadable file, syntax, sections).
+type Error struct {
+	File   string
+	Key    string
+	Reason string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString("[" + Section + "] " + e.Key + ": ")
+	}
+	b.WriteString(e.Reason)
+	if e.Err != nil {
+		if e.Reason != "" {
+			b.WriteString(": ")
+		}
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: absOrSame(path), Reason: "cannot read config file", Err: err}
+	}
+	return Parse(path, data)
+}
+
+// Parse validates data as the contents of file. Relative paths in it are
+// resolved against file's directory, and the files and directories named are
+// checked on disk.
+func Parse(file string, data []byte) (*Config, error) {
+	file = absOrSame(file)
+	p := &parser{file: file, dir: filepath.Dir(file), c: &Config{File: file}, set: map[string]bool{}}
+	vals, err := p.readINI(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		v, ok := vals[k.name]
+		if ok && v != "" {
+			p.set[k.name] = true
+		} else {
+			switch {
+			case k.required:
+				return nil, p.errf(k.name, "required key is missing (e.g. %s: %s)", k.name, k.example)
+			case k.def == "":
+				continue
+			}
+			v = k.def
+		}
+		if e := k.parse(p, v); e != nil {
+			if e.Key == "" {
+				e.Key = k.name
+			}
+			if !p.set[k.name] {
+				e.Reason = "default " + k.def + ": " + e.Reason
+			}
+			e.File = file
+			return nil, e
+		}
+	}
+	for _, check := range crossChecks {
+		if e := check(p); e != nil {
+			e.File = file
+			return nil, e
+		}
+	}
+	return p.c, nil
+}
+
+// parser carries what the key parse functions need.
+type parser struct {
+	file string
+	dir  string // paths are relative to this
+	c    *Config
+	set  map[string]bool // keys given a non-empty value in the file
+}
+
+func (p *parser) errf(key, format string, args ...any) *Error {
+	return &Error{File: p.file, Key: key, Reason: fmt.Sprintf(format, args...)}
+}
+
+// path resolves a value against the config file's directory.
+func (p *parser) path(v string) string {
+	if !filepath.IsAbs(v) {
+		v = filepath.Join(p.dir, v)
+	}
+	return filepath.Clean(v)
+}
+
+// readINI returns the trimmed values of [PXEBOOTFS], after rejecting
+// everything a typo could hide behind: other sections, keys outside the
+// section, unknown and duplicate keys.
+func (p *parser) readINI(data []byte) (map[string]string, error) {
+	f, err := ini.LoadSources(ini.LoadOptions{
+		InsensitiveKeys: true, // as ConfigParser's optionxform
+		// Only " #" and " ;" start an inline comment, so a path such as
+		// /srv/a#b stays whole.
+		SpaceBeforeInlineComment: true,
+		// Keep every occurrence, so duplicates can be reported instead of the
+		// last one silently winning.
+		AllowShadows:               true,
+		AllowDuplicateShadowValues: true,
+		AllowNonUniqueSections:     true,
+	}, data)
+	if err != nil {
+		return nil, &Error{File: p.file, Reason: "syntax error", Err: err}
+	}
+	var sec *ini.Section
+	for _, s := range f.Sections() {
+		switch s.Name() {
+		case ini.DefaultSection:
+			// ini puts keys written before any header here; the section
+			// itself always exists.
+			if ks := s.KeyStrings(); len(ks) > 0 {
+				return nil, &Error{File: p.file, Reason: fmt.Sprintf("key %q is outside the [%s] section; put it after the [%s] header", ks[0], Section, Section)}
+			}
+		case Section:
+			if sec != nil {
+				return nil, &Error{File: p.file, Reason: fmt.Sprintf("section [%s] appears more than once; merge them", Section)}
+			}
+			sec = s
+		default:
+			reason := fmt.Sprintf("unexpected section [%s]: only [%s] is allowed", s.Name(), Section)
+			if strings.EqualFold(s.Name(), Section) {
+				reason += " (section names are case-sensitive)"
+			}
+			return nil, &Error{File: p.file, Reason: reason}
+		}
+	}
+	if sec == nil {
+		return nil, &Error{File: p.file, Reason: fmt.Sprintf("no [%s] section", Section)}
+	}
+	vals := map[string]string{}
+	for _, k := range sec.Keys() {
+		name := k.Name()
+		if lookupKey(name) == nil {
+			reason := "unknown key"
+			if s := suggest(name); s != "" {
+				reason += fmt.Sprintf("; did you mean %q?", s)
+			}
+			return nil, p.errf(name, "%s", reason)
+		}
+		// ValueWithShadows drops empty values, so "k =" repeated, or once
+		// beside a real value, goes unnoticed; ini offers no better view.
+		vs := k.ValueWithShadows()
+		if len(vs) > 1 {
+			return nil, p.errf(name, "set %d times; set it once", len(vs))
+		}
+		if len(vs) == 1 {
+			vals[name] = strings.TrimSpace(vs[0])
+		} else {
+			vals[name] = ""
+		}
+	}
+	return vals, nil
+}
+
+// suggest returns the known key closest to name, if it is close enough to be
+// a likely typo.
+func suggest(name string) string {
+	best, bestD := "", 3
+	for _, k := range keys {
+		if d := editDistance(name, k.name); d < bestD {
+			best, bestD = k.name, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func absOrSame(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// KeyDoc describes one config key, for help output and documentation.
+type KeyDoc struct {
+	Name     string
+	Doc      string
+	Default  string // "" when the key has no default
+	Required bool
+	FullMode bool // only meaningful in full mode
+}
+
+// Keys lists every key the config file accepts, in documentation order.
+func Keys() []KeyDoc {
+	out := make([]KeyDoc, len(keys))
+	for i, k := range keys {
+		out[i] = KeyDoc{Name: k.name, Doc: k.doc, Default: k.def, Required: k.required, FullMode: k.full}
+	}
+	return out
+}

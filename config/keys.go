@@ -1,0 +1,392 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// keySpec is one accepted key. parse gets the trimmed, non-empty value (or
+// def when the key is unset) and fills the Config; the returned *Error needs
+// only Reason (and Err), Parse adds file and key.
+type keySpec struct {
+	name     string
+	doc      string
+	def      string // default; "" means unset stays unset
+	example  string
+	required bool
+	full     bool // belongs to full mode
+	parse    func(p *parser, v string) *Error
+}
+
+// Defaults, exported so help output and the lead's code agree with the table.
+const (
+	DefaultStateDir      = "/var/lib/pxebootfs"
+	DefaultMaxNodes      = 1024
+	DefaultOverlayType   = OverlayFS
+	DefaultExport        = ExportFS
+	DefaultExportOptions = "rw,no_root_squash,no_subtree_check,sync"
+)
+
+// fullModeKeys turn on full mode; they must be set together.
+var fullModeKeys = []string{"node_dir", "root_dir", "overlay_dir", "start_fsid"}
+
+var keys = []keySpec{
+	{
+		name: "pxe_template", required: true, example: "pxelinux.cfg.template",
+		doc: "Template every node's pxelinux config is rendered from.",
+		parse: func(p *parser, v string) *Error {
+			p.c.PXETemplate = p.path(v)
+			return readableFile(p.c.PXETemplate)
+		},
+	},
+	{
+		name: "static_dir", example: "/srv/tftp/pxelinux.static",
+		doc: "Directory of hand-written files (menus, default) served as they are under pxelinux.cfg.",
+		parse: func(p *parser, v string) *Error {
+			p.c.StaticDir = p.path(v)
+			return existingDir(p.c.StaticDir)
+		},
+	},
+	{
+		name: "ethers", example: "/etc/ethers",
+		doc: "ethers(5) file mapping MAC addresses to IPv4 addresses, to serve 01-<mac> names.",
+		parse: func(p *parser, v string) *Error {
+			p.c.Ethers = p.path(v)
+			return readableFile(p.c.Ethers)
+		},
+	},
+	{
+		name: "allow", example: "192.168.1.0/24, 10.0.0.5",
+		doc: "Comma-separated IPv4 prefixes (a bare address means /32) of nodes to serve.",
+		parse: func(p *parser, v string) *Error {
+			prefixes, e := parseAllow(v)
+			p.c.Allow = prefixes
+			return e
+		},
+	},
+	{
+		name: "node_dir", full: true, example: "/srv/pxebootfs/nodes",
+		doc: "Directory holding each node's root (node_dir/NODE), the path exported over NFS. Created if missing.",
+		parse: func(p *parser, v string) *Error {
+			p.c.NodeDir = p.path(v)
+			return dirIfExists(p.c.NodeDir)
+		},
+	},
+	{
+		name: "root_dir", full: true, example: "/srv/pxebootfs/root",
+		doc: "The read-only golden root every node's overlay is layered on. Must exist.",
+		parse: func(p *parser, v string) *Error {
+			p.c.RootDir = p.path(v)
+			return existingDir(p.c.RootDir)
+		},
+	},
+	{
+		name: "overlay_dir", full: true, example: "/srv/pxebootfs/overlay",
+		doc: "Directory holding each node's writable layer (upper and work dirs). Created if missing.",
+		parse: func(p *parser, v string) *Error {
+			p.c.OverlayDir = p.path(v)
+			return dirIfExists(p.c.OverlayDir)
+		},
+	},
+	{
+		name: "start_fsid", full: true, example: "1000",
+		doc: "First NFS fsid handed to nodes, 1 to 4294967295 (0 is NFSv4's root); keep ranges of servers sharing clients apart.",
+		parse: func(p *parser, v string) *Error {
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n == 0 {
+				return &Error{Reason: fmt.Sprintf("%q is not an integer from 1 to %d (0 is the NFSv4 root fsid)", v, uint32(math.MaxUint32))}
+			}
+			p.c.StartFSID = uint32(n)
+			return nil
+		},
+	},
+	{
+		name: "state_dir", full: true, def: DefaultStateDir,
+		doc: "Directory where pxebootfs records its nodes (fsids, MACs) across restarts. Created if missing.",
+		parse: func(p *parser, v string) *Error {
+			p.c.StateDir = p.path(v)
+			return dirIfExists(p.c.StateDir)
+		},
+	},
+	{
+		name: "max_nodes", full: true, def: strconv.Itoa(DefaultMaxNodes),
+		doc: "Most nodes given a root; requests from further nodes fail instead of filling the disk.",
+		parse: func(p *parser, v string) *Error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return &Error{Reason: fmt.Sprintf("%q is not a positive integer", v)}
+			}
+			p.c.MaxNodes = n
+			return nil
+		},
+	},
+	{
+		name: "overlay_type", full: true, def: DefaultOverlayType,
+		doc: "Union filesystem for node roots: overlayfs or aufs.",
+		parse: func(p *parser, v string) *Error {
+			if v != OverlayFS && v != AUFS {
+				return &Error{Reason: fmt.Sprintf("%q is not one of %s, %s", v, OverlayFS, AUFS)}
+			}
+			p.c.OverlayType = v
+			return nil
+		},
+	},
+	{
+		name: "overlay_options", full: true, example: "redirect_dir=on",
+		doc: "Comma-separated extra mount options for node overlays; pxebootfs sets the layer directories itself.",
+		parse: func(p *parser, v string) *Error {
+			opts, e := splitOptions(v)
+			if e != nil {
+				return e
+			}
+			for _, o := range opts {
+				name := strings.TrimSuffix(optionName(o, "=:"), "+")
+				switch strings.ToLower(name) {
+				case "lowerdir", "upperdir", "workdir", "datadir", "br", "dirs":
+					return &Error{Reason: fmt.Sprintf("option %q sets the layer directories, which pxebootfs owns", o)}
+				}
+			}
+			p.c.OverlayOptions = opts
+			return nil
+		},
+	},
+	{
+		name: "export", full: true, def: DefaultExport,
+		doc: "How node roots are exported: exportfs (kernel NFS server) or none (export them yourself).",
+		parse: func(p *parser, v string) *Error {
+			if v != ExportFS && v != ExportNone {
+				return &Error{Reason: fmt.Sprintf("%q is not one of %s, %s", v, ExportFS, ExportNone)}
+			}
+			p.c.Export = v
+			return nil
+		},
+	},
+	{
+		name: "export_options", full: true, def: DefaultExportOptions,
+		doc: "exportfs options for each node's export; pxebootfs adds fsid= itself.",
+		parse: func(p *parser, v string) *Error {
+			opts, e := splitOptions(v)
+			if e != nil {
+				return e
+			}
+			for _, o := range opts {
+				if strings.EqualFold(optionName(o, "="), "fsid") {
+					return &Error{Reason: fmt.Sprintf("option %q: pxebootfs sets each node's fsid itself (see start_fsid)", o)}
+				}
+			}
+			p.c.ExportOptions = strings.Join(opts, ",")
+			return nil
+		},
+	},
+}
+
+func lookupKey(name string) *keySpec {
+	for i := range keys {
+		if keys[i].name == name {
+			return &keys[i]
+		}
+	}
+	return nil
+}
+
+// crossChecks run in order after every key parsed.
+var crossChecks = []func(p *parser) *Error{
+	checkFullModeSet,
+	checkFSIDRange,
+	checkDistinctDirs,
+}
+
+func checkFullModeSet(p *parser) *Error {
+	var missing, set []string
+	for _, k := range fullModeKeys {
+		if p.set[k] {
+			set = append(set, k)
+		} else {
+			missing = append(missing, k)
+		}
+	}
+	if len(set) == 0 || len(missing) == 0 {
+		return nil
+	}
+	return p.errf(missing[0], "full mode needs %s set together; missing: %s (set: %s)",
+		strings.Join(fullModeKeys, ", "), strings.Join(missing, ", "), strings.Join(set, ", "))
+}
+
+// checkFSIDRange makes sure every node can get an fsid: they are handed out
+// from start_fsid upward, at most max_nodes of them.
+func checkFSIDRange(p *parser) *Error {
+	if !p.c.FullMode() {
+		return nil
+	}
+	if last := uint64(p.c.StartFSID) + uint64(p.c.MaxNodes) - 1; last > math.MaxUint32 {
+		return p.errf("start_fsid", "start_fsid %d plus max_nodes %d runs past the largest fsid %d", p.c.StartFSID, p.c.MaxNodes, uint32(math.MaxUint32))
+	}
+	return nil
+}
+
+// checkDistinctDirs keeps pxebootfs's directories out of each other's trees:
+// node_dir inside root_dir, for one, would show every node's root inside
+// every other node's root.
+func checkDistinctDirs(p *parser) *Error {
+	if !p.c.FullMode() {
+		return nil
+	}
+	dirs := []struct{ key, path string }{
+		{"node_dir", p.c.NodeDir},
+		{"root_dir", p.c.RootDir},
+		{"overlay_dir", p.c.OverlayDir},
+		{"state_dir", p.c.StateDir},
+	}
+	resolved := make([]string, len(dirs))
+	for i, d := range dirs {
+		resolved[i] = resolveExisting(d.path)
+	}
+	for i := range dirs {
+		for j := i + 1; j < len(dirs); j++ {
+			a, b := dirs[i], dirs[j]
+			switch {
+			case resolved[i] == resolved[j]:
+				return p.errf(b.key, "%s is the same directory as %s (%s); they must be distinct", b.path, a.key, a.path)
+			case inside(resolved[i], resolved[j]):
+				return p.errf(a.key, "%s lies inside %s's tree (%s); they must not nest", a.path, b.key, b.path)
+			case inside(resolved[j], resolved[i]):
+				return p.errf(b.key, "%s lies inside %s's tree (%s); they must not nest", b.path, a.key, a.path)
+			}
+		}
+	}
+	return nil
+}
+
+// inside reports whether inner is strictly below outer; both clean and
+// absolute.
+func inside(inner, outer string) bool {
+	if outer == "/" {
+		return inner != "/"
+	}
+	return strings.HasPrefix(inner, outer+"/")
+}
+
+func parseAllow(v string) ([]netip.Prefix, *Error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			return nil, &Error{Reason: fmt.Sprintf("empty item in %q; separate prefixes with single commas", v)}
+		}
+		var pfx netip.Prefix
+		if strings.Contains(item, "/") {
+			var err error
+			if pfx, err = netip.ParsePrefix(item); err != nil {
+				return nil, &Error{Reason: fmt.Sprintf("%q is not a CIDR prefix such as 192.168.1.0/24", item)}
+			}
+		} else {
+			a, err := netip.ParseAddr(item)
+			if err != nil {
+				return nil, &Error{Reason: fmt.Sprintf("%q is not an IPv4 address or CIDR prefix such as 192.168.1.0/24", item)}
+			}
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		}
+		if !pfx.Addr().Is4() {
+			return nil, &Error{Reason: fmt.Sprintf("%q is not IPv4; pxelinux names nodes by IPv4 address only", item)}
+		}
+		if m := pfx.Masked(); m != pfx {
+			return nil, &Error{Reason: fmt.Sprintf("%q has host bits set; did you mean %s?", item, m)}
+		}
+		out = append(out, pfx)
+	}
+	return out, nil
+}
+
+// splitOptions splits a comma-separated mount or export option list. Each
+// option ends up as one argument, so whitespace inside one is a mistake.
+func splitOptions(v string) ([]string, *Error) {
+	var out []string
+	for _, o := range strings.Split(v, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			return nil, &Error{Reason: fmt.Sprintf("empty option in %q", v)}
+		}
+		if strings.IndexFunc(o, isSpace) >= 0 {
+			return nil, &Error{Reason: fmt.Sprintf("option %q contains whitespace", o)}
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+func isSpace(r rune) bool {
+	return strings.ContainsRune(" \t\n\r\v\f", r)
+}
+
+func optionName(o, seps string) string {
+	if i := strings.IndexAny(o, seps); i >= 0 {
+		return o[:i]
+	}
+	return o
+}
+
+// readableFile checks that path is a regular file we can open. Stat comes
+// first so that a FIFO is rejected instead of blocking the open.
+func readableFile(path string) *Error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return &Error{Reason: "not a readable file", Err: err}
+	}
+	if !fi.Mode().IsRegular() {
+		return &Error{Reason: fmt.Sprintf("%s is not a regular file (%s)", path, kind(fi.Mode()))}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return &Error{Reason: "not a readable file", Err: err}
+	}
+	f.Close()
+	return nil
+}
+
+func existingDir(path string) *Error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return &Error{Reason: "not an existing directory", Err: err}
+	}
+	if !fi.IsDir() {
+		return &Error{Reason: fmt.Sprintf("%s is not a directory (%s)", path, kind(fi.Mode()))}
+	}
+	return nil
+}
+
+// dirIfExists accepts a missing path (pxebootfs creates it) but not one that
+// is something other than a directory.
+func dirIfExists(path string) *Error {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return &Error{Reason: "cannot check directory", Err: err}
+	case !fi.IsDir():
+		return &Error{Reason: fmt.Sprintf("%s exists and is not a directory (%s)", path, kind(fi.Mode()))}
+	}
+	return nil
+}
+
+func kind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m.IsRegular():
+		return "a regular file"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return m.Type().String()
+}
