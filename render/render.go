@@ -1,0 +1,310 @@
+// Package render turns the admin's pxelinux config template into the config
+// for one node. Rendering goes into a private buffer and only a complete
+// result is returned, so a template error never serves half a file.
+//
+// # Template syntax
+//
+// The file is a Go text/template. In addition, the literal <NODE> (the
+// placeholder of the tool pxebootfs replaces) stands for the node's address
+// as 8 upper-case hex digits. It is rewritten to {{.Node}} in the source
+// before parsing, which keeps line numbers (columns in error messages
+// count the rewritten text), and which means a <NODE> inside a value (say in
+// .Vars) is printed as is, never expanded again. The rewrite is textual: a
+// <NODE> inside an action's string literal becomes the text "{{.Node}}".
+//
+// # Checks at parse time
+//
+// Parse rejects, naming file and line, a template that
+//   - does not parse;
+//   - never refers to the node (<NODE>, .Node, .IP, .NodeDir or .Name), since
+//     every node would then get the same config;
+//   - names a field Data does not have where dot is known to be Data
+//     (outside with/range bodies and defined templates), found by walking
+//     the parse tree so untaken branches are checked too;
+//   - fails to render SampleData.
+//
+// Keys of .Vars cannot be known at parse time (they come from an inventory,
+// per node), so the trial render runs on a clone with missingkey=zero: every
+// .Vars.key reads as "". Render itself uses missingkey=error, so a node
+// lacking a key the template uses gets an error, not a config with a hole.
+package render
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"text/template"
+	"text/template/parse"
+)
+
+// Data is what a template sees as dot.
+type Data struct {
+	Node     string            // IPv4 as 8 upper-case hex digits, "C0A80102"
+	IP       string            // dotted IPv4, "192.168.1.2"
+	MAC      string            // "aa:bb:cc:dd:ee:ff", or "" when unknown
+	Name     string            // the requested file name, e.g. "01-aa-bb-cc-dd-ee-ff" or "C0A80102"
+	FSID     uint32            // full mode: the node's NFS fsid; 0 in config-only mode
+	NodeDir  string            // full mode: the node's exported root, e.g. /netboot/node/C0A80102; "" in config-only mode
+	Hostname string            // from an inventory; "" without one
+	Vars     map[string]string // free-form inventory vars; a missing key is a render error
+}
+
+// SampleData is the node Parse renders for as a trial. Every string field
+// is non-empty so that {{if .X}} branches are exercised; Vars is nil (see
+// the package doc).
+func SampleData() Data {
+	return Data{
+		Node:     "C0A80102",
+		IP:       "192.168.1.2",
+		MAC:      "52:54:00:12:34:56",
+		Name:     "01-52-54-00-12-34-56",
+		FSID:     1001,
+		NodeDir:  "/netboot/node/C0A80102",
+		Hostname: "node2",
+	}
+}
+
+// MaxSize bounds a rendered config (pxelinux configs are a few KiB): a
+// runaway range cannot fill memory, only fail the render with ErrTooLarge.
+const MaxSize = 1 << 20
+
+// MaxSourceSize bounds the template file Load reads.
+const MaxSourceSize = 1 << 20
+
+// ErrTooLarge is wrapped by Render when the output would exceed MaxSize.
+var ErrTooLarge = fmt.Errorf("rendered config larger than %d bytes", MaxSize)
+
+// Placeholder is the literal the original tool replaced with the node's hex
+// address.
+const Placeholder = "<NODE>"
+
+// Template is a parsed, checked pxelinux config template. It is immutable
+// and safe for concurrent Render calls.
+type Template struct {
+	name string
+	src  string
+	tmpl *template.Template
+}
+
+// Fields of Data, in declaration order, for the unknown-field check.
+var dataFields = func() []string {
+	typ := reflect.TypeFor[Data]()
+	names := make([]string, typ.NumField())
+	for i := range names {
+		names[i] = typ.Field(i).Name
+	}
+	return names
+}()
+
+// Fields that tell nodes apart; a template must use one of them. NodeDir
+// does so only in full mode (it is "" in config-only mode) but counts, since
+// a full-mode template may rightly use nothing else.
+var nodeFields = []string{"Node", "IP", "NodeDir", "Name"}
+
+// Load reads and parses the template at path; errors name the path.
+func Load(path string) (*Template, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load template: %w", err)
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, MaxSourceSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("load template: read %s: %w", path, err)
+	}
+	if len(src) > MaxSourceSize {
+		return nil, fmt.Errorf("load template: %s: larger than %d bytes", path, MaxSourceSize)
+	}
+	return Parse(path, src)
+}
+
+// Parse parses src as the template called name (a path, for Load) and runs
+// the checks in the package doc. Errors read "NAME:LINE: ...".
+func Parse(name string, src []byte) (*Template, error) {
+	tmpl, err := template.New(name).Option("missingkey=error").Parse(rewrite(string(src)))
+	if err != nil {
+		// text/template's message is "template: NAME:LINE: ...".
+		return nil, fmt.Errorf("parse pxelinux template: %w", err)
+	}
+	if err := checkTrees(tmpl); err != nil {
+		return nil, fmt.Errorf("parse pxelinux template: %w", err)
+	}
+	trial, err := tmpl.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("parse pxelinux template: %s: %w", name, err)
+	}
+	trial.Option("missingkey=zero")
+	sample := SampleData()
+	if err := trial.Execute(&limitedBuffer{}, &sample); err != nil {
+		return nil, fmt.Errorf("parse pxelinux template: trial render for node %s: %w", sample.Node, err)
+	}
+	return &Template{name: name, src: string(src), tmpl: tmpl}, nil
+}
+
+// rewrite turns each <NODE> into {{.Node}}, adding no newline so line
+// numbers stay those of the file. A '{' right before <NODE> would make
+// "{{{.Node}}", which the lexer reads as an action starting with '{'; that
+// brace is emitted through an action of its own instead.
+func rewrite(src string) string {
+	var b strings.Builder
+	b.Grow(len(src) + 8*strings.Count(src, Placeholder))
+	for {
+		i := strings.Index(src, Placeholder)
+		if i < 0 {
+			b.WriteString(src)
+			return b.String()
+		}
+		if i > 0 && src[i-1] == '{' {
+			b.WriteString(src[:i-1])
+			b.WriteString(`{{"{"}}`)
+		} else {
+			b.WriteString(src[:i])
+		}
+		b.WriteString("{{.Node}}")
+		src = src[i+len(Placeholder):]
+	}
+}
+
+// Name is the name the template was parsed under (its path, for Load).
+func (t *Template) Name() string { return t.name }
+
+// Source is the template text as given, before <NODE> is rewritten.
+func (t *Template) Source() string { return t.src }
+
+var bufPool = sync.Pool{New: func() any { return new(limitedBuffer) }}
+
+// Buffers that grew beyond this go back to the GC, not the pool, so one
+// odd config does not pin memory.
+const maxPooled = 64 << 10
+
+// Render renders the config for d. On any error it returns nil bytes: the
+// caller never sees a partial config. The result is the caller's to keep.
+func (t *Template) Render(d Data) ([]byte, error) {
+	b := bufPool.Get().(*limitedBuffer)
+	b.buf.Reset()
+	defer func() {
+		if b.buf.Cap() <= maxPooled {
+			bufPool.Put(b)
+		}
+	}()
+	if err := t.tmpl.Execute(b, &d); err != nil {
+		return nil, fmt.Errorf("render %s for node %s: %w", t.name, d.Node, err)
+	}
+	// Copy out exactly: the buffer goes back to the pool, and the length
+	// becomes the file size the tftpd announces.
+	return append(make([]byte, 0, b.buf.Len()), b.buf.Bytes()...), nil
+}
+
+// limitedBuffer fails writes past MaxSize; text/template stops executing at
+// the first write error and returns that error unwrapped.
+type limitedBuffer struct{ buf bytes.Buffer }
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.buf.Len()+len(p) > MaxSize {
+		return 0, ErrTooLarge
+	}
+	return b.buf.Write(p)
+}
+
+// checkTrees walks every template of the set (the main one and any
+// {{define}}d or {{block}}ed ones).
+func checkTrees(tmpl *template.Template) error {
+	usesNode := false
+	for _, tt := range tmpl.Templates() {
+		if tt.Tree == nil || tt.Tree.Root == nil {
+			continue
+		}
+		c := &checker{tree: tt.Tree, main: tt.Name() == tmpl.Name()}
+		c.walk(tt.Tree.Root, c.main)
+		if c.err != nil {
+			return c.err
+		}
+		usesNode = usesNode || c.usesNode
+	}
+	if !usesNode {
+		return fmt.Errorf("%s:1: template never uses %s, .Node, .IP, .NodeDir or .Name; every node would get the same config",
+			tmpl.Name(), Placeholder)
+	}
+	return nil
+}
+
+type checker struct {
+	tree     *parse.Tree
+	main     bool // in the main template, $ is always Data
+	usesNode bool
+	err      error
+}
+
+// walk visits n; dotIsData tells whether dot is known to be Data there.
+func (c *checker) walk(n parse.Node, dotIsData bool) {
+	if c.err != nil || n == nil {
+		return
+	}
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return
+		}
+		for _, m := range n.Nodes {
+			c.walk(m, dotIsData)
+		}
+	case *parse.ActionNode:
+		c.walk(n.Pipe, dotIsData)
+	case *parse.PipeNode:
+		if n == nil {
+			return
+		}
+		for _, cmd := range n.Cmds {
+			c.walk(cmd, dotIsData)
+		}
+	case *parse.CommandNode:
+		for _, arg := range n.Args {
+			c.walk(arg, dotIsData)
+		}
+	case *parse.IfNode:
+		c.branch(&n.BranchNode, dotIsData, dotIsData)
+	case *parse.WithNode:
+		c.branch(&n.BranchNode, dotIsData, false)
+	case *parse.RangeNode:
+		c.branch(&n.BranchNode, dotIsData, false)
+	case *parse.TemplateNode:
+		c.walk(n.Pipe, dotIsData)
+	case *parse.ChainNode:
+		c.walk(n.Node, dotIsData)
+		if len(n.Field) > 0 && isNodeField(n.Field[0]) {
+			c.usesNode = true
+		}
+	case *parse.FieldNode:
+		c.field(n, n.Ident[0], dotIsData)
+	case *parse.VariableNode:
+		if len(n.Ident) > 1 {
+			c.field(n, n.Ident[1], c.main && n.Ident[0] == "$")
+		}
+	}
+}
+
+// branch walks an if/with/range: the pipeline and else-branch see the
+// outer dot, the body sees bodyDot.
+func (c *checker) branch(b *parse.BranchNode, dotIsData, bodyDot bool) {
+	c.walk(b.Pipe, dotIsData)
+	c.walk(b.List, bodyDot)
+	c.walk(b.ElseList, dotIsData)
+}
+
+func (c *checker) field(n parse.Node, ident string, onData bool) {
+	if isNodeField(ident) {
+		c.usesNode = true
+	}
+	if onData && !slices.Contains(dataFields, ident) {
+		loc, context := c.tree.ErrorContext(n)
+		c.err = fmt.Errorf("%s: unknown field .%s in {{%s}}; fields are .%s",
+			loc, ident, context, strings.Join(dataFields, ", ."))
+	}
+}
+
+func isNodeField(ident string) bool { return slices.Contains(nodeFields, ident) }
