@@ -1,0 +1,498 @@
+// Package catalog decides what each name under pxelinux.cfg is and what it
+// holds: a node's config rendered from the template, an admin's static file,
+// or nothing. It is the policy behind the FUSE filesystem and behind
+// `pxebootfs render`, so both always agree byte for byte.
+//
+// # Names
+//
+// A node name (8 hex digits, or 01-<mac> for a MAC known from ethers) is
+// always generated, never taken from static_dir, and is served only when the
+// node's address passes the allow list. Every other name is looked up in
+// static_dir after strict validation. Everything else is "not found", so
+// pxelinux falls through its search order as it would on a plain tftpd.
+//
+// # Reloading
+//
+// The template, the ethers table and the allow list live in an immutable
+// snapshot swapped atomically; a reload that fails keeps the old snapshot.
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/ethers"
+	"github.com/pxebootfs/pxebootfs/pxename"
+	"github.com/pxebootfs/pxebootfs/render"
+)
+
+// ErrNotServed is wrapped by every error for a name we do not serve; it also
+// matches fs.ErrNotExist so callers at the FUSE edge map it to ENOENT.
+var ErrNotServed = notServed{}
+
+type notServed struct{}
+
+func (notServed) Error() string        { return "not served" }
+func (notServed) Is(target error) bool { return target == fs.ErrNotExist }
+
+func notServedf(name, format string, args ...any) error {
+	return fmt.Errorf("%q: %s: %w", name, fmt.Sprintf(format, args...), ErrNotServed)
+}
+
+// Kind tells what a resolved name is.
+type Kind int
+
+const (
+	// KindNode is a node's config, rendered from the template.
+	KindNode Kind = iota + 1
+	// KindStatic is a regular file in static_dir, served as it is.
+	KindStatic
+)
+
+// Inode tags keep the inode spaces of different kinds disjoint; the low bits
+// carry the identity (IPv4, MAC, name hash) so a name always gets the same
+// inode number and concurrent lookups of one name merge in the kernel.
+const (
+	tagIP     = uint64(1) << 56
+	tagMAC    = uint64(2) << 56
+	tagStatic = uint64(3) << 56
+	tagLink   = uint64(4) << 56
+	lowMask   = uint64(1)<<56 - 1
+)
+
+// Node identifies a node for provisioning.
+type Node struct {
+	Name string     // 8-digit upper-case hex IPv4
+	Addr netip.Addr // the node's IPv4
+	MAC  string     // colon form, "" if unknown
+}
+
+// Root is what provisioning tells the template about a node's root.
+type Root struct {
+	FSID uint32
+	Dir  string // exported path, node_dir/NODE
+}
+
+// Provisioner prepares nodes' roots. Ensure runs on open (a tftpd about to
+// send the config) and blocks until the root is mounted and exported; Peek
+// must have no side effects, as stat and `pxebootfs render` use it.
+type Provisioner interface {
+	Ensure(ctx context.Context, n Node) (Root, error)
+	Peek(n Node) Root
+	Nodes() []Node
+}
+
+// Entry is a resolved name.
+type Entry struct {
+	Name   string
+	Kind   Kind
+	Ino    uint64
+	Node   Node   // KindNode
+	Static string // KindStatic: absolute path in static_dir
+}
+
+// snapshot is everything a reload replaces, immutable once published.
+type snapshot struct {
+	tmpl      *render.Template
+	ethers    *ethers.Table
+	allow     *pxename.Allow
+	staticDir string
+	stamps    map[string]stamp // files watched for changes
+}
+
+type stamp struct {
+	mtime time.Time
+	size  int64
+	ino   uint64
+}
+
+// Catalog resolves and renders names. Safe for concurrent use.
+type Catalog struct {
+	cfg  *config.Config
+	prov Provisioner // nil in config-only mode
+	log  *slog.Logger
+	cur  atomic.Pointer[snapshot]
+}
+
+// New loads the template and ethers named by cfg. prov may be nil
+// (config-only mode).
+func New(cfg *config.Config, prov Provisioner, log *slog.Logger) (*Catalog, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Catalog{cfg: cfg, prov: prov, log: log}
+	s, err := load(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.cur.Store(s)
+	return c, nil
+}
+
+func load(cfg *config.Config) (*snapshot, error) {
+	s := &snapshot{
+		allow:     pxename.NewAllow(cfg.Allow),
+		staticDir: cfg.StaticDir,
+		stamps:    map[string]stamp{},
+	}
+	// Stamp before reading, so a change that lands while we read is seen
+	// again by the next poll rather than lost.
+	for _, p := range []string{cfg.PXETemplate, cfg.Ethers} {
+		if p != "" {
+			s.stamps[p] = stampOf(p)
+		}
+	}
+	t, err := render.Load(cfg.PXETemplate)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: pxe_template: %w", cfg.File, err)
+	}
+	s.tmpl = t
+	if cfg.Ethers != "" {
+		e, err := ethers.Load(cfg.Ethers)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: ethers: %w", cfg.File, err)
+		}
+		s.ethers = e
+	}
+	return s, nil
+}
+
+func stampOf(path string) stamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return stamp{}
+	}
+	st := stamp{mtime: fi.ModTime(), size: fi.Size()}
+	if sys, ok := fi.Sys().(interface{ Ino() uint64 }); ok {
+		st.ino = sys.Ino()
+	}
+	return st
+}
+
+// Reload re-reads the template and ethers. On error the old snapshot keeps
+// serving.
+func (c *Catalog) Reload() error {
+	s, err := load(c.cfg)
+	if err != nil {
+		return err
+	}
+	c.cur.Store(s)
+	return nil
+}
+
+// Changed reports whether a watched file changed since the last load.
+func (c *Catalog) Changed() bool {
+	for p, st := range c.cur.Load().stamps {
+		if stampOf(p) != st {
+			return true
+		}
+	}
+	return false
+}
+
+// Watch polls the template and ethers files every interval and reloads
+// when one changed, until ctx ends. Polling a stat is cheap and, unlike
+// inotify, also follows editors that replace files by rename and files on
+// NFS.
+func (c *Catalog) Watch(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var failedStamps map[string]stamp
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !c.Changed() {
+			continue
+		}
+		// Log a broken file once, not every tick, until it changes again.
+		now := map[string]stamp{}
+		for p := range c.cur.Load().stamps {
+			now[p] = stampOf(p)
+		}
+		if failedStamps != nil && equalStamps(now, failedStamps) {
+			continue
+		}
+		if err := c.Reload(); err != nil {
+			failedStamps = now
+			c.log.Error("reload failed; still serving the previous template and ethers", "err", err)
+			continue
+		}
+		failedStamps = nil
+		c.log.Info("reloaded template and ethers after a change")
+	}
+}
+
+func equalStamps(a, b map[string]stamp) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Resolve decides what name is. Errors wrap ErrNotServed for names we do
+// not serve.
+func (c *Catalog) Resolve(name string) (Entry, error) {
+	s := c.cur.Load()
+	if n, err := pxename.Parse(name); err == nil {
+		switch n.Kind {
+		case pxename.KindIP:
+			if !s.allow.Allowed(n.Addr) {
+				return Entry{}, notServedf(name, "%s is outside allow", n.Addr)
+			}
+			mac := ""
+			if macs := s.ethers.MACsFor(n.Addr); len(macs) > 0 {
+				mac = pxename.ColonMAC(macs[0])
+			}
+			return Entry{
+				Name: name, Kind: KindNode, Ino: tagIP | caseBits(name)<<32 | uint64(ipv4(n.Addr)),
+				Node: Node{Name: pxename.Hex(n.Addr), Addr: n.Addr, MAC: mac},
+			}, nil
+		case pxename.KindMAC:
+			if addr, ok := s.ethers.Lookup(n.MAC); ok {
+				if !s.allow.Allowed(addr) {
+					return Entry{}, notServedf(name, "%s (from ethers) is outside allow", addr)
+				}
+				return Entry{
+					Name: name, Kind: KindNode, Ino: tagMAC | macBits(n.MAC),
+					Node: Node{Name: pxename.Hex(addr), Addr: addr, MAC: pxename.ColonMAC(n.MAC)},
+				}, nil
+			}
+			// An unknown MAC may still have a hand-written file.
+		}
+	}
+	if err := pxename.CheckStatic(name); err != nil {
+		return Entry{}, notServedf(name, "%v", err)
+	}
+	if s.staticDir == "" {
+		return Entry{}, notServedf(name, "no node or static file of that name")
+	}
+	p := filepath.Join(s.staticDir, name)
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.Mode().IsRegular() {
+		// Symlinks are not followed: they could point anywhere on the server.
+		return Entry{}, notServedf(name, "no node or static file of that name")
+	}
+	return Entry{Name: name, Kind: KindStatic, Ino: tagStatic | hashName(name), Static: p}, nil
+}
+
+// LinkIno is the inode number of a node's by-ip symlink.
+func LinkIno(n Node) uint64 { return tagLink | uint64(ipv4(n.Addr)) }
+
+func ipv4(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// caseBits records which hex digits of a hex-IP name are lower-case. The
+// kernel keys inodes by number, and the template sees .Name: C0A80102 and
+// c0a80102 must be distinct inodes, or one would be served the other's name.
+func caseBits(name string) uint64 {
+	var v uint64
+	for i := 0; i < len(name); i++ {
+		if name[i] >= 'a' && name[i] <= 'f' {
+			v |= 1 << i
+		}
+	}
+	return v
+}
+
+func macBits(m net.HardwareAddr) uint64 {
+	var v uint64
+	for _, b := range m {
+		v = v<<8 | uint64(b)
+	}
+	return v & lowMask
+}
+
+func hashName(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return h.Sum64() & lowMask
+}
+
+// data builds the template fields for a node.
+func data(e Entry, root Root) render.Data {
+	return render.Data{
+		Node:    e.Node.Name,
+		IP:      e.Node.Addr.String(),
+		MAC:     e.Node.MAC,
+		Name:    e.Name,
+		FSID:    root.FSID,
+		NodeDir: root.Dir,
+	}
+}
+
+// Render returns the bytes a read of e would return now, with no side
+// effects: nothing is provisioned.
+func (c *Catalog) Render(e Entry) ([]byte, error) {
+	switch e.Kind {
+	case KindNode:
+		var root Root
+		if c.prov != nil {
+			root = c.prov.Peek(e.Node)
+		}
+		return c.renderNode(e, root)
+	case KindStatic:
+		return readStatic(e)
+	}
+	return nil, fmt.Errorf("render %q: unknown kind %d", e.Name, e.Kind)
+}
+
+func (c *Catalog) renderNode(e Entry, root Root) ([]byte, error) {
+	b, err := c.cur.Load().tmpl.Render(data(e, root))
+	if err != nil {
+		return nil, fmt.Errorf("render %s for node %s: %w", e.Name, e.Node.Name, err)
+	}
+	return b, nil
+}
+
+// Stat is what stat reports for a served file.
+type Stat struct {
+	Size  int64 // exactly len(Render(e)), so tftpd's tsize is right
+	Mtime time.Time
+}
+
+// Stat sizes e. A node's mtime is the template's, so tools that compare
+// times see a change when the template changes.
+func (c *Catalog) Stat(e Entry) (Stat, error) {
+	if e.Kind == KindStatic {
+		fi, err := os.Stat(e.Static)
+		if err != nil {
+			return Stat{}, err
+		}
+		return Stat{Size: fi.Size(), Mtime: fi.ModTime()}, nil
+	}
+	b, err := c.Render(e)
+	if err != nil {
+		return Stat{}, err
+	}
+	return Stat{Size: int64(len(b)), Mtime: c.cur.Load().stamps[c.cfg.PXETemplate].mtime}, nil
+}
+
+// maxStatic bounds what one open of a static file holds in memory. pxelinux
+// configs and menus are kilobytes; kernels and initrds belong beside
+// pxelinux.cfg, not inside it.
+const maxStatic = 64 << 20
+
+func readStatic(e Entry) ([]byte, error) {
+	f, err := os.Open(e.Static)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("static %s: not a regular file: %w", e.Static, ErrNotServed)
+	}
+	if fi.Size() > maxStatic {
+		return nil, fmt.Errorf("static %s: %d bytes is larger than %d", e.Static, fi.Size(), maxStatic)
+	}
+	b := make([]byte, fi.Size())
+	n, err := io.ReadFull(f, b)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		// Shrunk while we read: serve what is there, stat catches up next time.
+		err = nil
+	}
+	return b[:n], err
+}
+
+// Open returns the content to serve to one open of e. For a node in full
+// mode it first provisions the node's root, so a node never gets a config
+// pointing at a root that is not there yet. One log line per served file.
+func (c *Catalog) Open(ctx context.Context, e Entry) ([]byte, error) {
+	start := time.Now()
+	var b []byte
+	var err error
+	switch e.Kind {
+	case KindNode:
+		var root Root
+		if c.prov != nil {
+			root, err = c.prov.Ensure(ctx, e.Node)
+		}
+		if err == nil {
+			b, err = c.renderNode(e, root)
+		}
+	default:
+		b, err = c.Render(e)
+	}
+	attrs := []any{"name", e.Name, "bytes", len(b), "duration", time.Since(start)}
+	if e.Kind == KindNode {
+		attrs = append(attrs, "node", e.Node.Name, "ip", e.Node.Addr.String())
+	}
+	if err != nil {
+		c.log.Error("serve", append(attrs, "result", "error", "err", err)...)
+		return nil, err
+	}
+	c.log.Info("serve", append(attrs, "result", "ok")...)
+	return b, nil
+}
+
+// StaticNames lists static_dir's regular files that we would serve.
+func (c *Catalog) StaticNames() []string {
+	s := c.cur.Load()
+	if s.staticDir == "" {
+		return nil
+	}
+	des, err := os.ReadDir(s.staticDir)
+	if err != nil {
+		c.log.Warn("list static_dir", "dir", s.staticDir, "err", err)
+		return nil
+	}
+	var names []string
+	for _, de := range des {
+		if !de.Type().IsRegular() || pxename.CheckStatic(de.Name()) != nil {
+			continue
+		}
+		if _, err := pxename.Parse(de.Name()); err == nil {
+			if e, err := c.Resolve(de.Name()); err != nil || e.Kind != KindStatic {
+				continue // shadowed by a node name
+			}
+		}
+		names = append(names, de.Name())
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Nodes lists provisioned nodes (none in config-only mode).
+func (c *Catalog) Nodes() []Node {
+	if c.prov == nil {
+		return nil
+	}
+	return c.prov.Nodes()
+}
+
+// FullMode reports whether nodes get roots.
+func (c *Catalog) FullMode() bool { return c.prov != nil }
+
+// NodeDir is the exported root path of a node ("" in config-only mode).
+func (c *Catalog) NodeDir(n Node) string {
+	if c.prov == nil {
+		return ""
+	}
+	return c.prov.Peek(n).Dir
+}

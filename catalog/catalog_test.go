@@ -1,0 +1,219 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pxebootfs/pxebootfs/config"
+)
+
+// newTestCatalog writes a template, ethers and static dir into a temp dir.
+func newTestCatalog(t *testing.T, tmpl string, allow ...string) (*Catalog, *config.Config) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := &config.Config{
+		File:        filepath.Join(dir, "pxebootfs.cfg"),
+		PXETemplate: filepath.Join(dir, "pxelinux.cfg.template"),
+		StaticDir:   filepath.Join(dir, "static"),
+		Ethers:      filepath.Join(dir, "ethers"),
+	}
+	for _, a := range allow {
+		cfg.Allow = append(cfg.Allow, netip.MustParsePrefix(a))
+	}
+	write(t, cfg.PXETemplate, tmpl)
+	write(t, cfg.Ethers, "# lab\naa:bb:cc:dd:ee:01 192.168.1.2\naa:bb:cc:dd:ee:02 10.9.9.9\n")
+	if err := os.Mkdir(cfg.StaticDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(cfg.StaticDir, "default"), "DEFAULT local\n")
+	write(t, filepath.Join(cfg.StaticDir, "01-aa-bb-cc-dd-ee-99"), "hand written\n")
+	write(t, filepath.Join(cfg.StaticDir, "C0A80102"), "shadowed by the node name\n")
+	if err := os.Symlink("/etc/passwd", filepath.Join(cfg.StaticDir, "passwd")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, cfg
+}
+
+func write(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const twoNodes = "APPEND nfsroot=/netboot/node/<NODE> ip=<NODE> mac={{.MAC}} name={{.Name}}\n"
+
+func TestResolve(t *testing.T) {
+	c, _ := newTestCatalog(t, twoNodes, "192.168.0.0/16")
+	tests := []struct {
+		name    string
+		kind    Kind
+		node    string
+		mac     string
+		content string // "" = not checked
+	}{
+		{name: "C0A80102", kind: KindNode, node: "C0A80102", mac: "aa:bb:cc:dd:ee:01",
+			content: "APPEND nfsroot=/netboot/node/C0A80102 ip=C0A80102 mac=aa:bb:cc:dd:ee:01 name=C0A80102\n"},
+		{name: "c0a80103", kind: KindNode, node: "C0A80103",
+			content: "APPEND nfsroot=/netboot/node/C0A80103 ip=C0A80103 mac= name=c0a80103\n"},
+		{name: "01-aa-bb-cc-dd-ee-01", kind: KindNode, node: "C0A80102", mac: "aa:bb:cc:dd:ee:01"},
+		{name: "01-aa-bb-cc-dd-ee-99", kind: KindStatic, content: "hand written\n"},
+		{name: "default", kind: KindStatic, content: "DEFAULT local\n"},
+		{name: "0A090909"},             // outside allow
+		{name: "01-aa-bb-cc-dd-ee-02"}, // ethers maps it outside allow
+		{name: "C0A8010"},              // prefix, no static file
+		{name: "passwd"},               // symlink in static_dir is not followed
+		{name: ".."},
+		{name: "../etc/passwd"},
+		{name: "a/b"},
+		{name: "nul\x00"},
+		{name: ""},
+		{name: strings.Repeat("x", 300)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name[:min(len(tt.name), 20)], func(t *testing.T) {
+			e, err := c.Resolve(tt.name)
+			if tt.kind == 0 {
+				if !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, ErrNotServed) {
+					t.Fatalf("Resolve(%q) = %+v, %v; want not served", tt.name, e, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Resolve(%q): %v", tt.name, err)
+			}
+			if e.Kind != tt.kind || e.Node.Name != tt.node || e.Node.MAC != tt.mac {
+				t.Errorf("Resolve(%q) = %+v", tt.name, e)
+			}
+			b, err := c.Render(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := c.Stat(e)
+			if err != nil || st.Size != int64(len(b)) {
+				t.Errorf("Stat = %+v, %v; rendered %d bytes", st, err, len(b))
+			}
+			if tt.content != "" && string(b) != tt.content {
+				t.Errorf("content %q, want %q", b, tt.content)
+			}
+		})
+	}
+}
+
+func TestInodesStableAndDistinct(t *testing.T) {
+	c, _ := newTestCatalog(t, twoNodes)
+	seen := map[uint64]string{}
+	for _, name := range []string{"C0A80102", "C0A80103", "01-aa-bb-cc-dd-ee-01", "default", "01-aa-bb-cc-dd-ee-99"} {
+		a, err := c.Resolve(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := c.Resolve(name)
+		if a.Ino != b.Ino {
+			t.Errorf("%s: inode changed %d → %d", name, a.Ino, b.Ino)
+		}
+		if other, dup := seen[a.Ino]; dup {
+			t.Errorf("%s and %s share inode %d", name, other, a.Ino)
+		}
+		seen[a.Ino] = name
+	}
+	// .Name differs, so the kernel must not merge them into one inode.
+	if e, _ := c.Resolve("c0a80102"); e.Ino == mustResolve(t, c, "C0A80102").Ino {
+		t.Error("lower- and upper-case hex names share an inode")
+	}
+}
+
+func mustResolve(t *testing.T, c *Catalog, name string) Entry {
+	t.Helper()
+	e, err := c.Resolve(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestStaticNames(t *testing.T) {
+	c, _ := newTestCatalog(t, twoNodes)
+	got := strings.Join(c.StaticNames(), " ")
+	if got != "01-aa-bb-cc-dd-ee-99 default" {
+		t.Errorf("StaticNames = %q", got)
+	}
+}
+
+func TestReloadKeepsOldOnError(t *testing.T) {
+	c, cfg := newTestCatalog(t, twoNodes)
+	write(t, cfg.PXETemplate, "APPEND {{.Node")
+	if err := c.Reload(); err == nil {
+		t.Fatal("Reload of a broken template succeeded")
+	}
+	b, err := c.Render(mustResolve(t, c, "C0A80102"))
+	if err != nil || !strings.Contains(string(b), "nfsroot=/netboot/node/C0A80102") {
+		t.Fatalf("old template no longer served: %q, %v", b, err)
+	}
+	write(t, cfg.PXETemplate, "NEW <NODE>\n")
+	if err := c.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := c.Render(mustResolve(t, c, "C0A80102")); string(b) != "NEW C0A80102\n" {
+		t.Fatalf("after reload: %q", b)
+	}
+}
+
+func TestWatchPicksUpChange(t *testing.T) {
+	c, cfg := newTestCatalog(t, twoNodes)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go c.Watch(ctx, 10*time.Millisecond)
+	write(t, cfg.PXETemplate, "CHANGED <NODE>\n")
+	// Wait for the reload; the test's own timeout bounds this loop.
+	for {
+		if b, _ := c.Render(mustResolve(t, c, "C0A80102")); string(b) == "CHANGED C0A80102\n" {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type fakeProv struct {
+	ensured []Node
+	err     error
+}
+
+func (p *fakeProv) Ensure(ctx context.Context, n Node) (Root, error) {
+	p.ensured = append(p.ensured, n)
+	return Root{FSID: 10000, Dir: "/netboot/node/" + n.Name}, p.err
+}
+func (p *fakeProv) Peek(n Node) Root { return Root{Dir: "/netboot/node/" + n.Name} }
+func (p *fakeProv) Nodes() []Node    { return nil }
+
+func TestOpenProvisionsRenderDoesNot(t *testing.T) {
+	_, cfg := newTestCatalog(t, "nfsroot={{.NodeDir}} fsid={{.FSID}} <NODE>\n")
+	p := &fakeProv{}
+	c, err := New(cfg, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := mustResolve(t, c, "C0A80102")
+	if _, err := c.Render(e); err != nil || len(p.ensured) != 0 {
+		t.Fatalf("Render provisioned: %v, %v", p.ensured, err)
+	}
+	b, err := c.Open(context.Background(), e)
+	if err != nil || string(b) != "nfsroot=/netboot/node/C0A80102 fsid=10000 C0A80102\n" || len(p.ensured) != 1 {
+		t.Fatalf("Open = %q, %v; ensured %v", b, err, p.ensured)
+	}
+	p.err = errors.New("exportfs failed")
+	if _, err := c.Open(context.Background(), e); err == nil {
+		t.Fatal("Open succeeded though provisioning failed")
+	}
+}

@@ -1,0 +1,276 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
+)
+
+// fakeSource serves a fixed set of names; content can change under it.
+type fakeSource struct {
+	mu      sync.Mutex
+	files   map[string][]byte
+	nodes   []catalog.Node
+	opens   atomic.Int64
+	openErr error
+}
+
+func (s *fakeSource) Resolve(name string) (catalog.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.files[name]; !ok {
+		return catalog.Entry{}, fmt.Errorf("%q: %w", name, catalog.ErrNotServed)
+	}
+	return catalog.Entry{Name: name, Kind: catalog.KindStatic, Ino: 1000 + uint64(len(name))*7 + uint64(name[0])}, nil
+}
+
+func (s *fakeSource) Stat(e catalog.Entry) (catalog.Stat, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return catalog.Stat{Size: int64(len(s.files[e.Name]))}, nil
+}
+
+func (s *fakeSource) Open(ctx context.Context, e catalog.Entry) ([]byte, error) {
+	s.opens.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.openErr != nil {
+		return nil, s.openErr
+	}
+	return bytes.Clone(s.files[e.Name]), nil
+}
+
+func (s *fakeSource) StaticNames() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var names []string
+	for n := range s.files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (s *fakeSource) Nodes() []catalog.Node         { return s.nodes }
+func (s *fakeSource) NodeDir(n catalog.Node) string { return "/netboot/node/" + n.Name }
+func (s *fakeSource) FullMode() bool                { return s.nodes != nil }
+
+func (s *fakeSource) set(name, content string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.files[name] = []byte(content)
+}
+
+// testMount mounts src in a temp dir and unmounts it when the test ends.
+func testMount(t *testing.T, src Source) string {
+	t.Helper()
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	srv, err := Mount(dir, src, MountOptions{})
+	if err != nil {
+		t.Fatalf("Mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		srv.Wait()
+	})
+	return dir
+}
+
+func TestMountReadAndStat(t *testing.T) {
+	src := &fakeSource{files: map[string][]byte{
+		"C0A80102": []byte("LABEL linux\n  APPEND nfsroot=/n/C0A80102 ip=C0A80102\n"),
+		"default":  []byte("DEFAULT local\n"),
+		"empty":    {},
+		"big":      bytes.Repeat([]byte("0123456789abcdef"), 70000),
+	}}
+	dir := testMount(t, src)
+	for name, want := range src.files {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(dir, name)
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Size() != int64(len(want)) {
+				t.Errorf("stat size %d, want %d", fi.Size(), len(want))
+			}
+			if fi.Mode().Perm() != 0o444 {
+				t.Errorf("mode %v, want world-readable 0444 (tftpd-hpa serves only those)", fi.Mode())
+			}
+			got, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("read %d bytes, want %d", len(got), len(want))
+			}
+		})
+	}
+}
+
+func TestMountENOENT(t *testing.T) {
+	src := &fakeSource{files: map[string][]byte{"default": []byte("x")}}
+	dir := testMount(t, src)
+	for _, name := range []string{"C0A8010", "missing", "..x", strings.Repeat("A", 255)} {
+		t.Run(name[:min(len(name), 12)], func(t *testing.T) {
+			_, err := os.Stat(filepath.Join(dir, name))
+			if !errors.Is(err, syscall.ENOENT) {
+				t.Errorf("stat %q: %v, want ENOENT", name, err)
+			}
+		})
+	}
+}
+
+func TestMountReadOnly(t *testing.T) {
+	src := &fakeSource{files: map[string][]byte{"default": []byte("x")}}
+	dir := testMount(t, src)
+	p := filepath.Join(dir, "default")
+	tests := []struct {
+		name string
+		op   func() error
+	}{
+		{"create", func() error { return os.WriteFile(filepath.Join(dir, "new"), []byte("x"), 0o644) }},
+		{"write existing", func() error {
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err == nil {
+				f.Close()
+			}
+			return err
+		}},
+		{"truncate", func() error { return os.Truncate(p, 0) }},
+		{"chmod", func() error { return os.Chmod(p, 0o777) }},
+		{"remove", func() error { return os.Remove(p) }},
+		{"rename", func() error { return os.Rename(p, filepath.Join(dir, "other")) }},
+		{"mkdir", func() error { return os.Mkdir(filepath.Join(dir, "d"), 0o755) }},
+		{"symlink", func() error { return os.Symlink("/etc/passwd", filepath.Join(dir, "l")) }},
+		{"link", func() error { return os.Link(p, filepath.Join(dir, "h")) }},
+		{"mknod", func() error { return syscall.Mknod(filepath.Join(dir, "fifo"), syscall.S_IFIFO|0o644, 0) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.op(); !errors.Is(err, syscall.EROFS) {
+				t.Errorf("%s: %v, want EROFS", tt.name, err)
+			}
+		})
+	}
+	if got, _ := os.ReadFile(p); string(got) != "x" {
+		t.Errorf("content changed to %q", got)
+	}
+}
+
+func TestMountOpenFailureIsEIO(t *testing.T) {
+	src := &fakeSource{files: map[string][]byte{"C0A80102": []byte("x")}}
+	src.openErr = fmt.Errorf("provision C0A80102: mount overlay: %w", syscall.EPERM)
+	dir := testMount(t, src)
+	_, err := os.ReadFile(filepath.Join(dir, "C0A80102"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("open: %v, want EIO", err)
+	}
+	// The next open tries again.
+	src.mu.Lock()
+	src.openErr = nil
+	src.mu.Unlock()
+	if got, err := os.ReadFile(filepath.Join(dir, "C0A80102")); err != nil || string(got) != "x" {
+		t.Fatalf("retry: %q, %v", got, err)
+	}
+}
+
+func TestMountListing(t *testing.T) {
+	src := &fakeSource{
+		files: map[string][]byte{"default": []byte("x"), "C0A80102": []byte("y")},
+		nodes: []catalog.Node{{Name: "C0A80102", Addr: netip.MustParseAddr("192.168.1.2")}},
+	}
+	dir := testMount(t, src)
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, de := range des {
+		names = append(names, de.Name())
+	}
+	if got, want := strings.Join(names, " "), "C0A80102 by-ip default"; got != want {
+		t.Errorf("ls = %q, want %q", got, want)
+	}
+	target, err := os.Readlink(filepath.Join(dir, "by-ip", "192.168.1.2"))
+	if err != nil || target != "/netboot/node/C0A80102" {
+		t.Errorf("by-ip link = %q, %v", target, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "by-ip", "192.168.1.3")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("unknown by-ip entry: %v, want ENOENT", err)
+	}
+}
+
+// TestMountContentChange checks that a new open sees new content with the
+// exact new size, with no wait: attributes are never cached.
+func TestMountContentChange(t *testing.T) {
+	src := &fakeSource{files: map[string][]byte{"C0A80102": []byte("short\n")}}
+	dir := testMount(t, src)
+	p := filepath.Join(dir, "C0A80102")
+	if got, _ := os.ReadFile(p); string(got) != "short\n" {
+		t.Fatalf("first read %q", got)
+	}
+	src.set("C0A80102", "a much longer config than before\n")
+	fi, err := os.Stat(p)
+	if err != nil || fi.Size() != int64(len("a much longer config than before\n")) {
+		t.Fatalf("stat after change: %v, %v", fi, err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "a much longer config than before\n" {
+		t.Fatalf("read after change %q", got)
+	}
+}
+
+func TestMountConcurrentReaders(t *testing.T) {
+	want := bytes.Repeat([]byte("APPEND nfsroot=/n/C0A80102\n"), 100)
+	src := &fakeSource{files: map[string][]byte{"C0A80102": want, "default": []byte("d")}}
+	dir := testMount(t, src)
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 20; j++ {
+				f, err := os.Open(filepath.Join(dir, "C0A80102"))
+				if err != nil {
+					errs <- err
+					return
+				}
+				fi, err := f.Stat()
+				if err != nil {
+					f.Close()
+					errs <- err
+					return
+				}
+				got := make([]byte, fi.Size()+10)
+				n, _ := f.ReadAt(got, 0)
+				f.Close()
+				if fi.Size() != int64(len(want)) || !bytes.Equal(got[:n], want) {
+					errs <- fmt.Errorf("fstat %d, read %d bytes, want %d", fi.Size(), n, len(want))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

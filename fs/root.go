@@ -1,0 +1,209 @@
+package fs
+
+import (
+	"context"
+	"net/netip"
+	"sort"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/pxebootfs/pxebootfs/catalog"
+)
+
+// root is the mounted pxelinux.cfg directory.
+type root struct {
+	fusefs.Inode
+	src Source
+}
+
+var (
+	_ = (fusefs.NodeLookuper)((*root)(nil))
+	_ = (fusefs.NodeReaddirer)((*root)(nil))
+	_ = (fusefs.NodeGetattrer)((*root)(nil))
+	_ = (fusefs.NodeCreater)((*root)(nil))
+	_ = (fusefs.NodeMkdirer)((*root)(nil))
+	_ = (fusefs.NodeMknoder)((*root)(nil))
+	_ = (fusefs.NodeUnlinker)((*root)(nil))
+	_ = (fusefs.NodeRmdirer)((*root)(nil))
+	_ = (fusefs.NodeRenamer)((*root)(nil))
+	_ = (fusefs.NodeSymlinker)((*root)(nil))
+	_ = (fusefs.NodeLinker)((*root)(nil))
+	_ = (fusefs.NodeSetattrer)((*root)(nil))
+)
+
+// NewRoot returns the root node of the filesystem serving src.
+func NewRoot(src Source) fusefs.InodeEmbedder { return &root{src: src} }
+
+// Getattr serves stat of the mount point itself.
+func (r *root) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	setDirAttr(&out.Attr, rootIno)
+	return 0
+}
+
+// Lookup serves LOOKUP, the first thing a tftpd's open does. It resolves and
+// sizes the name but never provisions: ls, stat and pxelinux's fall-through
+// probes must not create anything. Runs concurrently for different names.
+func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if name == byIPName && r.src.FullMode() {
+		setDirAttr(&out.Attr, byIPIno)
+		return r.NewInode(ctx, &byIP{src: r.src}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: byIPIno}), 0
+	}
+	e, err := r.src.Resolve(name)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	st, err := r.src.Stat(e)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	setFileAttr(&out.Attr, e.Ino, st)
+	return r.NewInode(ctx, &file{src: r.src, name: name}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino}), 0
+}
+
+// Readdir serves ls: static files, provisioned nodes by hex name, by-ip/.
+func (r *root) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	seen := map[string]bool{}
+	var ents []fuse.DirEntry
+	add := func(name string, mode uint32, ino uint64) {
+		if !seen[name] {
+			seen[name] = true
+			ents = append(ents, fuse.DirEntry{Name: name, Mode: mode, Ino: ino})
+		}
+	}
+	if r.src.FullMode() {
+		add(byIPName, syscall.S_IFDIR, byIPIno)
+		for _, n := range r.src.Nodes() {
+			if e, err := r.src.Resolve(n.Name); err == nil {
+				add(n.Name, syscall.S_IFREG, e.Ino)
+			}
+		}
+	}
+	for _, name := range r.src.StaticNames() {
+		if e, err := r.src.Resolve(name); err == nil {
+			add(name, syscall.S_IFREG, e.Ino)
+		}
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
+	return fusefs.NewListDirStream(ents), 0
+}
+
+// The filesystem is read-only: the mount carries "ro" so the kernel refuses
+// writes first, and these answer EROFS for anything that reaches us anyway.
+
+func (r *root) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, fusefs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EROFS
+}
+func (r *root) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (r *root) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (r *root) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
+func (r *root) Rmdir(ctx context.Context, name string) syscall.Errno  { return syscall.EROFS }
+func (r *root) Rename(ctx context.Context, name string, newParent fusefs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	return syscall.EROFS
+}
+func (r *root) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (r *root) Link(ctx context.Context, target fusefs.InodeEmbedder, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (r *root) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+// byIP is by-ip/: one symlink per provisioned node, named by dotted IP and
+// pointing at node_dir/NODE, as the original tool offered.
+type byIP struct {
+	fusefs.Inode
+	src Source
+}
+
+var (
+	_ = (fusefs.NodeLookuper)((*byIP)(nil))
+	_ = (fusefs.NodeReaddirer)((*byIP)(nil))
+	_ = (fusefs.NodeGetattrer)((*byIP)(nil))
+)
+
+// Getattr serves stat of by-ip/.
+func (d *byIP) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	setDirAttr(&out.Attr, byIPIno)
+	return 0
+}
+
+func (d *byIP) find(name string) (catalog.Node, bool) {
+	for _, n := range d.src.Nodes() {
+		if n.Addr.String() == name {
+			return n, true
+		}
+	}
+	return catalog.Node{}, false
+}
+
+// Lookup serves LOOKUP in by-ip/; only provisioned nodes exist here.
+func (d *byIP) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	n, ok := d.find(name)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	ino := catalog.LinkIno(n)
+	target := d.src.NodeDir(n)
+	out.Attr.Ino = ino
+	out.Attr.Mode = syscall.S_IFLNK | 0o777
+	out.Attr.Size = uint64(len(target))
+	out.Attr.Nlink = 1
+	return d.NewInode(ctx, &link{src: d.src, name: name}, fusefs.StableAttr{Mode: syscall.S_IFLNK, Ino: ino}), 0
+}
+
+// Readdir serves ls of by-ip/.
+func (d *byIP) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	var ents []fuse.DirEntry
+	for _, n := range d.src.Nodes() {
+		ents = append(ents, fuse.DirEntry{Name: n.Addr.String(), Mode: syscall.S_IFLNK, Ino: catalog.LinkIno(n)})
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
+	return fusefs.NewListDirStream(ents), 0
+}
+
+type link struct {
+	fusefs.Inode
+	src  Source
+	name string // dotted IP
+}
+
+var (
+	_ = (fusefs.NodeReadlinker)((*link)(nil))
+	_ = (fusefs.NodeGetattrer)((*link)(nil))
+)
+
+func (l *link) target() ([]byte, syscall.Errno) {
+	addr, err := netip.ParseAddr(l.name)
+	if err != nil {
+		return nil, syscall.ENOENT
+	}
+	for _, n := range l.src.Nodes() {
+		if n.Addr == addr {
+			return []byte(l.src.NodeDir(n)), 0
+		}
+	}
+	return nil, syscall.ENOENT
+}
+
+// Readlink serves READLINK of by-ip/IP.
+func (l *link) Readlink(ctx context.Context) ([]byte, syscall.Errno) { return l.target() }
+
+// Getattr serves stat of by-ip/IP.
+func (l *link) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	t, errno := l.target()
+	if errno != 0 {
+		return errno
+	}
+	out.Attr.Mode = syscall.S_IFLNK | 0o777
+	out.Attr.Size = uint64(len(t))
+	out.Attr.Nlink = 1
+	return 0
+}
