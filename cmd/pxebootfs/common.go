@@ -1,0 +1,56 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/pxebootfs/pxebootfs/config"
+)
+
+// newFlagSet makes a subcommand's flag set that reports errors instead of
+// exiting, so exit codes stay in exit.go.
+func newFlagSet(name, args string, stderr io.Writer) *flag.FlagSet {
+	fl := flag.NewFlagSet(name, flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fl.Usage = func() {
+		fmt.Fprintf(stderr, "usage: pxebootfs %s [flags] %s\n\nflags:\n", name, args)
+		fl.PrintDefaults()
+	}
+	return fl
+}
+
+// parseFlags parses args; it returns a non-negative exit code when the
+// command should stop (after -h, or on a bad flag).
+func parseFlags(fl *flag.FlagSet, args []string) int {
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	return -1
+}
+
+const configFlagHelp = "config file (default: first of ./pxebootfs.cfg, ~/.pxebootfs.cfg, /etc/pxebootfs/pxebootfs.cfg)"
+
+// loadConfig finds and loads the config, printing a one-line error.
+func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
+	p, err := config.Find(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs: %v\n", err)
+		return nil, exitConfig
+	}
+	cfg, err := config.Load(p)
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs: %v\n", err)
+		return nil, exitConfig
+	}
+	return cfg, -1
+}
+
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}

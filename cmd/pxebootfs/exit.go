@@ -1,0 +1,9 @@
+package main
+
+// Exit codes, in one place so scripts and systemd can rely on them.
+const (
+	exitOK      = 0
+	exitFailure = 1 // the command ran and failed (a name not served, a check that found problems, a mount that failed)
+	exitUsage   = 2 // bad command line
+	exitConfig  = 3 // the config file is missing or invalid
+)

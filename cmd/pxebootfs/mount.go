@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/fs"
+)
+
+type mountFlags struct {
+	config    string
+	dir       string
+	debugFUSE bool
+	verbose   bool
+}
+
+// watchInterval bounds how stale the template and ethers can be: a change
+// is served within one interval (plus the 1 s entry cache).
+const watchInterval = time.Second
+
+// shutdownGrace is how long exit waits for open files after unmounting.
+const shutdownGrace = 5 * time.Second
+
+func runMount(args []string, stdout, stderr io.Writer) int {
+	var f mountFlags
+	fl := newFlagSet("mount", "MOUNTPOINT", stderr)
+	fl.StringVar(&f.config, "c", "", configFlagHelp)
+	fl.BoolVar(&f.debugFUSE, "debug-fuse", false, "log every FUSE request (very verbose)")
+	fl.BoolVar(&f.verbose, "v", false, "debug logging (also names not served)")
+	if code := parseFlags(fl, args); code >= 0 {
+		return code
+	}
+	if fl.NArg() != 1 {
+		fmt.Fprintln(stderr, "pxebootfs mount: need exactly one MOUNTPOINT (the tftpd's pxelinux.cfg directory)")
+		return exitUsage
+	}
+	f.dir = fl.Arg(0)
+	level := slog.LevelInfo
+	if f.verbose {
+		level = slog.LevelDebug
+	}
+	log := newLogger(stderr, level)
+
+	cfg, code := loadConfig(f.config, stderr)
+	if code >= 0 {
+		return code
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	prov, closeProv, err := newProvisioner(ctx, cfg, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		return exitFailure
+	}
+	defer closeProv()
+	cat, err := catalog.New(cfg, prov, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		return exitConfig
+	}
+	srv, err := fs.Mount(f.dir, cat, fs.MountOptions{Debug: f.debugFUSE, Logger: log})
+	if err != nil {
+		log.Error("start", "err", err)
+		return exitFailure
+	}
+	go cat.Watch(ctx, watchInterval)
+	log.Info("serving", "mountpoint", f.dir, "config", cfg.File, "full_mode", cfg.FullMode(), "version", versionString())
+
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	select {
+	case <-ctx.Done():
+		log.Info("signal received; unmounting (node roots and exports stay)")
+	case <-done:
+		// Someone ran umount/fusermount -u on us.
+		log.Warn("filesystem was unmounted from outside; exiting")
+		return exitOK
+	}
+	if err := srv.Close(); err != nil {
+		log.Error("unmount", "err", err)
+		return exitFailure
+	}
+	// After a lazy unmount the server finishes when the last tftpd child
+	// closes its file, which can take a minute; do not hold shutdown for it.
+	select {
+	case <-done:
+	case <-time.After(shutdownGrace):
+		log.Warn("files still open after lazy unmount; exiting anyway", "waited", shutdownGrace)
+	}
+	log.Info("unmounted", "mountpoint", f.dir)
+	return exitOK
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/pxebootfs/pxebootfs/catalog"
+)
+
+type renderFlags struct {
+	config string
+	name   string
+}
+
+// runRender prints exactly the bytes a read of pxelinux.cfg/NAME would
+// return. It never provisions: it does not even open the state's lock.
+func runRender(args []string, stdout, stderr io.Writer) int {
+	var f renderFlags
+	fl := newFlagSet("render", "NAME", stderr)
+	fl.StringVar(&f.config, "c", "", configFlagHelp)
+	if code := parseFlags(fl, args); code >= 0 {
+		return code
+	}
+	if fl.NArg() != 1 {
+		fmt.Fprintln(stderr, "pxebootfs render: need exactly one NAME (e.g. C0A80102 or 01-aa-bb-cc-dd-ee-ff)")
+		return exitUsage
+	}
+	f.name = fl.Arg(0)
+	cfg, code := loadConfig(f.config, stderr)
+	if code >= 0 {
+		return code
+	}
+	prov, err := newPeeker(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
+		return exitFailure
+	}
+	cat, err := catalog.New(cfg, prov, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
+		return exitConfig
+	}
+	e, err := cat.Resolve(f.name)
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
+		return exitFailure
+	}
+	b, err := cat.Render(e)
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
+		return exitFailure
+	}
+	if _, err := stdout.Write(b); err != nil {
+		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
+		return exitFailure
+	}
+	return exitOK
+}

@@ -1,0 +1,200 @@
+package e2e
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
+)
+
+// binary is the pxebootfs binary built once for the whole package.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pxebootfs-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "pxebootfs")
+	build := exec.Command("go", "build", "-race", "-o", binary, "../cmd/pxebootfs")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", build, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// site is one test's boot server: a TFTP root whose pxelinux.cfg is a
+// pxebootfs mount, and the config files behind it.
+type site struct {
+	t        *testing.T
+	dir      string // config, template, static dir, ethers
+	tftpRoot string
+	mnt      string // tftpRoot/pxelinux.cfg
+	cfg      string
+	template string
+	static   string
+}
+
+const demoTemplate = `# test template: <NODE> appears several times, so a size computed from one
+# occurrence (as the original tool did) would truncate it.
+DEFAULT linux
+LABEL linux
+  KERNEL vmlinuz
+  APPEND initrd=initrd.img root=/dev/nfs nfsroot=127.0.0.1:/netboot/node/<NODE> ip=dhcp rw node=<NODE> ip={{.IP}} mac={{.MAC}} name={{.Name}}
+`
+
+// newSite lays out a site with cfgExtra appended to the [PXEBOOTFS] section.
+func newSite(t *testing.T, cfgExtra string) *site {
+	t.Helper()
+	testenv.RequireRoot(t)
+	base := t.TempDir()
+	s := &site{
+		t:        t,
+		dir:      filepath.Join(base, "etc"),
+		tftpRoot: filepath.Join(base, "tftpboot"),
+	}
+	s.mnt = filepath.Join(s.tftpRoot, "pxelinux.cfg")
+	s.cfg = filepath.Join(s.dir, "pxebootfs.cfg")
+	s.template = filepath.Join(s.dir, "pxelinux.cfg.template")
+	s.static = filepath.Join(s.dir, "static")
+	for _, d := range []string{s.dir, s.mnt, s.static} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.write(s.template, demoTemplate)
+	s.write(filepath.Join(s.dir, "ethers"), "52:54:00:12:34:56 192.168.1.2\n")
+	s.write(filepath.Join(s.static, "default"), "DEFAULT local\nLABEL local\n  LOCALBOOT 0\n")
+	s.write(s.cfg, "[PXEBOOTFS]\npxe_template: pxelinux.cfg.template\nstatic_dir = static\nethers = ethers\n"+cfgExtra)
+	return s
+}
+
+func (s *site) write(path, content string) {
+	s.t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// daemon is a running `pxebootfs mount`.
+type daemon struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	done   chan struct{}
+	err    error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// start runs `pxebootfs mount` on the site and waits until it is mounted.
+// The cleanup stops it and makes sure nothing stays mounted.
+func (s *site) start(args ...string) *daemon {
+	s.t.Helper()
+	d := &daemon{stderr: &lockedBuffer{}, done: make(chan struct{})}
+	d.cmd = exec.Command(binary, append(append([]string{"mount", "-c", s.cfg}, args...), s.mnt)...)
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	s.t.Cleanup(func() {
+		d.stop(s.t)
+		if s.t.Failed() {
+			s.t.Logf("pxebootfs log:\n%s", d.stderr.String())
+		}
+		if mounted(s.mnt) {
+			s.t.Errorf("%s still mounted after the daemon stopped", s.mnt)
+			unix.Unmount(s.mnt, unix.MNT_DETACH)
+		}
+	})
+	for !mounted(s.mnt) {
+		select {
+		case <-d.done:
+			s.t.Fatalf("pxebootfs exited before mounting: %v\n%s", d.err, d.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return d
+}
+
+// stop sends SIGTERM and waits; it returns the exit error.
+func (d *daemon) stop(t *testing.T) error {
+	select {
+	case <-d.done:
+		return d.err
+	default:
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		d.cmd.Process.Kill()
+		<-d.done
+		t.Errorf("pxebootfs did not exit within 30 s of SIGTERM")
+	}
+	return d.err
+}
+
+func mounted(dir string) bool {
+	ok, err := mountinfo.Mounted(dir)
+	return err == nil && ok
+}
+
+// run runs the binary with args and returns stdout, stderr and exit code.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	return stdout.String(), strings.TrimSpace(stderr.String()), code
+}
+
+// render returns `pxebootfs render NAME` for the site.
+func (s *site) render(name string) []byte {
+	s.t.Helper()
+	out, errOut, code := run(s.t, "render", "-c", s.cfg, name)
+	if code != 0 {
+		s.t.Fatalf("render %s: exit %d: %s", name, code, errOut)
+	}
+	return []byte(out)
+}

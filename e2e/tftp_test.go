@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
+)
+
+// TestTFTPServesRenderedConfigs fetches through a real tftpd-hpa with every
+// client and option combination, and checks each against `pxebootfs render`
+// and the size announced as tsize.
+func TestTFTPServesRenderedConfigs(t *testing.T) {
+	s := newSite(t, "allow = 192.168.0.0/16, 10.0.0.0/8\n")
+	s.start()
+	addr := testenv.StartTFTPD(t, s.tftpRoot)
+
+	names := []string{"C0A80102", "c0a80102", "0A000001", "01-52-54-00-12-34-56", "default"}
+	for _, name := range names {
+		want := s.render(name)
+		if len(want) == 0 {
+			t.Fatalf("render %s is empty", name)
+		}
+		t.Run(name, func(t *testing.T) {
+			for _, opts := range []testenv.GetOptions{
+				{}, {Tsize: true}, {Tsize: true, Blksize: 1428}, {Tsize: true, Blksize: 8}, {Blksize: 65464, Tsize: true},
+			} {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				res, err := testenv.Get(ctx, addr, "pxelinux.cfg/"+name, opts)
+				cancel()
+				if err != nil {
+					t.Fatalf("Get %+v: %v", opts, err)
+				}
+				if !bytes.Equal(res.Data, want) {
+					t.Errorf("Get %+v: got %q, want %q", opts, res.Data, want)
+				}
+				if opts.Tsize && res.Tsize != int64(len(want)) {
+					t.Errorf("Get %+v: tsize %d, want %d (exact size is what pxelinux relies on)", opts, res.Tsize, len(want))
+				}
+			}
+			got, err := testenv.CurlGet(t, addr, "pxelinux.cfg/"+name, 1428)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("curl: %q, %v", got, err)
+			}
+			got, err = testenv.TFTPHPAGet(t, addr, "pxelinux.cfg/"+name)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("tftp-hpa: %q, %v", got, err)
+			}
+		})
+	}
+	if want := s.render("C0A80102"); !bytes.Contains(want, []byte("mac=52:54:00:12:34:56")) || bytes.Count(want, []byte("C0A80102")) != 4 {
+		t.Errorf("render C0A80102 = %q: want the ethers MAC and four node occurrences", want)
+	}
+}
+
+// TestTFTPNotFound checks that every name pxelinux probes and we do not
+// serve is "file not found" to the client, so it falls through.
+func TestTFTPNotFound(t *testing.T) {
+	s := newSite(t, "allow = 192.168.0.0/16\n")
+	s.start()
+	addr := testenv.StartTFTPD(t, s.tftpRoot)
+	for _, name := range []string{
+		"b8945908-d6a6-41a9-611d-74a6ab80b83d", // UUID
+		"01-52-54-00-12-34-57",                 // MAC not in ethers, no static file
+		"01-52-54-00-12-34-56x",
+		"C0A8010", "C0A801", "C0", // hex prefixes
+		"0A000001", // outside allow
+		"7F000001", // loopback is outside allow
+		"..%2f..%2fetc%2fpasswd",
+		"nothing",
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err := testenv.Get(ctx, addr, "pxelinux.cfg/"+name, testenv.GetOptions{Tsize: true})
+			var te *testenv.TFTPError
+			if !errors.As(err, &te) || te.Code != 1 {
+				t.Errorf("Get %s: %v, want TFTP error 1 (file not found)", name, err)
+			}
+		})
+	}
+	if _, errOut, code := run(t, "render", "-c", s.cfg, "C0A8010"); code != 1 || strings.Count(errOut, "\n") != 0 || errOut == "" {
+		t.Errorf("render of a name not served: exit %d, stderr %q; want 1 and one line", code, errOut)
+	}
+}
+
+// TestTemplateChangeServed edits the template under a running daemon and
+// waits until TFTP serves the new content with its exact size.
+func TestTemplateChangeServed(t *testing.T) {
+	s := newSite(t, "")
+	s.start()
+	addr := testenv.StartTFTPD(t, s.tftpRoot)
+	get := func() testenv.Result {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		res, err := testenv.Get(ctx, addr, "pxelinux.cfg/C0A80102", testenv.GetOptions{Tsize: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	get()
+	newContent := "DEFAULT changed\n# <NODE> <NODE> <NODE> <NODE>\n"
+	want := "DEFAULT changed\n# C0A80102 C0A80102 C0A80102 C0A80102\n"
+	changed := time.Now()
+	s.write(s.template, newContent)
+	for {
+		res := get()
+		if string(res.Data) == want {
+			if res.Tsize != int64(len(want)) {
+				t.Errorf("tsize %d, want %d", res.Tsize, len(want))
+			}
+			t.Logf("new template served %v after the change", time.Since(changed).Round(time.Millisecond))
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A broken template keeps the old one serving.
+	s.write(s.template, "{{.Node")
+	time.Sleep(1500 * time.Millisecond)
+	if res := get(); string(res.Data) != want {
+		t.Errorf("after a broken template: %q, want the previous content", res.Data)
+	}
+}
+
+// TestConcurrentTFTPClients runs 64 clients at once through tftpd-hpa.
+func TestConcurrentTFTPClients(t *testing.T) {
+	s := newSite(t, "")
+	s.start()
+	addr := testenv.StartTFTPD(t, s.tftpRoot)
+	want := s.render("C0A80102")
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			res, err := testenv.Get(ctx, addr, "pxelinux.cfg/C0A80102", testenv.GetOptions{Tsize: true, Blksize: 1428})
+			if err == nil && (!bytes.Equal(res.Data, want) || res.Tsize != int64(len(want))) {
+				err = errors.New("wrong content or tsize")
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestSIGTERMUnmounts checks the real binary unmounts and exits 0.
+func TestSIGTERMUnmounts(t *testing.T) {
+	s := newSite(t, "")
+	d := s.start()
+	if _, err := os.ReadFile(filepath.Join(s.mnt, "C0A80102")); err != nil {
+		t.Fatal(err)
+	}
+	// Hold a file open: shutdown must still complete (lazily).
+	f, err := os.Open(filepath.Join(s.mnt, "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := d.stop(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, d.stderr.String())
+	}
+	if mounted(s.mnt) {
+		t.Fatal("still mounted after SIGTERM")
+	}
+	if !strings.Contains(d.stderr.String(), "unmounted") {
+		t.Errorf("no unmount log line:\n%s", d.stderr.String())
+	}
+}
+
+// TestRestartOverDeadMount kills the daemon with -9, leaving a dead mount,
+// and checks a new daemon clears it and serves.
+func TestRestartOverDeadMount(t *testing.T) {
+	s := newSite(t, "")
+	d := s.start()
+	d.cmd.Process.Kill()
+	<-d.done
+	if _, err := os.Stat(s.mnt); err == nil {
+		t.Fatal("expected a dead mount after kill -9")
+	}
+	s.start()
+	if b, err := os.ReadFile(filepath.Join(s.mnt, "C0A80102")); err != nil || len(b) == 0 {
+		t.Fatalf("after restart: %q, %v", b, err)
+	}
+}
