@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything pxebootfs's demo, tests and benchmarks need on a fresh
+# Debian machine (run as root), and downloads the Go modules. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+	fuse3          # /dev/fuse helpers (fusermount3)
+	tftpd-hpa      # the stock tftpd the tests serve through
+	tftp-hpa curl  # real TFTP clients
+	nfs-kernel-server # exportfs
+	nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils dbus # userspace NFS end to end
+	iproute2 util-linux procps psmisc kmod
+	make git ca-certificates
+)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "setup: installing ${missing[*]}" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# policy-rc.d on build hosts may refuse to start services: that is fine,
+	# the tests start what they need themselves.
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Go: the machine image has it in /usr/local/go; otherwise Debian's go
+# fetches the toolchain go.mod asks for through the module proxy.
+if ! command -v go >/dev/null; then
+	if [ -x /usr/local/go/bin/go ]; then
+		export PATH=/usr/local/go/bin:$PATH
+	else
+		apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+	fi
+fi
+export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+go mod download
+modprobe fuse 2>/dev/null || true
+modprobe overlay 2>/dev/null || true
+echo "setup: ok ($(go version))" >&2
