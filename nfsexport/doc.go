@@ -1,0 +1,33 @@
+// Package nfsexport exports a node's root directory over NFS to that node's
+// IPv4 address alone, with a given fsid, and finds the fsids that exports
+// already on the server use.
+//
+// # Backends
+//
+// [Exporter] is the one interface; [Exportfs] drives the kernel NFS server
+// through nfs-utils' exportfs(8), and [None] exports nothing (for setups
+// where the roots are served some other way). A Ganesha backend can implement
+// the same interface.
+//
+// # Safety
+//
+// An export always names a single IPv4 client, never a wildcard, network or
+// hostname, and an absolute, clean path made only of characters that
+// exportfs, etab and exports(5) files carry unchanged. Commands are run
+// argument by argument, never through a shell.
+//
+// # Persistence
+//
+// exportfs records command-line exports only in /var/lib/nfs/etab, and
+// `exportfs -ra` (which an nfs-server restart runs) drops every export that
+// is not also in /etc/exports or /etc/exports.d. [ExportfsOptions.ExportsFile]
+// names a file of ours in /etc/exports.d in which every export is recorded
+// too, so that exports survive such a restart.
+//
+// # Concurrency
+//
+// All methods are safe for concurrent use: exportfs locks etab itself, and
+// updates of the exports file are serialized in the process. Calls for the
+// same (path, client) pair must not race each other; callers serialize per
+// node.
+package nfsexport
