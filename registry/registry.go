@@ -1,0 +1,453 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Node is one provisioned node's record.
+type Node struct {
+	Node      string    `json:"node"` // IPv4 as 8 upper-case hex digits, e.g. "C0A80102"
+	IP        string    `json:"ip"`   // the same address dotted, e.g. "192.168.1.2"
+	MAC       string    `json:"mac,omitempty"`
+	FSID      uint32    `json:"fsid"`
+	Created   time.Time `json:"created"`
+	LastBoot  time.Time `json:"last_boot,omitzero"`
+	BootCount uint64    `json:"boot_count"`
+	LastError string    `json:"last_error,omitempty"`
+}
+
+// Options configures [Open].
+type Options struct {
+	// Dir is the state_dir; it is created (mode 0700) if missing.
+	Dir string
+	// StartFSID is the lowest fsid handed out; 0 means 1 (fsid 0 is the
+	// NFS root export's).
+	StartFSID uint32
+	// MaxNodes caps the number of known nodes; 0 means no cap.
+	MaxNodes int
+	// Logger receives start-up notes; nil discards them.
+	Logger *slog.Logger
+}
+
+var (
+	// ErrFull is returned (wrapped) by Allocate when a new node would
+	// exceed Options.MaxNodes.
+	ErrFull = errors.New("registry full")
+	// ErrUnknownNode is returned (wrapped) for a node the registry does not
+	// know.
+	ErrUnknownNode = errors.New("unknown node")
+	// ErrReadOnly is returned (wrapped) by mutating methods of a registry
+	// from OpenReadOnly.
+	ErrReadOnly = errors.New("registry opened read-only")
+	// ErrClosed is returned (wrapped) by mutating methods after Close.
+	ErrClosed = errors.New("registry closed")
+)
+
+// Registry is the set of known nodes, backed by state_dir/nodes.json.
+type Registry struct {
+	dir      string
+	start    uint32
+	max      int
+	log      *slog.Logger
+	lock     *os.File // nil when read-only
+	readOnly bool
+
+	mu   sync.Mutex
+	cond sync.Cond // on mu; broadcast when a write finishes
+	st   *state
+	// gen counts changes made in memory; durable is the newest generation
+	// known to be on disk. A change is durable once durable >= its gen.
+	gen, durable uint64
+	writing      bool // a write is in flight (mu is released during it)
+	closed       bool // Close was called: no more changes
+	released     bool // the lock is gone: no more writes
+
+	// Instrumentation for tests of the group commit.
+	writes  uint64 // write attempts made
+	waiting int    // callers parked behind an in-flight write
+	// beforeWrite, if set, runs at the start of each write attempt, outside
+	// mu; a non-nil result fails the attempt.
+	beforeWrite func() error
+}
+
+// Open locks opts.Dir and loads its nodes.json. It fails if another process
+// (or another Registry in this one) holds the lock, and if the file exists
+// but cannot be trusted.
+func Open(opts Options) (*Registry, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("open registry: no state_dir given")
+	}
+	if opts.MaxNodes < 0 {
+		return nil, fmt.Errorf("open registry: max_nodes %d is negative", opts.MaxNodes)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open registry: create state_dir: %w", err)
+	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
+	r, err := openLocked(opts, log, lock)
+	if err != nil {
+		unlockDir(lock)
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
+	return r, nil
+}
+
+func openLocked(opts Options, log *slog.Logger, lock *os.File) (*Registry, error) {
+	stale, err := removeStaleTemps(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(stale) > 0 {
+		log.Warn("removed temp files of an interrupted registry write", "files", stale)
+	}
+	st, err := readState(filepath.Join(opts.Dir, fileName))
+	if err != nil {
+		return nil, err
+	}
+	start := opts.StartFSID
+	if start == 0 {
+		start = 1
+	}
+	r := &Registry{dir: opts.Dir, start: start, max: opts.MaxNodes, log: log, lock: lock, st: st}
+	r.cond.L = &r.mu
+	log.Info("registry loaded", "state_dir", opts.Dir, "nodes", len(st.nodes), "retired_fsids", len(st.retired))
+	return r, nil
+}
+
+// OpenReadOnly loads dir's nodes.json without taking the lock, for admin
+// commands that must work whether or not a daemon runs. Because the file is
+// only ever replaced by rename, it sees a complete state. Mutating methods of
+// the result fail with ErrReadOnly. A missing dir is an error (a mistyped
+// state_dir should not look like an empty one); a missing file is not.
+func OpenReadOnly(dir string) (*Registry, error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open registry read-only: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("open registry read-only: %s is not a directory", dir)
+	}
+	st, err := readState(filepath.Join(dir, fileName))
+	if err != nil {
+		return nil, fmt.Errorf("open registry read-only: %w", err)
+	}
+	r := &Registry{dir: dir, start: 1, log: slog.New(slog.DiscardHandler), readOnly: true, st: st}
+	r.cond.L = &r.mu
+	return r, nil
+}
+
+// Close writes any change not yet on disk (there is one only after a failed
+// write) and releases the lock. Calling it again does nothing.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	if r.readOnly {
+		r.mu.Unlock()
+		return nil
+	}
+	err := r.commitLocked(r.gen)
+	r.released = true
+	r.mu.Unlock()
+	if uerr := unlockDir(r.lock); err == nil {
+		err = uerr
+	}
+	if err != nil {
+		return fmt.Errorf("close registry %s: %w", r.dir, err)
+	}
+	return nil
+}
+
+// Get returns node's record.
+func (r *Registry) Get(node string) (Node, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.st.nodes[node]
+	if !ok {
+		return Node{}, false
+	}
+	return e.n, true
+}
+
+// All returns every record, sorted by node name.
+func (r *Registry) All() []Node {
+	r.mu.Lock()
+	out := make([]Node, 0, len(r.st.nodes))
+	for _, e := range r.st.nodes {
+		out = append(out, e.n)
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
+// Len returns the number of known nodes.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.st.nodes)
+}
+
+// Retired returns the fsids of forgotten nodes, ascending.
+func (r *Registry) Retired() []uint32 {
+	r.mu.Lock()
+	out := make([]uint32, 0, len(r.st.retired))
+	for id := range r.st.retired {
+		out = append(out, id)
+	}
+	r.mu.Unlock()
+	slices.Sort(out)
+	return out
+}
+
+// Allocate returns node's record, creating it if the node is new. A new node
+// gets the lowest fsid >= StartFSID that no node, present or forgotten, has
+// and that is not a key of used (the fsids of the server's other exports).
+// ip may be empty (it is derived from the name) and must otherwise match it;
+// mac is recorded only for a new node (RecordBoot updates it).
+//
+// Allocate returns only once the record is on disk, also when it returns an
+// existing node, so that no node is given an fsid that a crash could lose.
+func (r *Registry) Allocate(node, ip, mac string, used map[uint32]string) (Node, bool, error) {
+	if err := checkNodeName(node); err != nil {
+		return Node{}, false, fmt.Errorf("allocate: %w", err)
+	}
+	ip, err := nodeIP(node, ip)
+	if err != nil {
+		return Node{}, false, fmt.Errorf("allocate: %w", err)
+	}
+	mac, err = normMAC(mac)
+	if err != nil {
+		return Node{}, false, fmt.Errorf("allocate %s: %w", node, err)
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.writableLocked(); err != nil {
+		return Node{}, false, fmt.Errorf("allocate %s: %w", node, err)
+	}
+	if e, ok := r.st.nodes[node]; ok {
+		// Its creator may still be writing it, or its write may have failed.
+		if err := r.commitLocked(e.gen); err != nil {
+			return Node{}, false, fmt.Errorf("allocate %s: persist: %w", node, err)
+		}
+		return e.n, false, nil
+	}
+	if r.max > 0 && len(r.st.nodes) >= r.max {
+		return Node{}, false, fmt.Errorf("allocate %s: max_nodes %d reached: %w", node, r.max, ErrFull)
+	}
+	fsid, err := r.freeFSIDLocked(used)
+	if err != nil {
+		return Node{}, false, fmt.Errorf("allocate %s: %w", node, err)
+	}
+	r.gen++
+	e := &entry{
+		n:   Node{Node: node, IP: ip, MAC: mac, FSID: fsid, Created: time.Now().UTC()},
+		gen: r.gen,
+	}
+	r.st.nodes[node] = e
+	r.st.fsids[fsid] = node
+	// On failure the record stays in memory, fsid reserved: a retry of
+	// Allocate for this node tries the write again and returns it then.
+	if err := r.commitLocked(e.gen); err != nil {
+		return Node{}, false, fmt.Errorf("allocate %s: persist: %w", node, err)
+	}
+	return e.n, true, nil
+}
+
+// freeFSIDLocked finds the lowest free fsid. A linear scan is enough: it
+// costs one map lookup per known node, far below one fsync.
+func (r *Registry) freeFSIDLocked(used map[uint32]string) (uint32, error) {
+	for id := uint64(r.start); id <= math.MaxUint32; id++ {
+		fsid := uint32(id)
+		if _, ok := r.st.fsids[fsid]; ok {
+			continue
+		}
+		if _, ok := r.st.retired[fsid]; ok {
+			continue
+		}
+		if _, ok := used[fsid]; ok {
+			continue
+		}
+		return fsid, nil
+	}
+	return 0, fmt.Errorf("no free fsid >= %d", r.start)
+}
+
+// NextFSID is the fsid a new node would get now if no other export on the
+// server used it: a side-effect-free preview (for `pxebootfs render`).
+// from overrides the start for registries opened read-only, which do not
+// know start_fsid; 0 keeps the registry's own. It returns 0 if none is free.
+func (r *Registry) NextFSID(from uint32) uint32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	saved := r.start
+	if from != 0 {
+		r.start = from
+	}
+	defer func() { r.start = saved }()
+	id, err := r.freeFSIDLocked(nil)
+	if err != nil {
+		return 0
+	}
+	return id
+}
+
+// RecordBoot notes that node booted at at (its config was served): the last
+// boot time, the boot count, and its MAC if mac is not empty. It returns
+// once the change is on disk.
+func (r *Registry) RecordBoot(node string, at time.Time, mac string) error {
+	mac, err := normMAC(mac)
+	if err != nil {
+		return fmt.Errorf("record boot of %s: %w", node, err)
+	}
+	return r.update("record boot of", node, func(n *Node) {
+		n.LastBoot = at.UTC()
+		n.BootCount++
+		if mac != "" {
+			n.MAC = mac
+		}
+	})
+}
+
+// RecordError sets node's last error; "" clears it. It returns once the
+// change is on disk.
+func (r *Registry) RecordError(node string, msg string) error {
+	return r.update("record error of", node, func(n *Node) { n.LastError = msg })
+}
+
+func (r *Registry) update(what, node string, change func(*Node)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.writableLocked(); err != nil {
+		return fmt.Errorf("%s %s: %w", what, node, err)
+	}
+	e, ok := r.st.nodes[node]
+	if !ok {
+		return fmt.Errorf("%s %s: %w", what, node, ErrUnknownNode)
+	}
+	change(&e.n)
+	r.gen++
+	if err := r.commitLocked(r.gen); err != nil {
+		return fmt.Errorf("%s %s: persist: %w", what, node, err)
+	}
+	return nil
+}
+
+// Forget removes node. Its fsid is retired, never to be given out again. It
+// returns once the change is on disk.
+func (r *Registry) Forget(node string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.writableLocked(); err != nil {
+		return fmt.Errorf("forget %s: %w", node, err)
+	}
+	e, ok := r.st.nodes[node]
+	if !ok {
+		return fmt.Errorf("forget %s: %w", node, ErrUnknownNode)
+	}
+	delete(r.st.nodes, node)
+	delete(r.st.fsids, e.n.FSID)
+	r.st.retired[e.n.FSID] = struct{}{}
+	r.gen++
+	if err := r.commitLocked(r.gen); err != nil {
+		return fmt.Errorf("forget %s: persist: %w", node, err)
+	}
+	return nil
+}
+
+func (r *Registry) writableLocked() error {
+	if r.readOnly {
+		return ErrReadOnly
+	}
+	if r.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// commitLocked returns once generation g is on disk: at once if it already
+// is; otherwise the caller writes the current state itself, or, if a write
+// is in flight (whose snapshot may predate g), waits for it and looks again.
+// Waiting callers pile up behind one write and are all served by the next,
+// which is the group commit. r.mu must be held; it is released while writing
+// or waiting.
+func (r *Registry) commitLocked(g uint64) error {
+	for r.durable < g {
+		if r.writing {
+			r.waiting++
+			r.cond.Wait()
+			r.waiting--
+			continue
+		}
+		if r.released {
+			// Close's final write failed and the lock is gone: writing now
+			// could clobber a new owner's file.
+			return ErrClosed
+		}
+		if err := r.writeLocked(); err != nil {
+			// g was in the snapshot that failed; report that rather than
+			// retrying on behalf of a caller who may prefer to give up.
+			return err
+		}
+	}
+	return nil
+}
+
+// writeLocked writes a snapshot of the current state. r.mu must be held and
+// no write in flight; mu is released during the I/O.
+func (r *Registry) writeLocked() error {
+	r.writing = true
+	r.writes++
+	gen := r.gen
+	nodes := make([]Node, 0, len(r.st.nodes))
+	for _, e := range r.st.nodes {
+		nodes = append(nodes, e.n)
+	}
+	retired := make([]uint32, 0, len(r.st.retired))
+	for id := range r.st.retired {
+		retired = append(retired, id)
+	}
+	hook := r.beforeWrite
+	r.mu.Unlock()
+
+	err := func() error {
+		if hook != nil {
+			if err := hook(); err != nil {
+				return err
+			}
+		}
+		data, err := encodeState(nodes, retired)
+		if err != nil {
+			return err
+		}
+		return writeAtomic(r.dir, fileName, data)
+	}()
+
+	r.mu.Lock()
+	r.writing = false
+	if err == nil {
+		r.durable = gen
+	}
+	r.cond.Broadcast()
+	return err
+}
