@@ -23,14 +23,21 @@ import (
 // binary is the pxebootfs binary built once for the whole package.
 var binary string
 
+// binaryEnv passes the built binary to the re-executed, NFS-isolated test
+// process, so it is built once.
+const binaryEnv = "PXEBOOTFS_E2E_BINARY"
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if binary = os.Getenv(binaryEnv); binary != "" {
+		os.Exit(testenv.IsolateNFSState(m))
+	}
 	dir, err := os.MkdirTemp("", "pxebootfs-e2e-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "pxebootfs")
-	flag.Parse()
 	args := []string{"build", "-o", binary}
 	// Tests run the daemon under the race detector; benchmarks measure the
 	// binary admins run.
@@ -43,7 +50,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", build, err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	os.Setenv(binaryEnv, binary)
+	// exportfs in these tests must not touch the machine's real exports:
+	// the tests run in a private mount namespace with their own
+	// /var/lib/nfs and /etc/exports.d (the daemons they start share it).
+	code := testenv.IsolateNFSState(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -205,4 +216,18 @@ func (s *site) render(name string) []byte {
 		s.t.Fatalf("render %s: exit %d: %s", name, code, errOut)
 	}
 	return []byte(out)
+}
+
+// waitLog waits until the daemon's log contains s: its stderr reaches us
+// through a pipe, a moment after the daemon wrote it.
+func (d *daemon) waitLog(t testing.TB, s string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.stderr.String(), s) {
+		if time.Now().After(deadline) {
+			t.Errorf("log never said %q:\n%s", s, d.stderr.String())
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -3,27 +3,123 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"os/exec"
 
 	"github.com/pxebootfs/pxebootfs/catalog"
 	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/nfsexport"
+	"github.com/pxebootfs/pxebootfs/overlay"
+	"github.com/pxebootfs/pxebootfs/provision"
+	"github.com/pxebootfs/pxebootfs/registry"
 )
 
-// newProvisioner builds the provisioner for full mode, or nil in config-only
-// mode. The returned func releases it (not the node roots: those stay).
+// exportsFile is where exportfs exports are mirrored, so that an nfs-server
+// restart (exportfs -ra) keeps them.
+const exportsFile = "/etc/exports.d/pxebootfs.exports"
+
+// newProvisioner builds the provisioner for full mode and restores every
+// known node, or returns nil in config-only mode. The returned func
+// releases the state lock; node roots and exports stay.
 func newProvisioner(ctx context.Context, cfg *config.Config, log *slog.Logger) (catalog.Provisioner, func(), error) {
 	if !cfg.FullMode() {
 		return nil, func() {}, nil
 	}
-	return nil, nil, errors.New("full mode is not implemented yet")
+	for _, d := range []string{cfg.NodeDir, cfg.OverlayDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	reg, err := registry.Open(registry.Options{Dir: cfg.StateDir, StartFSID: cfg.StartFSID, MaxNodes: cfg.MaxNodes, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	ov, err := newOverlay(cfg)
+	if err != nil {
+		reg.Close()
+		return nil, nil, err
+	}
+	ex, err := newExporter(cfg, log)
+	if err != nil {
+		reg.Close()
+		return nil, nil, err
+	}
+	p := provision.New(provision.Options{Overlay: ov, Exporter: ex, Registry: reg, NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID, Logger: log})
+	n, err := p.Restore(ctx)
+	if err != nil {
+		log.Error("restore: some nodes could not be restored; their next boot retries", "err", err)
+	}
+	log.Info("restore: done", "ready", n, "known", reg.Len())
+	return p, func() { reg.Close() }, nil
 }
 
-// newPeeker gives `render` the side-effect-free view of full mode.
+func newOverlay(cfg *config.Config) (*overlay.Manager, error) {
+	return overlay.New(overlay.Options{
+		Type:       overlay.Type(cfg.OverlayType),
+		RootDir:    cfg.RootDir,
+		NodeDir:    cfg.NodeDir,
+		OverlayDir: cfg.OverlayDir,
+		Extra:      cfg.OverlayOptions,
+	})
+}
+
+func newExporter(cfg *config.Config, log *slog.Logger) (nfsexport.Exporter, error) {
+	switch cfg.Export {
+	case config.ExportNone:
+		return nfsexport.None{}, nil
+	default:
+		return nfsexport.NewExportfs(nfsexport.ExportfsOptions{Options: cfg.ExportOptions, ExportsFile: exportsFile, Logger: log})
+	}
+}
+
+// newPeeker gives `render` the side-effect-free view of full mode: the
+// registry read without its lock, and no mounts.
 func newPeeker(cfg *config.Config) (catalog.Provisioner, error) {
-	return nil, nil
+	if !cfg.FullMode() {
+		return nil, nil
+	}
+	reg, err := registry.OpenReadOnly(cfg.StateDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		reg = nil // never mounted in full mode yet
+	} else if err != nil {
+		return nil, err
+	}
+	return provision.New(provision.Options{Registry: reg, NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID}), nil
 }
 
-// checkFull checks what full mode needs.
+// checkFull checks what full mode needs: overlay support with upper and
+// work on one filesystem (a test mount in a temp dir under overlay_dir),
+// and the export tool.
 func checkFull(cfg *config.Config) []string {
-	return nil
+	if !cfg.FullMode() {
+		return nil
+	}
+	var problems []string
+	for _, d := range []string{cfg.NodeDir, cfg.OverlayDir} {
+		if fi, err := os.Stat(d); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v (pxebootfs mount creates it; check cannot test overlays there yet)", d, err))
+		} else if !fi.IsDir() {
+			problems = append(problems, fmt.Sprintf("%s: not a directory", d))
+		}
+	}
+	if len(problems) == 0 {
+		ov, err := newOverlay(cfg)
+		if err == nil {
+			err = ov.Check()
+		}
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("overlay_type %s: %v", cfg.OverlayType, err))
+		}
+	}
+	if cfg.Export == config.ExportFS {
+		if _, err := exec.LookPath("exportfs"); err != nil {
+			if _, err2 := os.Stat("/usr/sbin/exportfs"); err2 != nil {
+				problems = append(problems, "export exportfs: exportfs is not installed (apt-get install nfs-kernel-server)")
+			}
+		}
+	}
+	return problems
 }
