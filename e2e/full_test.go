@@ -30,7 +30,7 @@ type fullSite struct {
 	root, nodes, overlays, state string
 }
 
-func newFullSite(t *testing.T, extra string) *fullSite {
+func newFullSite(t testing.TB, extra string) *fullSite {
 	t.Helper()
 	testenv.RequireNFSIsolation(t)
 	testenv.RequireTool(t, "exportfs")
@@ -56,7 +56,7 @@ func newFullSite(t *testing.T, extra string) *fullSite {
 
 // cleanupNodes unexports and unmounts every node root the test made: the
 // daemon leaves them in place on purpose.
-func (f *fullSite) cleanupNodes(t *testing.T) {
+func (f *fullSite) cleanupNodes(t testing.TB) {
 	ex, err := nfsexport.NewExportfs(nfsexport.ExportfsOptions{})
 	if err != nil {
 		t.Error(err)
