@@ -18,9 +18,12 @@ test:
 demo:
 	scripts/demo.sh
 
-# Prints pxebootfs and static-file TFTP fetch rates side by side.
+# Prints pxebootfs and static-file TFTP fetch rates side by side, cold and
+# warm provisioning latency, and a 1,000-node storm (root; see README).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./e2e
+	$(GO) test -run '^$$' -bench TFTPFetch -benchtime 2000x ./e2e
+	$(GO) test -run '^$$' -bench ColdProvision -benchtime 200x ./e2e
+	$(GO) test -run '^$$' -bench Storm1000 -benchtime 1x -timeout 30m ./e2e
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./pxename
