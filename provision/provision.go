@@ -218,9 +218,10 @@ func (p *Provisioner) export(rec registry.Node) nfsexport.Export {
 }
 
 // Peek tells the template about n without side effects. A node never seen
-// gets the fsid it would be given now (from the registry's view alone), so
-// `pxebootfs render` and stat show what the first open will most likely
-// serve.
+// gets the fsid it would be given now (from the registry and the last list
+// of the server's fsids in use), so stat and `pxebootfs render` show what
+// the first open will most likely serve; the size a tftpd announces is
+// always that of the content it reads, rendered after provisioning.
 func (p *Provisioner) Peek(n catalog.Node) catalog.Root {
 	if p.reg == nil { // no state yet: nothing was ever provisioned
 		return catalog.Root{FSID: p.start, Dir: p.dir(n.Name)}
@@ -228,7 +229,11 @@ func (p *Provisioner) Peek(n catalog.Node) catalog.Root {
 	if rec, ok := p.reg.Get(n.Name); ok {
 		return p.root(rec)
 	}
-	return catalog.Root{FSID: p.reg.NextFSID(p.start), Dir: p.dir(n.Name)}
+	// The server's fsids in use as last read, if ever: no exportfs run here.
+	p.usedMu.Lock()
+	used := p.used
+	p.usedMu.Unlock()
+	return catalog.Root{FSID: p.reg.NextFSID(p.start, used), Dir: p.dir(n.Name)}
 }
 
 // Nodes lists the nodes in the registry.

@@ -293,11 +293,11 @@ func (r *Registry) freeFSIDLocked(used map[uint32]string) (uint32, error) {
 	return 0, fmt.Errorf("no free fsid >= %d", r.start)
 }
 
-// NextFSID is the fsid a new node would get now if no other export on the
-// server used it: a side-effect-free preview (for `pxebootfs render`).
+// NextFSID is the fsid a new node would get now, given the fsids other
+// exports use: a side-effect-free preview (for stat and `pxebootfs render`).
 // from overrides the start for registries opened read-only, which do not
 // know start_fsid; 0 keeps the registry's own. It returns 0 if none is free.
-func (r *Registry) NextFSID(from uint32) uint32 {
+func (r *Registry) NextFSID(from uint32, used map[uint32]string) uint32 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	saved := r.start
@@ -305,7 +305,7 @@ func (r *Registry) NextFSID(from uint32) uint32 {
 		r.start = from
 	}
 	defer func() { r.start = saved }()
-	id, err := r.freeFSIDLocked(nil)
+	id, err := r.freeFSIDLocked(used)
 	if err != nil {
 		return 0
 	}

@@ -1,0 +1,220 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/moby/sys/mountinfo"
+
+	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
+	"github.com/pxebootfs/pxebootfs/nfsexport"
+	"github.com/pxebootfs/pxebootfs/overlay"
+	"github.com/pxebootfs/pxebootfs/registry"
+)
+
+// countingExporter records exports in memory. The real exportfs and Ganesha
+// paths are tested end to end in e2e; this one lets the tests count calls
+// and inject failures.
+type countingExporter struct {
+	mu      sync.Mutex
+	exports map[string]nfsexport.Export
+	calls   int
+	fail    error
+}
+
+func (c *countingExporter) Export(ctx context.Context, e nfsexport.Export) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	if c.fail != nil {
+		return c.fail
+	}
+	c.exports[e.Path] = e
+	return nil
+}
+
+func (c *countingExporter) Unexport(ctx context.Context, e nfsexport.Export) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.exports, e.Path)
+	return nil
+}
+
+func (c *countingExporter) Exported(ctx context.Context, e nfsexport.Export) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	got, ok := c.exports[e.Path]
+	return ok && got == e, nil
+}
+
+func (c *countingExporter) List(ctx context.Context) ([]nfsexport.Export, error) { return nil, nil }
+func (c *countingExporter) UsedFSIDs(ctx context.Context) (map[uint32]string, error) {
+	return map[uint32]string{100: "/some/other/export"}, nil
+}
+func (c *countingExporter) Name() string { return "counting" }
+
+type env struct {
+	p    *Provisioner
+	ex   *countingExporter
+	ov   *overlay.Manager
+	reg  *registry.Registry
+	node string
+	dirs overlay.Options
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testenv.RequireRoot(t)
+	base, err := os.MkdirTemp("/var/tmp", "pxebootfs-provision-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := overlay.Options{
+		Type:       overlay.Overlayfs,
+		RootDir:    filepath.Join(base, "root"),
+		NodeDir:    filepath.Join(base, "node"),
+		OverlayDir: filepath.Join(base, "overlay"),
+	}
+	for _, d := range []string{o.RootDir, o.NodeDir, o.OverlayDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ov, err := overlay.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		infos, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(o.NodeDir))
+		for _, i := range infos {
+			syscall.Unmount(i.Mountpoint, syscall.MNT_DETACH)
+		}
+		os.RemoveAll(base)
+	})
+	reg, err := registry.Open(registry.Options{Dir: filepath.Join(base, "state"), StartFSID: 100, MaxNodes: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	ex := &countingExporter{exports: map[string]nfsexport.Export{}}
+	return &env{
+		p:  New(Options{Overlay: ov, Exporter: ex, Registry: reg, NodeDir: o.NodeDir, StartFSID: 100}),
+		ex: ex, ov: ov, reg: reg, dirs: o,
+	}
+}
+
+func node(name, ip string) catalog.Node {
+	return catalog.Node{Name: name, Addr: netip.MustParseAddr(ip)}
+}
+
+func TestEnsureOnceUnderConcurrency(t *testing.T) {
+	e := newEnv(t)
+	n := node("C0A80102", "192.168.1.2")
+	var wg sync.WaitGroup
+	roots := make(chan catalog.Root, 64)
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := e.p.Ensure(context.Background(), n)
+			if err != nil {
+				t.Error(err)
+			}
+			roots <- r
+		}()
+	}
+	wg.Wait()
+	close(roots)
+	for r := range roots {
+		// 100 is used by another export on the server: skipped.
+		if r.FSID != 101 || r.Dir != filepath.Join(e.dirs.NodeDir, "C0A80102") {
+			t.Errorf("root %+v", r)
+		}
+	}
+	if e.ex.calls != 1 {
+		t.Errorf("%d exports, want 1", e.ex.calls)
+	}
+	if rec, _ := e.reg.Get("C0A80102"); rec.BootCount != 64 {
+		t.Errorf("boot count %d, want 64", rec.BootCount)
+	}
+	if got := e.p.Peek(n); got.FSID != 101 {
+		t.Errorf("Peek = %+v", got)
+	}
+	if got := e.p.Peek(node("C0A80103", "192.168.1.3")); got.FSID != 102 {
+		t.Errorf("Peek of a new node = %+v, want the next fsid", got)
+	}
+}
+
+func TestEnsureRollsBackAndRetries(t *testing.T) {
+	e := newEnv(t)
+	n := node("C0A80102", "192.168.1.2")
+	e.ex.fail = errors.New("exportfs: injected")
+	if _, err := e.p.Ensure(context.Background(), n); err == nil {
+		t.Fatal("Ensure succeeded with a failing exporter")
+	}
+	if ok, _ := e.ov.Mounted("C0A80102"); ok {
+		t.Error("mount not rolled back")
+	}
+	if rec, _ := e.reg.Get("C0A80102"); rec.LastError == "" {
+		t.Error("error not recorded")
+	}
+	e.ex.fail = nil
+	r, err := e.p.Ensure(context.Background(), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := e.ov.Mounted("C0A80102"); !ok {
+		t.Error("not mounted after retry")
+	}
+	if rec, _ := e.reg.Get("C0A80102"); rec.LastError != "" || rec.FSID != r.FSID {
+		t.Errorf("record after retry: %+v", rec)
+	}
+}
+
+func TestEnsureMaxNodes(t *testing.T) {
+	e := newEnv(t)
+	for i, ip := range []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"} {
+		if _, err := e.p.Ensure(context.Background(), node([]string{"0A000001", "0A000002", "0A000003"}[i], ip)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := e.p.Ensure(context.Background(), node("0A000004", "10.0.0.4"))
+	if !errors.Is(err, registry.ErrFull) {
+		t.Fatalf("4th node with max_nodes 3: %v, want ErrFull", err)
+	}
+	if ok, _ := e.ov.Mounted("0A000004"); ok {
+		t.Error("refused node was mounted")
+	}
+}
+
+func TestRestore(t *testing.T) {
+	e := newEnv(t)
+	a, b := node("0A000001", "10.0.0.1"), node("0A000002", "10.0.0.2")
+	for _, n := range []catalog.Node{a, b} {
+		if _, err := e.p.Ensure(context.Background(), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.ov.Unmount(a.Name); err != nil {
+		t.Fatal(err)
+	}
+	delete(e.ex.exports, filepath.Join(e.dirs.NodeDir, b.Name))
+	p2 := New(Options{Overlay: e.ov, Exporter: e.ex, Registry: e.reg, NodeDir: e.dirs.NodeDir})
+	ready, err := p2.Restore(context.Background())
+	if err != nil || ready != 2 {
+		t.Fatalf("Restore = %d, %v", ready, err)
+	}
+	if ok, _ := e.ov.Mounted(a.Name); !ok {
+		t.Error("a not remounted")
+	}
+	if got := e.ex.exports[filepath.Join(e.dirs.NodeDir, b.Name)]; got.FSID != 102 {
+		t.Errorf("b re-exported as %+v, want fsid 102", got)
+	}
+}
