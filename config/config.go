@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"gopkg.in/ini.v1"
 )
@@ -24,6 +25,14 @@ type Config struct {
 	Ethers      string         // ethers(5) file mapping MACs to IPs; "" if unset
 	Allow       []netip.Prefix // IPv4 prefixes served; nil when unset (default policy applies elsewhere)
 
+	// Content from a database: see packages generator and inventory.
+	ContentGenerator     string        // program run for names nothing else serves; "" if unset
+	GeneratorForNodes    bool          // run it for node names too, before the template
+	GeneratorTimeout     time.Duration // longest run, and longest wait for a free slot
+	GeneratorTTL         time.Duration // how long a result is reused
+	GeneratorConcurrency int           // most programs running at once
+	Inventory            string        // node inventory file; "" if unset
+
 	// Full mode: either all four are set or none.
 	NodeDir    string
 	RootDir    string
@@ -34,16 +43,23 @@ type Config struct {
 	MaxNodes       int
 	OverlayType    string   // OverlayFS or AUFS
 	OverlayOptions []string // extra mount options, never lowerdir/upperdir/workdir/br
-	Export         string   // ExportFS or ExportNone
+	Export         string   // ExportFS, ExportGanesha or ExportNone
 	ExportOptions  string   // comma-separated, without fsid=
+	GaneshaConfig  string   // include file of node EXPORT blocks (export = ganesha)
+	GaneshaDBus    string   // D-Bus address of Ganesha's export manager; "" is the system bus
+
+	ResetGuard    time.Duration // a node that booted this recently is not reset unless forced
+	ResetOnBoot   bool          // wipe a node's writable layer when it boots again after ResetGuard
+	MetricsListen string        // host:port of the Prometheus endpoint; "" when off
 }
 
 // Values of overlay_type and export.
 const (
-	OverlayFS  = "overlayfs"
-	AUFS       = "aufs"
-	ExportFS   = "exportfs"
-	ExportNone = "none"
+	OverlayFS     = "overlayfs"
+	AUFS          = "aufs"
+	ExportFS      = "exportfs"
+	ExportNone    = "none"
+	ExportGanesha = "ganesha"
 )
 
 // FullMode reports whether nodes get overlay roots and NFS exports, rather

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // testLayout is a temp dir with everything a config may point at:
@@ -90,7 +91,7 @@ func TestLoadErrors(t *testing.T) {
 		{"syntax error", minimal + "this line has no delimiter\n", "", "syntax error"},
 		{"unknown key with suggestion", minimal + "statc_dir = static\n", "statc_dir", `unknown key; did you mean "static_dir"?`},
 		{"unknown key far from any", minimal + "frobnicate = 1\n", "frobnicate", "unknown key"},
-		{"future key not yet known", minimal + "reset_guard = 1\n", "reset_guard", "unknown key"},
+		{"near miss of reset_guard", minimal + "reset_guards = 1\n", "reset_guards", `unknown key; did you mean "reset_guard"?`},
 		{"duplicate key", minimal + "pxe_template = tmpl\n", "pxe_template", "set 2 times"},
 		{"duplicate key other syntax", minimal + "allow = 10.0.0.0/8\nallow: 10.0.0.0/8\n", "allow", "set 2 times"},
 
@@ -140,7 +141,12 @@ func TestLoadErrors(t *testing.T) {
 		{"max_nodes not a number", minimal + "max_nodes = lots\n", "max_nodes", `"lots"`},
 		{"overlay_type unknown", minimal + "overlay_type = zfs\n", "overlay_type", `"zfs" is not one of overlayfs, aufs`},
 		{"overlay_type wrong case", minimal + "overlay_type = OverlayFS\n", "overlay_type", "is not one of"},
-		{"export unknown", minimal + "export = nfs\n", "export", `"nfs" is not one of exportfs, none`},
+		{"export unknown", minimal + "export = nfs\n", "export", `"nfs" is not one of exportfs, ganesha, none`},
+		{"ganesha fsid range", strings.Replace(full, "start_fsid: 100", "start_fsid: 65000", 1) + "export = ganesha\n", "start_fsid", "Ganesha Export_Id, at most 65535"},
+		{"ganesha_config odd character", minimal + "ganesha_config = /etc/ganesha/a\"b.conf\n", "ganesha_config", "has character"},
+		{"ganesha_config is a dir", minimal + "ganesha_config = static\n", "ganesha_config", "not a regular file (a directory)"},
+		{"ganesha_dbus not an address", minimal + "ganesha_dbus = /run/dbus/system_bus_socket\n", "ganesha_dbus", "is not a D-Bus address"},
+		{"ganesha_dbus whitespace", minimal + "ganesha_dbus = unix:path=/a b\n", "ganesha_dbus", "is not a D-Bus address"},
 		{"overlay_options lowerdir", minimal + "overlay_options = index=on,lowerdir=/x\n", "overlay_options", `"lowerdir=/x"`},
 		{"overlay_options lowerdir+", minimal + "overlay_options = lowerdir+=/x\n", "overlay_options", "layer directories"},
 		{"overlay_options upperdir", minimal + "overlay_options = upperdir=/x\n", "overlay_options", "layer directories"},
@@ -153,6 +159,14 @@ func TestLoadErrors(t *testing.T) {
 		{"export_options bare fsid", minimal + "export_options = rw,FSID\n", "export_options", "fsid"},
 		{"export_options whitespace", minimal + "export_options = rw,no_root_squash sync\n", "export_options", "contains whitespace"},
 		{"export_options trailing comma", minimal + "export_options = rw,\n", "export_options", "empty option"},
+
+		{"reset_guard negative", minimal + "reset_guard = -1\n", "reset_guard", `"-1" is not a number of seconds`},
+		{"reset_guard with unit", minimal + "reset_guard = 5m\n", "reset_guard", `"5m" is not a number of seconds`},
+		{"reset_on_boot not a boolean", minimal + "reset_on_boot = sometimes\n", "reset_on_boot", `"sometimes" is not a boolean`},
+		{"metrics_listen no port", minimal + "metrics_listen = 127.0.0.1\n", "metrics_listen", "is not host:port"},
+		{"metrics_listen bad port", minimal + "metrics_listen = 127.0.0.1:http\n", "metrics_listen", `port "http" is not a number`},
+		{"metrics_listen port too big", minimal + "metrics_listen = 127.0.0.1:65536\n", "metrics_listen", "not a number from 0 to 65535"},
+		{"metrics_listen hostname", minimal + "metrics_listen = metrics.example:9123\n", "metrics_listen", `host "metrics.example" is not an IP address`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -269,6 +283,8 @@ func TestLoad(t *testing.T) {
 			eq(t, "OverlayType", c.OverlayType, OverlayFS)
 			eq(t, "Export", c.Export, ExportFS)
 			eq(t, "ExportOptions", c.ExportOptions, DefaultExportOptions)
+			eq(t, "GaneshaConfig", c.GaneshaConfig, DefaultGaneshaConfig)
+			eq(t, "GaneshaDBus", c.GaneshaDBus, "")
 			eq(t, "StartFSID", c.StartFSID, uint32(0))
 			if c.Allow != nil || c.OverlayOptions != nil {
 				t.Errorf("Allow = %v, OverlayOptions = %v, want nil", c.Allow, c.OverlayOptions)
@@ -307,6 +323,37 @@ func TestLoad(t *testing.T) {
 			}
 			eq(t, "Export", c.Export, ExportNone)
 			eq(t, "ExportOptions", c.ExportOptions, "ro,no_subtree_check")
+		}},
+		{"operations defaults", full, func(t *testing.T, l testLayout, c *Config) {
+			eq(t, "ResetGuard", c.ResetGuard, DefaultResetGuard)
+			eq(t, "ResetOnBoot", c.ResetOnBoot, false)
+			eq(t, "MetricsListen", c.MetricsListen, "")
+		}},
+		{"operations keys", full + "reset_guard = 0\nreset_on_boot = Yes\nmetrics_listen = 127.0.0.1:9123\n", func(t *testing.T, l testLayout, c *Config) {
+			eq(t, "ResetGuard", c.ResetGuard, time.Duration(0))
+			eq(t, "ResetOnBoot", c.ResetOnBoot, true)
+			eq(t, "MetricsListen", c.MetricsListen, "127.0.0.1:9123")
+		}},
+		{"reset_guard in seconds", full + "reset_guard = 90\nreset_on_boot = off\n", func(t *testing.T, l testLayout, c *Config) {
+			eq(t, "ResetGuard", c.ResetGuard, 90*time.Second)
+			eq(t, "ResetOnBoot", c.ResetOnBoot, false)
+		}},
+		{"metrics_listen forms", minimal + "metrics_listen = [::1]:0\n", func(t *testing.T, l testLayout, c *Config) {
+			eq(t, "MetricsListen", c.MetricsListen, "[::1]:0")
+		}},
+		{"metrics_listen every address", minimal + "metrics_listen = :9123\n", func(t *testing.T, l testLayout, c *Config) {
+			eq(t, "MetricsListen", c.MetricsListen, ":9123")
+		}},
+		{"metrics_listen localhost", minimal + "metrics_listen = localhost:9123\n", func(t *testing.T, l testLayout, c *Config) {
+			eq(t, "MetricsListen", c.MetricsListen, "localhost:9123")
+		}},
+		{"ganesha keys", full + "export = ganesha\nganesha_config = ganesha.conf\nganesha_dbus = unix:path=/run/pxg/bus\n", func(t *testing.T, l testLayout, c *Config) {
+			eq(t, "Export", c.Export, ExportGanesha)
+			eq(t, "GaneshaConfig", c.GaneshaConfig, l.path("ganesha.conf"))
+			eq(t, "GaneshaDBus", c.GaneshaDBus, "unix:path=/run/pxg/bus")
+		}},
+		{"largest ganesha start_fsid", strings.Replace(full, "start_fsid: 100", "start_fsid: 65535\nmax_nodes = 1\nexport = ganesha", 1), func(t *testing.T, l testLayout, c *Config) {
+			eq(t, "StartFSID", c.StartFSID, uint32(65535))
 		}},
 		{"largest start_fsid", strings.Replace(full, "start_fsid: 100", "start_fsid: 4294967295\nmax_nodes = 1", 1), func(t *testing.T, l testLayout, c *Config) {
 			eq(t, "StartFSID", c.StartFSID, uint32(4294967295))

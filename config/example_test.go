@@ -83,7 +83,15 @@ func TestExampleFullMode(t *testing.T) {
 		"/srv/tftp/pxelinux.static", dir+"/static",
 		"/etc/ethers", dir+"/ethers",
 		"/var/lib/pxebootfs", dir+"/state",
+		"/usr/local/sbin/pxe-content-generator", dir+"/generator",
+		"/etc/pxebootfs/nodes.ini", dir+"/nodes.ini",
 	).Replace(text)
+	if err := os.WriteFile(filepath.Join(dir, "generator"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nodes.ini"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Mkdir(filepath.Join(dir, "root"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // keySpec is one accepted key. parse gets the trimmed, non-empty value (or
@@ -31,6 +33,8 @@ const (
 	DefaultOverlayType   = OverlayFS
 	DefaultExport        = ExportFS
 	DefaultExportOptions = "rw,no_root_squash,no_subtree_check,sync"
+	DefaultGaneshaConfig = "/etc/ganesha/pxebootfs.conf"
+	DefaultResetGuard    = 300 * time.Second
 )
 
 // fullModeKeys turn on full mode; they must be set together.
@@ -68,6 +72,64 @@ var keys = []keySpec{
 			prefixes, e := parseAllow(v)
 			p.c.Allow = prefixes
 			return e
+		},
+	},
+	{
+		name: "content_generator", example: "/usr/local/sbin/pxe-content-generator",
+		doc: "Program run (atftpd's --content-generator interface) for names nothing else serves; it writes the file's content to fd 3.",
+		parse: func(p *parser, v string) *Error {
+			p.c.ContentGenerator = p.path(v)
+			return executableFile(p.c.ContentGenerator)
+		},
+	},
+	{
+		name: "generator_for_nodes", def: "false",
+		doc: "true: run content_generator for node names too, before the template; the template serves the names it refuses.",
+		parse: func(p *parser, v string) *Error {
+			b, ok := parseBool(v)
+			if !ok {
+				return &Error{Reason: fmt.Sprintf("%q is not a boolean (true/false, yes/no, on/off, 1/0)", v)}
+			}
+			p.c.GeneratorForNodes = b
+			return nil
+		},
+	},
+	{
+		name: "generator_timeout", def: DefaultGeneratorTimeout.String(),
+		doc: "Longest content_generator run (then it is killed with its process group and the name is not found), and longest wait for a free slot.",
+		parse: func(p *parser, v string) *Error {
+			d, e := parseDuration(v)
+			p.c.GeneratorTimeout = d
+			return e
+		},
+	},
+	{
+		name: "generator_ttl", def: DefaultGeneratorTTL.String(),
+		doc: "How long a content_generator result is reused for its name (a refusal: 1 s at most), so a lookup and the reads after it run the program once.",
+		parse: func(p *parser, v string) *Error {
+			d, e := parseDuration(v)
+			p.c.GeneratorTTL = d
+			return e
+		},
+	},
+	{
+		name: "generator_concurrency", def: strconv.Itoa(DefaultGeneratorConcurrency),
+		doc: "Most content_generator programs running at once; further names wait (at most generator_timeout).",
+		parse: func(p *parser, v string) *Error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > maxGeneratorConcurrency {
+				return &Error{Reason: fmt.Sprintf("%q is not an integer from 1 to %d", v, maxGeneratorConcurrency)}
+			}
+			p.c.GeneratorConcurrency = n
+			return nil
+		},
+	},
+	{
+		name: "inventory", example: "/etc/pxebootfs/nodes.ini",
+		doc: "Node inventory (INI, one [node \"NAME\"] section per node): MACs, hostname, per-node template, provision, var.NAME.",
+		parse: func(p *parser, v string) *Error {
+			p.c.Inventory = p.path(v)
+			return readableFile(p.c.Inventory)
 		},
 	},
 	{
@@ -158,10 +220,10 @@ var keys = []keySpec{
 	},
 	{
 		name: "export", full: true, def: DefaultExport,
-		doc: "How node roots are exported: exportfs (kernel NFS server) or none (export them yourself).",
+		doc: "How node roots are exported: exportfs (kernel NFS server), ganesha (NFS-Ganesha, over D-Bus) or none (export them yourself).",
 		parse: func(p *parser, v string) *Error {
-			if v != ExportFS && v != ExportNone {
-				return &Error{Reason: fmt.Sprintf("%q is not one of %s, %s", v, ExportFS, ExportNone)}
+			if v != ExportFS && v != ExportGanesha && v != ExportNone {
+				return &Error{Reason: fmt.Sprintf("%q is not one of %s, %s, %s", v, ExportFS, ExportGanesha, ExportNone)}
 			}
 			p.c.Export = v
 			return nil
@@ -184,6 +246,90 @@ var keys = []keySpec{
 			return nil
 		},
 	},
+	{
+		name: "ganesha_config", full: true, def: DefaultGaneshaConfig,
+		doc: "export = ganesha: the include file pxebootfs owns, one EXPORT block per node; Ganesha's main config needs the line %include \"FILE\".",
+		parse: func(p *parser, v string) *Error {
+			p.c.GaneshaConfig = p.path(v)
+			return ganeshaConfigFile(p.c.GaneshaConfig)
+		},
+	},
+	{
+		name: "ganesha_dbus", full: true, example: "unix:path=/run/dbus/system_bus_socket",
+		doc: "export = ganesha: D-Bus address of the bus Ganesha's export manager is on. Default: the system bus.",
+		parse: func(p *parser, v string) *Error {
+			if !strings.Contains(v, ":") || strings.IndexFunc(v, isSpace) >= 0 {
+				return &Error{Reason: fmt.Sprintf("%q is not a D-Bus address such as unix:path=/run/dbus/system_bus_socket", v)}
+			}
+			p.c.GaneshaDBus = v
+			return nil
+		},
+	},
+	{
+		name: "reset_guard", full: true, def: strconv.Itoa(int(DefaultResetGuard / time.Second)),
+		doc: "Seconds after a node's last boot during which `pxebootfs reset` refuses it (unless -force) and reset_on_boot does not wipe it again.",
+		parse: func(p *parser, v string) *Error {
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return &Error{Reason: fmt.Sprintf("%q is not a number of seconds (0 or more)", v)}
+			}
+			p.c.ResetGuard = time.Duration(n) * time.Second
+			return nil
+		},
+	},
+	{
+		name: "reset_on_boot", full: true, def: "false",
+		doc: "true: a node's writable layer is wiped when it fetches its config again at least reset_guard seconds after its last boot, so it starts clean on every boot.",
+		parse: func(p *parser, v string) *Error {
+			b, ok := parseBool(v)
+			if !ok {
+				return &Error{Reason: fmt.Sprintf("%q is not a boolean (true/false, yes/no, on/off, 1/0)", v)}
+			}
+			p.c.ResetOnBoot = b
+			return nil
+		},
+	},
+	{
+		name: "metrics_listen", example: "127.0.0.1:9123",
+		doc: "host:port on which Prometheus metrics are served at /metrics; the host is an IP address, localhost or empty (every address). Default: unset (no metrics endpoint).",
+		parse: func(p *parser, v string) *Error {
+			if e := checkListen(v); e != nil {
+				return e
+			}
+			p.c.MetricsListen = v
+			return nil
+		},
+	},
+}
+
+// parseBool accepts what Python's ConfigParser.getboolean does, so that
+// configs written for the original tool's style keep working.
+func parseBool(v string) (bool, bool) {
+	switch strings.ToLower(v) {
+	case "1", "yes", "true", "on":
+		return true, true
+	case "0", "no", "false", "off":
+		return false, true
+	}
+	return false, false
+}
+
+// checkListen validates a listen address. Hostnames other than localhost are
+// refused: resolving them at start would make the endpoint depend on DNS.
+func checkListen(v string) *Error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return &Error{Reason: fmt.Sprintf("%q is not host:port (e.g. 127.0.0.1:9123)", v)}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return &Error{Reason: fmt.Sprintf("port %q is not a number from 0 to 65535", port)}
+	}
+	if host != "" && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return &Error{Reason: fmt.Sprintf("host %q is not an IP address, localhost or empty", host)}
+		}
+	}
+	return nil
 }
 
 func lookupKey(name string) *keySpec {
@@ -199,7 +345,9 @@ func lookupKey(name string) *keySpec {
 var crossChecks = []func(p *parser) *Error{
 	checkFullModeSet,
 	checkFSIDRange,
+	checkGaneshaFSIDRange,
 	checkDistinctDirs,
+	checkGeneratorSet,
 }
 
 func checkFullModeSet(p *parser) *Error {
@@ -226,6 +374,41 @@ func checkFSIDRange(p *parser) *Error {
 	}
 	if last := uint64(p.c.StartFSID) + uint64(p.c.MaxNodes) - 1; last > math.MaxUint32 {
 		return p.errf("start_fsid", "start_fsid %d plus max_nodes %d runs past the largest fsid %d", p.c.StartFSID, p.c.MaxNodes, uint32(math.MaxUint32))
+	}
+	return nil
+}
+
+// maxGaneshaFSID is the largest fsid export = ganesha can give: a node's
+// fsid is its Ganesha Export_Id, which is 16 bits.
+const maxGaneshaFSID = math.MaxUint16
+
+func checkGaneshaFSIDRange(p *parser) *Error {
+	if !p.c.FullMode() || p.c.Export != ExportGanesha {
+		return nil
+	}
+	if last := uint64(p.c.StartFSID) + uint64(p.c.MaxNodes) - 1; last > maxGaneshaFSID {
+		return p.errf("start_fsid", "with export = ganesha an fsid is a Ganesha Export_Id, at most %d; start_fsid %d plus max_nodes %d runs past it", maxGaneshaFSID, p.c.StartFSID, p.c.MaxNodes)
+	}
+	return nil
+}
+
+// ganeshaConfigFile accepts a missing file (pxebootfs creates it) or a
+// regular one, whose name Ganesha's configuration language and the
+// %include line carry unchanged.
+func ganeshaConfigFile(path string) *Error {
+	for _, c := range path {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("/._-+@=~%", c)) {
+			return &Error{Reason: fmt.Sprintf("%s has character %q; use letters, digits and /._-+@=~%% only", path, c)}
+		}
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return &Error{Reason: "cannot check file", Err: err}
+	case !fi.Mode().IsRegular():
+		return &Error{Reason: fmt.Sprintf("%s exists and is not a regular file (%s)", path, kind(fi.Mode()))}
 	}
 	return nil
 }

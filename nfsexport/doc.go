@@ -5,9 +5,10 @@
 // # Backends
 //
 // [Exporter] is the one interface; [Exportfs] drives the kernel NFS server
-// through nfs-utils' exportfs(8), and [None] exports nothing (for setups
-// where the roots are served some other way). A Ganesha backend can implement
-// the same interface.
+// through nfs-utils' exportfs(8), [Ganesha] drives NFS-Ganesha through its
+// D-Bus export manager, and [None] exports nothing (for setups where the
+// roots are served some other way). The tests run one table of behaviour
+// cases against both real servers.
 //
 // # Safety
 //
@@ -24,10 +25,19 @@
 // names a file of ours in /etc/exports.d in which every export is recorded
 // too, so that exports survive such a restart.
 //
+// Ganesha's exports live in a managed include file of ours
+// ([GaneshaOptions.ConfigFile]), one EXPORT block per node, which Ganesha's
+// main configuration %includes: it is the source of truth Ganesha reads at
+// start. Changes are written there first (atomically), then applied to the
+// running server over D-Bus (AddExport, UpdateExport, RemoveExport), so
+// Ganesha is never restarted or reloaded, and other exports are not touched.
+// A Ganesha export's fsid is its Export_Id, which is 16 bits.
+//
 // # Concurrency
 //
-// All methods are safe for concurrent use: exportfs locks etab itself, and
-// updates of the exports file are serialized in the process. Calls for the
+// All methods are safe for concurrent use: exportfs locks etab itself,
+// Ganesha serializes D-Bus calls, and updates of the exports file and of the
+// managed file are serialized in the process. Calls for the
 // same (path, client) pair must not race each other; callers serialize per
 // node.
 package nfsexport

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"time"
 
 	"github.com/pxebootfs/pxebootfs/catalog"
 	"github.com/pxebootfs/pxebootfs/config"
@@ -43,6 +44,13 @@ func newProvisioner(ctx context.Context, cfg *config.Config, log *slog.Logger) (
 		return nil, nil, err
 	}
 	ex, err := newExporter(cfg, log)
+	if err == nil {
+		if g, ok := ex.(*nfsexport.Ganesha); ok {
+			// Before Restore mounts anything: Init tells Ganesha's
+			// exports of unmounted roots from live ones.
+			err = g.Init(ctx)
+		}
+	}
 	if err != nil {
 		reg.Close()
 		return nil, nil, err
@@ -70,6 +78,8 @@ func newExporter(cfg *config.Config, log *slog.Logger) (nfsexport.Exporter, erro
 	switch cfg.Export {
 	case config.ExportNone:
 		return nfsexport.None{}, nil
+	case config.ExportGanesha:
+		return nfsexport.NewGanesha(nfsexport.GaneshaOptions{ConfigFile: cfg.GaneshaConfig, Bus: cfg.GaneshaDBus, Logger: log})
 	default:
 		return nfsexport.NewExportfs(nfsexport.ExportfsOptions{Options: cfg.ExportOptions, ExportsFile: exportsFile, Logger: log})
 	}
@@ -92,7 +102,8 @@ func newPeeker(cfg *config.Config) (catalog.Provisioner, error) {
 
 // checkFull checks what full mode needs: overlay support with upper and
 // work on one filesystem (a test mount in a temp dir under overlay_dir),
-// and the export tool.
+// and the export tool, or for Ganesha that its export manager answers on
+// D-Bus and ganesha_config is a file pxebootfs can update.
 func checkFull(cfg *config.Config) []string {
 	if !cfg.FullMode() {
 		return nil
@@ -121,5 +132,24 @@ func checkFull(cfg *config.Config) []string {
 			}
 		}
 	}
+	if cfg.Export == config.ExportGanesha {
+		if err := checkGanesha(cfg); err != nil {
+			problems = append(problems, fmt.Sprintf("export ganesha: %v", err))
+		}
+	}
 	return problems
+}
+
+// ganeshaCheckTimeout bounds check's D-Bus call to Ganesha.
+const ganeshaCheckTimeout = 10 * time.Second
+
+func checkGanesha(cfg *config.Config) error {
+	g, err := nfsexport.NewGanesha(nfsexport.GaneshaOptions{ConfigFile: cfg.GaneshaConfig, Bus: cfg.GaneshaDBus})
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), ganeshaCheckTimeout)
+	defer cancel()
+	return g.Check(ctx)
 }

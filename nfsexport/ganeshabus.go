@@ -1,0 +1,332 @@
+package nfsexport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/godbus/dbus/v5"
+)
+
+// Ganesha's export manager on D-Bus (src/dbus in nfs-ganesha).
+const (
+	ganeshaDest  = "org.ganesha.nfsd"
+	ganeshaPath  = dbus.ObjectPath("/org/ganesha/nfsd/ExportMgr")
+	ganeshaIface = "org.ganesha.nfsd.exportmgr"
+)
+
+// busCallTimeout bounds one D-Bus call when the caller's context has no
+// deadline: libdbus's own default reply timeout is 25 s.
+const busCallTimeout = 30 * time.Second
+
+// BusError is a D-Bus call to Ganesha that failed: the bus, the method and
+// its arguments, and how it failed (a dbus.Error from Ganesha or the bus, or
+// a connection error).
+type BusError struct {
+	Bus    string // "system bus" or the address
+	Method string // e.g. "org.ganesha.nfsd.exportmgr.AddExport"
+	Args   []any
+	Err    error
+}
+
+// Error formats the call and the failure:
+// `D-Bus org.ganesha.nfsd.exportmgr.RemoveExport(7) on system bus:
+// org.freedesktop.DBus.Error.InvalidArgs: lookup_export failed …`.
+func (e *BusError) Error() string {
+	args := make([]string, len(e.Args))
+	for i, a := range e.Args {
+		if s, ok := a.(string); ok {
+			args[i] = strconv.Quote(s)
+		} else {
+			args[i] = fmt.Sprint(a)
+		}
+	}
+	s := fmt.Sprintf("D-Bus %s(%s) on %s: ", e.Method, strings.Join(args, ", "), e.Bus)
+	var de dbus.Error
+	if errors.As(e.Err, &de) {
+		return s + de.Name + ": " + de.Error()
+	}
+	return s + e.Err.Error()
+}
+
+// Unwrap returns Err.
+func (e *BusError) Unwrap() error { return e.Err }
+
+// dbusErrorName is the D-Bus error name of err, or "".
+func dbusErrorName(err error) string {
+	var de dbus.Error
+	if errors.As(err, &de) {
+		return de.Name
+	}
+	var dp *dbus.Error
+	if errors.As(err, &dp) {
+		return dp.Name
+	}
+	return ""
+}
+
+// dbusErrorText is the D-Bus error message of err, or "".
+func dbusErrorText(err error) string {
+	var de dbus.Error
+	if errors.As(err, &de) {
+		return de.Error()
+	}
+	var dp *dbus.Error
+	if errors.As(err, &dp) {
+		return dp.Error()
+	}
+	return ""
+}
+
+// isNoSuchExport reports Ganesha's answer to RemoveExport and DisplayExport
+// for an Export_Id it does not have.
+func isNoSuchExport(err error) bool {
+	return dbusErrorName(err) == "org.freedesktop.DBus.Error.InvalidArgs" &&
+		strings.Contains(dbusErrorText(err), "not found")
+}
+
+// isAlreadyActive reports Ganesha's answer to AddExport for an Export_Id it
+// already has.
+func isAlreadyActive(err error) bool {
+	return strings.Contains(dbusErrorText(err), "already active")
+}
+
+// busName describes the bus for messages.
+func (g *Ganesha) busName() string {
+	if g.bus == "" {
+		return "system bus"
+	}
+	return g.bus
+}
+
+// connect returns the cached connection, dialling the bus if there is none.
+// The dial is bounded by ctx; the connection itself outlives it.
+func (g *Ganesha) connect(ctx context.Context) (*dbus.Conn, error) {
+	g.connMu.Lock()
+	defer g.connMu.Unlock()
+	if g.conn != nil && g.conn.Connected() {
+		return g.conn, nil
+	}
+	connCtx, cancel := context.WithCancel(context.Background())
+	// Authentication reads from the socket: a wedged bus must not hang us
+	// past ctx. Cancelling the connection's context closes it.
+	stop := context.AfterFunc(ctx, cancel)
+	var (
+		conn *dbus.Conn
+		err  error
+	)
+	if g.bus == "" {
+		conn, err = dbus.ConnectSystemBus(dbus.WithContext(connCtx))
+	} else {
+		conn, err = dbus.Connect(g.bus, dbus.WithContext(connCtx))
+	}
+	if !stop() || err != nil {
+		cancel()
+		if err == nil {
+			conn.Close()
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("connect to %s: %w", g.busName(), err)
+	}
+	g.conn, g.connCancel = conn, cancel
+	return conn, nil
+}
+
+// dropConn forgets conn if it is still the cached one, so the next call
+// dials afresh (after dbus-daemon restarted, say).
+func (g *Ganesha) dropConn(conn *dbus.Conn) {
+	g.connMu.Lock()
+	defer g.connMu.Unlock()
+	if g.conn == conn {
+		g.connCancel()
+		g.conn, g.connCancel = nil, nil
+	}
+}
+
+// Close closes the D-Bus connection, if any. The Ganesha stays usable: the
+// next call connects again.
+func (g *Ganesha) Close() error {
+	g.connMu.Lock()
+	defer g.connMu.Unlock()
+	if g.conn == nil {
+		return nil
+	}
+	err := g.conn.Close()
+	g.connCancel()
+	g.conn, g.connCancel = nil, nil
+	return err
+}
+
+// call calls an export manager method and returns the reply's body. A
+// failure of the connection itself (not an error reply) is retried once on a
+// new connection.
+func (g *Ganesha) call(ctx context.Context, method string, args ...any) ([]any, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, busCallTimeout)
+		defer cancel()
+	}
+	full := ganeshaIface + "." + method
+	var err error
+	for attempt := 0; attempt < 2; attempt++ {
+		var conn *dbus.Conn
+		conn, err = g.connect(ctx)
+		if err != nil {
+			break
+		}
+		c := conn.Object(ganeshaDest, ganeshaPath).CallWithContext(ctx, full, 0, args...)
+		if c.Err == nil {
+			return c.Body, nil
+		}
+		err = c.Err
+		if dbusErrorName(err) != "" || ctx.Err() != nil {
+			break // an answer, or our own deadline: retrying changes nothing
+		}
+		g.dropConn(conn)
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
+		err = fmt.Errorf("%w: %w", ctxErr, err)
+	}
+	return nil, &BusError{Bus: g.busName(), Method: full, Args: args, Err: err}
+}
+
+// liveExport is an export as Ganesha's DisplayExport describes it.
+type liveExport struct {
+	ID      uint16
+	Path    string
+	Clients []string // as Ganesha prints them: "192.168.1.2/32", "*", …
+}
+
+// onlyClient returns the export's client when it is exactly one IPv4
+// address, the only kind of export an Export can describe.
+func (l liveExport) onlyClient() (netip.Addr, bool) {
+	if len(l.Clients) != 1 {
+		return netip.Addr{}, false
+	}
+	s := l.Clients[0]
+	if p, err := netip.ParsePrefix(s); err == nil {
+		if !p.Addr().Is4() || p.Bits() != 32 {
+			return netip.Addr{}, false
+		}
+		return p.Addr(), true
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// display runs DisplayExport(id); found is false when Ganesha has no such
+// export.
+func (g *Ganesha) display(ctx context.Context, id uint16) (l liveExport, found bool, err error) {
+	body, err := g.call(ctx, "DisplayExport", id)
+	if isNoSuchExport(err) {
+		return liveExport{}, false, nil
+	}
+	if err != nil {
+		return liveExport{}, false, err
+	}
+	// (q id, s fullpath, s pseudopath, s tag, a(s…) clients); the fields
+	// of a client after its name have changed between versions, so the
+	// reply is read loosely.
+	if len(body) < 5 {
+		return liveExport{}, false, fmt.Errorf("DisplayExport(%d): reply has %d values, want 5", id, len(body))
+	}
+	gotID, ok1 := body[0].(uint16)
+	path, ok2 := body[1].(string)
+	clients, ok3 := structList(body[4])
+	if !ok1 || !ok2 || !ok3 {
+		return liveExport{}, false, fmt.Errorf("DisplayExport(%d): unexpected reply %v", id, body)
+	}
+	l = liveExport{ID: gotID, Path: path}
+	for _, c := range clients {
+		if len(c) == 0 {
+			continue
+		}
+		if s, ok := c[0].(string); ok {
+			l.Clients = append(l.Clients, s)
+		}
+	}
+	return l, true, nil
+}
+
+// show runs ShowExports and returns every active export's id and path,
+// including the NFSv4 pseudo-root (id 0, path "/").
+func (g *Ganesha) show(ctx context.Context) (map[uint16]string, error) {
+	body, err := g.call(ctx, "ShowExports")
+	if err != nil {
+		return nil, err
+	}
+	// ((tt) time, a(q id, s path, …) exports)
+	if len(body) < 2 {
+		return nil, fmt.Errorf("ShowExports: reply has %d values, want 2", len(body))
+	}
+	list, ok := structList(body[1])
+	if !ok {
+		return nil, fmt.Errorf("ShowExports: unexpected reply %v", body)
+	}
+	out := make(map[uint16]string, len(list))
+	for _, s := range list {
+		if len(s) < 2 {
+			return nil, fmt.Errorf("ShowExports: unexpected export %v", s)
+		}
+		id, ok1 := s[0].(uint16)
+		path, ok2 := s[1].(string)
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("ShowExports: unexpected export %v", s)
+		}
+		out[id] = path
+	}
+	return out, nil
+}
+
+// structList reads a D-Bus array of structs, which godbus decodes as a slice
+// of []any.
+func structList(v any) ([][]any, bool) {
+	switch x := v.(type) {
+	case [][]any:
+		return x, true
+	case []any:
+		out := make([][]any, 0, len(x))
+		for _, e := range x {
+			s, ok := e.([]any)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, s)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// exportExpr selects one block of the managed file for AddExport and
+// UpdateExport.
+func exportExpr(id uint16) string {
+	return "EXPORT(Export_Id=" + strconv.Itoa(int(id)) + ")"
+}
+
+func (g *Ganesha) addExport(ctx context.Context, id uint16) error {
+	_, err := g.call(ctx, "AddExport", g.file, exportExpr(id))
+	return err
+}
+
+func (g *Ganesha) updateExport(ctx context.Context, id uint16) error {
+	_, err := g.call(ctx, "UpdateExport", g.file, exportExpr(id))
+	return err
+}
+
+// removeExport runs RemoveExport(id); removed is false when there was no
+// such export.
+func (g *Ganesha) removeExport(ctx context.Context, id uint16) (removed bool, err error) {
+	_, err = g.call(ctx, "RemoveExport", id)
+	if isNoSuchExport(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
