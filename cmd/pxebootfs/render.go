@@ -9,8 +9,9 @@ import (
 )
 
 type renderFlags struct {
-	config string
-	name   string
+	config     string
+	name       string
+	mountpoint string
 }
 
 // runRender prints exactly the bytes a read of pxelinux.cfg/NAME would
@@ -19,6 +20,7 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 	var f renderFlags
 	fl := newFlagSet("render", "NAME", stderr)
 	fl.StringVar(&f.config, "c", "", configFlagHelp)
+	fl.StringVar(&f.mountpoint, "mountpoint", catalog.DefaultMountpoint, "where pxebootfs is mounted: content_generator gets --file MOUNTPOINT/NAME")
 	if code := parseFlags(fl, args); code >= 0 {
 		return code
 	}
@@ -41,6 +43,7 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
 		return exitConfig
 	}
+	cat.SetMountpoint(f.mountpoint)
 	e, err := cat.Resolve(f.name)
 	if err != nil {
 		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)

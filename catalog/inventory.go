@@ -1,0 +1,88 @@
+package catalog
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/inventory"
+	"github.com/pxebootfs/pxebootfs/pxename"
+	"github.com/pxebootfs/pxebootfs/render"
+)
+
+// loadInventory reads cfg's inventory into s. It runs after the template
+// and ethers are loaded: an inventory MAC that ethers maps to another IP is
+// ambiguous, and every inventory node using pxe_template must render with
+// it (a var the template needs and the node lacks is found here, naming
+// the node, rather than at its next boot).
+func loadInventory(cfg *config.Config, s *snapshot) error {
+	if cfg.Inventory == "" {
+		return nil
+	}
+	s.stamps[cfg.Inventory] = stampOf(cfg.Inventory)
+	inv, err := inventory.Load(cfg.Inventory)
+	if err != nil {
+		return fmt.Errorf("config %s: inventory: %w", cfg.File, err)
+	}
+	// Per-node templates are known only now; a change between their read
+	// and this stamp is seen at their next change.
+	for _, p := range inv.Files()[1:] {
+		s.stamps[p] = stampOf(p)
+	}
+	for _, n := range inv.Nodes() {
+		for _, m := range n.MACs {
+			if ip, ok := s.ethers.Lookup(m); ok && ip != n.IP {
+				return fmt.Errorf("config %s: inventory %s:%d: [node %q] mac %s is %s here but ethers %s maps it to %s",
+					cfg.File, inv.File(), n.Line, n.Name, m, n.IP, cfg.Ethers, ip)
+			}
+		}
+		if n.Template == nil {
+			if _, err := s.tmpl.Render(n.TrialData()); err != nil {
+				return fmt.Errorf("config %s: inventory %s:%d: [node %q] with pxe_template: %w", cfg.File, inv.File(), n.Line, n.Name, err)
+			}
+		}
+	}
+	s.inv = inv
+	return nil
+}
+
+// lookupMAC maps a MAC to its node's IP: ethers first, then the inventory
+// (they cannot disagree, see loadInventory).
+func (s *snapshot) lookupMAC(m net.HardwareAddr) (netip.Addr, bool) {
+	if a, ok := s.ethers.Lookup(m); ok {
+		return a, true
+	}
+	if n := s.inv.ByMAC(m); n != nil {
+		return n.IP, true
+	}
+	return netip.Addr{}, false
+}
+
+// firstMAC is the MAC a node asked for by IP gets as .MAC: ethers' lowest,
+// else the inventory's first, else "".
+func (s *snapshot) firstMAC(a netip.Addr) string {
+	if macs := s.ethers.MACsFor(a); len(macs) > 0 {
+		return pxename.ColonMAC(macs[0])
+	}
+	if n := s.inv.ByIP(a); n != nil {
+		return n.MAC()
+	}
+	return ""
+}
+
+// provisioned reports whether e's node gets a root: every node, unless the
+// inventory says provision = false (an installer needs no NFS root).
+func (e Entry) provisioned() bool { return e.Inv == nil || e.Inv.Provision }
+
+// templateFor is the template e renders from: the node's own from the
+// inventory, else pxe_template.
+func (c *Catalog) templateFor(e Entry) *render.Template {
+	if e.Inv != nil && e.Inv.Template != nil {
+		return e.Inv.Template
+	}
+	return c.cur.Load().tmpl
+}
+
+// InventoryNodes lists the inventory's nodes (none without an inventory).
+func (c *Catalog) InventoryNodes() []*inventory.Node { return c.cur.Load().inv.Nodes() }

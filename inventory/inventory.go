@@ -1,0 +1,460 @@
+// Package inventory reads the node inventory: an INI file that tells
+// pxebootfs about individual nodes (their MACs, host name, own template,
+// whether they get a root, free-form variables for the template), as an
+// admin's database export would.
+//
+// # Format
+//
+//	# comments start with # or ;
+//	[node "C0A80102"]            ; named by hex IP: ip may be left out
+//	mac      = 52:54:00:12:34:56, 52:54:00:12:34:57
+//	hostname = rack1-n02
+//
+//	[node "installer-7"]         ; any host-name-like label: ip is required
+//	ip        = 192.168.1.7
+//	mac       = 52:54:00:00:00:07
+//	template  = templates/debian-installer.template
+//	provision = false
+//	var.suite = bookworm
+//
+// One section per node, [node "NAME"], where NAME is the node's IPv4 as 8
+// hex digits or a label made of letters, digits, '-' and '.'. Keys:
+//
+//   - ip: the node's IPv4 address; must agree with a hex NAME.
+//   - mac: one or more MACs (net.ParseMAC forms), separated by commas or
+//     spaces; the key may also be repeated. They are served like ethers
+//     entries: pxelinux's 01-<mac> names resolve to this node.
+//   - hostname: RFC 1123 host name (labels of letters, digits and '-').
+//   - template: this node's own template instead of pxe_template (e.g. an
+//     installer config), relative to the inventory file; parsed at load.
+//   - provision: true (default) or false; false nodes get their config but
+//     no root, mount or export (installers need none).
+//   - var.NAME: free-form values, .Vars.NAME in templates; NAME is a Go
+//     identifier (letters, digits, '_'), case-sensitive.
+//
+// Keys are case-sensitive. Unknown keys and sections, keys set twice
+// (except mac), and an IP or MAC given to two nodes are errors. Every error
+// names the file and line.
+package inventory
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/ini.v1"
+
+	"github.com/pxebootfs/pxebootfs/pxename"
+	"github.com/pxebootfs/pxebootfs/render"
+)
+
+// MaxFileSize bounds the inventory file read.
+const MaxFileSize = 16 << 20
+
+// Node is one [node "NAME"] section. Immutable after Parse.
+type Node struct {
+	Name         string             // NAME of the section, as written
+	Line         int                // line of the section header
+	IP           netip.Addr         // always a valid IPv4
+	MACs         []net.HardwareAddr // in the order given; may be empty
+	Hostname     string             // "" when not given
+	TemplateFile string             // absolute path; "" means pxe_template
+	Template     *render.Template   // parsed TemplateFile, nil without one
+	Provision    bool               // false: config only, no root or export
+	Vars         map[string]string  // never nil
+}
+
+// Hex is the node's pxelinux name, 8 upper-case hex digits.
+func (n *Node) Hex() string { return pxename.Hex(n.IP) }
+
+// MAC is the node's first MAC in colon form, "" without one.
+func (n *Node) MAC() string {
+	if len(n.MACs) == 0 {
+		return ""
+	}
+	return pxename.ColonMAC(n.MACs[0])
+}
+
+// Inventory is a parsed inventory file. A nil *Inventory is empty. It is
+// immutable, so safe for concurrent use.
+type Inventory struct {
+	file      string
+	nodes     []*Node
+	byIP      map[netip.Addr]*Node
+	byMAC     map[[6]byte]*Node
+	templates []string
+}
+
+// Error is a problem in an inventory, naming its place.
+type Error struct {
+	File   string
+	Line   int    // 0 when not about one line
+	Node   string // section NAME, "" when not in a node section
+	Key    string // "" when not about one key
+	Reason string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Node != "" {
+		b.WriteString("[node " + strconv.Quote(e.Node) + "] ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key + ": ")
+	}
+	b.WriteString(e.Reason)
+	if e.Err != nil {
+		if e.Reason != "" {
+			b.WriteString(": ")
+		}
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Load reads and parses the inventory at path.
+func Load(path string) (*Inventory, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("inventory %s: %w", path, err)
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return nil, fmt.Errorf("inventory: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("inventory: read %s: %w", abs, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, &Error{File: abs, Reason: fmt.Sprintf("larger than %d bytes", MaxFileSize)}
+	}
+	return Parse(abs, data)
+}
+
+var (
+	sectionRE = regexp.MustCompile(`^node\s+"([^"]*)"$`)
+	varRE     = regexp.MustCompile(`^var\.([A-Za-z_][A-Za-z0-9_]*)$`)
+)
+
+// Parse parses data as the inventory file at path (absolute). Templates are
+// read relative to path's directory.
+func Parse(path string, data []byte) (*Inventory, error) {
+	p := &parser{
+		file:  path,
+		lines: indexLines(data),
+		inv: &Inventory{
+			file:  path,
+			byIP:  map[netip.Addr]*Node{},
+			byMAC: map[[6]byte]*Node{},
+		},
+		tmpls: map[string]*render.Template{},
+	}
+	f, err := ini.LoadSources(ini.LoadOptions{
+		// " #" and " ;" start an inline comment, so values may hold # or ;.
+		SpaceBeforeInlineComment: true,
+		// Keep every occurrence, to allow repeated mac and report the rest.
+		AllowShadows:               true,
+		AllowDuplicateShadowValues: true,
+		AllowNonUniqueSections:     true,
+	}, data)
+	if err != nil {
+		return nil, &Error{File: path, Reason: "syntax error", Err: err}
+	}
+	seen := map[string]int{} // NAME -> header line
+	headerN := map[string]int{}
+	for _, s := range f.Sections() {
+		if s.Name() == ini.DefaultSection {
+			if ks := s.Keys(); len(ks) > 0 {
+				return nil, p.errf(p.lines.key("", 0, ks[0].Name(), 0), "", "", "key %q is outside any [node \"NAME\"] section", ks[0].Name())
+			}
+			continue
+		}
+		// The i-th section of a name is its i-th header in the text.
+		idx := headerN[s.Name()]
+		headerN[s.Name()]++
+		line := p.lines.header(s.Name(), idx)
+		m := sectionRE.FindStringSubmatch(s.Name())
+		if m == nil {
+			return nil, p.errf(line, "", "", "unexpected section [%s]; want [node \"NAME\"]", s.Name())
+		}
+		name := m[1]
+		if first, dup := seen[name]; dup {
+			return nil, p.errf(line, name, "", "node appears twice (first on line %d); merge the sections", first)
+		}
+		seen[name] = line
+		n, err := p.node(s, name, line, idx)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.add(n, s.Name(), idx); err != nil {
+			return nil, err
+		}
+	}
+	return p.inv, nil
+}
+
+type parser struct {
+	file  string
+	lines lineIndex
+	inv   *Inventory
+	tmpls map[string]*render.Template // by absolute path
+}
+
+func (p *parser) errf(line int, node, key, format string, args ...any) *Error {
+	return &Error{File: p.file, Line: line, Node: node, Key: key, Reason: fmt.Sprintf(format, args...)}
+}
+
+// node builds the node of section s (the idx-th section named s.Name()).
+func (p *parser) node(s *ini.Section, name string, line, idx int) (*Node, error) {
+	n := &Node{Name: name, Line: line, Provision: true, Vars: map[string]string{}}
+	keyLine := func(key string, occ int) int { return p.lines.key(s.Name(), idx, key, occ) }
+	var named netip.Addr
+	if a, err := pxename.ParseHex(name); err == nil {
+		named = a
+	} else if err := checkHostname(name); err != nil {
+		return nil, p.errf(line, name, "", "node name must be 8 hex digits (its IPv4) or a host-name-like label: %v", err)
+	}
+	for _, k := range s.Keys() {
+		key := k.Name()
+		vals := k.ValueWithShadows()
+		if len(vals) == 0 { // ValueWithShadows drops empty values
+			vals = []string{""}
+		}
+		if len(vals) > 1 && key != "mac" {
+			return nil, p.errf(keyLine(key, 1), name, key, "set %d times; set it once", len(vals))
+		}
+		v := strings.TrimSpace(vals[0])
+		if v == "" && !varRE.MatchString(key) {
+			return nil, p.errf(keyLine(key, 0), name, key, "empty value")
+		}
+		switch {
+		case key == "ip":
+			a, err := netip.ParseAddr(v)
+			if err != nil || !a.Is4() {
+				return nil, p.errf(keyLine(key, 0), name, key, "%q is not an IPv4 address", v)
+			}
+			n.IP = a
+		case key == "mac":
+			for i, v := range vals {
+				macs, err := parseMACs(v)
+				if err != nil {
+					return nil, p.errf(keyLine(key, i), name, key, "%v", err)
+				}
+				for _, m := range macs {
+					if !containsMAC(n.MACs, m) {
+						n.MACs = append(n.MACs, m)
+					}
+				}
+			}
+		case key == "hostname":
+			if err := checkHostname(v); err != nil {
+				return nil, p.errf(keyLine(key, 0), name, key, "%q: %v", v, err)
+			}
+			n.Hostname = v
+		case key == "template":
+			t, abs, err := p.template(v)
+			if err != nil {
+				return nil, &Error{File: p.file, Line: keyLine(key, 0), Node: name, Key: key, Err: err}
+			}
+			n.Template, n.TemplateFile = t, abs
+		case key == "provision":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, p.errf(keyLine(key, 0), name, key, "%q is not true or false", v)
+			}
+			n.Provision = b
+		case varRE.MatchString(key):
+			n.Vars[varRE.FindStringSubmatch(key)[1]] = v
+		case strings.HasPrefix(key, "var."):
+			return nil, p.errf(keyLine(key, 0), name, key, "variable name must be letters, digits and '_', not starting with a digit (it is used as .Vars.NAME)")
+		default:
+			return nil, p.errf(keyLine(key, 0), name, key, "unknown key; keys are ip, mac, hostname, template, provision and var.NAME (case-sensitive)")
+		}
+	}
+	switch {
+	case !n.IP.IsValid() && !named.IsValid():
+		return nil, p.errf(line, name, "", "no ip; give ip = A.B.C.D or name the node by its hex IP")
+	case !n.IP.IsValid():
+		n.IP = named
+	case named.IsValid() && named != n.IP:
+		return nil, p.errf(keyLine("ip", 0), name, "ip", "%s does not match the node name %s (which is %s)", n.IP, name, named)
+	}
+	if n.Template != nil {
+		// A per-node template must render for this very node, so a missing
+		// var is a load error here rather than a failed boot later.
+		if _, err := n.Template.Render(n.TrialData()); err != nil {
+			return nil, &Error{File: p.file, Line: keyLine("template", 0), Node: name, Key: "template", Err: err}
+		}
+	}
+	return n, nil
+}
+
+// TrialData is the template data of the node before provisioning (FSID 0,
+// no NodeDir), named by its hex IP.
+func (n *Node) TrialData() render.Data {
+	return render.Data{
+		Node: n.Hex(), IP: n.IP.String(), MAC: n.MAC(), Name: n.Hex(),
+		Hostname: n.Hostname, Vars: n.Vars,
+	}
+}
+
+// template loads a per-node template once per file.
+func (p *parser) template(v string) (*render.Template, string, error) {
+	abs := v
+	if !filepath.IsAbs(abs) {
+		abs = filepath.Join(filepath.Dir(p.file), v)
+	}
+	abs = filepath.Clean(abs)
+	if t, ok := p.tmpls[abs]; ok {
+		return t, abs, nil
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, "", fmt.Errorf("template: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, "", fmt.Errorf("template %s is not a regular file", abs)
+	}
+	t, err := render.Load(abs)
+	if err != nil {
+		return nil, "", err
+	}
+	p.tmpls[abs] = t
+	p.inv.templates = append(p.inv.templates, abs)
+	return t, abs, nil
+}
+
+// add indexes n, refusing an IP or MAC another node already has.
+func (p *parser) add(n *Node, section string, idx int) error {
+	if o, dup := p.inv.byIP[n.IP]; dup {
+		line := p.lines.key(section, idx, "ip", 0)
+		if line == 0 {
+			line = n.Line
+		}
+		return p.errf(line, n.Name, "ip", "%s is also node %q's (line %d)", n.IP, o.Name, o.Line)
+	}
+	for i, m := range n.MACs {
+		if o, dup := p.inv.byMAC[[6]byte(m)]; dup {
+			return p.errf(p.lines.keyValue(section, idx, "mac", m), n.Name, "mac", "%s is also node %q's (line %d)", m, o.Name, o.Line)
+		}
+		p.inv.byMAC[[6]byte(n.MACs[i])] = n
+	}
+	p.inv.byIP[n.IP] = n
+	p.inv.nodes = append(p.inv.nodes, n)
+	return nil
+}
+
+// parseMACs splits a mac value at commas and white space.
+func parseMACs(v string) ([]net.HardwareAddr, error) {
+	fields := strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+	if len(fields) == 0 {
+		return nil, fmt.Errorf("no MAC in %q", v)
+	}
+	var out []net.HardwareAddr
+	for _, f := range fields {
+		m, err := net.ParseMAC(f)
+		if err != nil || len(m) != 6 {
+			return nil, fmt.Errorf("%q is not an Ethernet MAC such as 52:54:00:12:34:56", f)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func containsMAC(ms []net.HardwareAddr, m net.HardwareAddr) bool {
+	for _, x := range ms {
+		if bytes.Equal(x, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkHostname applies RFC 1123: dot-separated labels of 1 to 63 letters,
+// digits and '-', not starting or ending with '-'; 253 bytes at most.
+func checkHostname(s string) error {
+	if s == "" || len(s) > 253 {
+		return fmt.Errorf("a host name has 1 to 253 characters")
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 {
+			return fmt.Errorf("label %q must have 1 to 63 characters", label)
+		}
+		if label[0] == '-' || label[len(label)-1] == '-' {
+			return fmt.Errorf("label %q starts or ends with '-'", label)
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return fmt.Errorf("label %q has %q; only letters, digits and '-' are allowed", label, c)
+			}
+		}
+	}
+	return nil
+}
+
+// File is the inventory's absolute path ("" for a nil Inventory).
+func (inv *Inventory) File() string {
+	if inv == nil {
+		return ""
+	}
+	return inv.file
+}
+
+// Files are the inventory and every per-node template it loaded: what to
+// watch for changes.
+func (inv *Inventory) Files() []string {
+	if inv == nil {
+		return nil
+	}
+	return append([]string{inv.file}, inv.templates...)
+}
+
+// Nodes lists the nodes in file order.
+func (inv *Inventory) Nodes() []*Node {
+	if inv == nil {
+		return nil
+	}
+	return append([]*Node(nil), inv.nodes...)
+}
+
+// Len is the number of nodes.
+func (inv *Inventory) Len() int {
+	if inv == nil {
+		return 0
+	}
+	return len(inv.nodes)
+}
+
+// ByIP returns the node with address a, or nil.
+func (inv *Inventory) ByIP(a netip.Addr) *Node {
+	if inv == nil {
+		return nil
+	}
+	return inv.byIP[a.Unmap()]
+}
+
+// ByMAC returns the node that lists hw, or nil.
+func (inv *Inventory) ByMAC(hw net.HardwareAddr) *Node {
+	if inv == nil || len(hw) != 6 {
+		return nil
+	}
+	return inv.byMAC[[6]byte(hw)]
+}
