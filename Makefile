@@ -4,8 +4,13 @@ SBINDIR     ?= $(PREFIX)/sbin
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO          ?= go
 LDFLAGS     := -X main.version=$(VERSION)
+# make install: DESTDIR stages into a directory (packaging, tests).
+DESTDIR     ?=
+SYSCONFDIR  ?= /etc/pxebootfs
+UNITDIR     ?= /etc/systemd/system
+BIN         ?= bin/pxebootfs
 
-.PHONY: all build test demo bench fuzz vet clean
+.PHONY: all build install test demo bench fuzz vet clean
 
 all: build
 
@@ -32,6 +37,21 @@ fuzz:
 vet:
 	gofmt -l . | (! grep .)
 	$(GO) vet ./...
+
+# Binary, systemd unit, and the example config and template where Debian
+# admins look for them. An existing config or template is never replaced:
+# they are the admin's; the current example is always at
+# $(SYSCONFDIR)/pxebootfs.cfg.example for comparison.
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/pxebootfs
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/sbin/pxebootfs|$(SBINDIR)/pxebootfs|' contrib/pxebootfs.service > $(DESTDIR)$(UNITDIR)/pxebootfs.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/pxebootfs.service
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)
+	install -m 0644 pxebootfs.cfg.example $(DESTDIR)$(SYSCONFDIR)/pxebootfs.cfg.example
+	test -e $(DESTDIR)$(SYSCONFDIR)/pxebootfs.cfg || install -m 0644 pxebootfs.cfg.example $(DESTDIR)$(SYSCONFDIR)/pxebootfs.cfg
+	test -e $(DESTDIR)$(SYSCONFDIR)/pxelinux.cfg.template || install -m 0644 pxelinux.cfg.template $(DESTDIR)$(SYSCONFDIR)/pxelinux.cfg.template
+	@echo "installed; next: systemctl daemon-reload && systemctl enable --now pxebootfs"
 
 clean:
 	rm -rf bin

@@ -11,6 +11,14 @@
 // static_dir after strict validation. Everything else is "not found", so
 // pxelinux falls through its search order as it would on a plain tftpd.
 //
+// # Inventory and content generator
+//
+// An inventory (inventory.go) adds MACs served like ethers entries, a host
+// name, variables and a template of its own to individual nodes, and can
+// exempt a node from provisioning. A content generator (generated.go) is
+// asked for the names nothing above serves, and with generator_for_nodes
+// for node names first; its output is served as KindGenerated.
+//
 // # Reloading
 //
 // The template, the ethers table and the allow list live in an immutable
@@ -35,6 +43,8 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/ethers"
+	"github.com/pxebootfs/pxebootfs/generator"
+	"github.com/pxebootfs/pxebootfs/inventory"
 	"github.com/pxebootfs/pxebootfs/pxename"
 	"github.com/pxebootfs/pxebootfs/render"
 )
@@ -60,6 +70,8 @@ const (
 	KindNode Kind = iota + 1
 	// KindStatic is a regular file in static_dir, served as it is.
 	KindStatic
+	// KindGenerated is the content_generator program's output.
+	KindGenerated
 )
 
 // Inode tags keep the inode spaces of different kinds disjoint; the low bits
@@ -70,6 +82,7 @@ const (
 	tagMAC    = uint64(2) << 56
 	tagStatic = uint64(3) << 56
 	tagLink   = uint64(4) << 56
+	tagGen    = uint64(5) << 56
 	lowMask   = uint64(1)<<56 - 1
 )
 
@@ -100,17 +113,21 @@ type Entry struct {
 	Name   string
 	Kind   Kind
 	Ino    uint64
-	Node   Node   // KindNode
-	Static string // KindStatic: absolute path in static_dir
+	Node   Node              // KindNode
+	Static string            // KindStatic: absolute path in static_dir
+	Inv    *inventory.Node   // KindNode, KindGenerated: the node's inventory record, nil if none
+	Gen    *generator.Result // KindGenerated: the program's output
 }
 
 // snapshot is everything a reload replaces, immutable once published.
 type snapshot struct {
+	cfg       *config.Config // what it was loaded from; SetConfig replaces it
 	tmpl      *render.Template
 	ethers    *ethers.Table
 	allow     *pxename.Allow
 	staticDir string
-	stamps    map[string]stamp // files watched for changes
+	stamps    map[string]stamp     // files watched for changes
+	inv       *inventory.Inventory // nil without an inventory
 }
 
 type stamp struct {
@@ -125,6 +142,7 @@ type Catalog struct {
 	prov Provisioner // nil in config-only mode
 	log  *slog.Logger
 	cur  atomic.Pointer[snapshot]
+	gen  *contentGen // nil without content_generator
 }
 
 // New loads the template and ethers named by cfg. prov may be nil
@@ -134,6 +152,11 @@ func New(cfg *config.Config, prov Provisioner, log *slog.Logger) (*Catalog, erro
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Catalog{cfg: cfg, prov: prov, log: log}
+	gen, err := newContentGen(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	c.gen = gen
 	s, err := load(cfg)
 	if err != nil {
 		return nil, err
@@ -144,6 +167,7 @@ func New(cfg *config.Config, prov Provisioner, log *slog.Logger) (*Catalog, erro
 
 func load(cfg *config.Config) (*snapshot, error) {
 	s := &snapshot{
+		cfg:       cfg,
 		allow:     pxename.NewAllow(cfg.Allow),
 		staticDir: cfg.StaticDir,
 		stamps:    map[string]stamp{},
@@ -167,6 +191,9 @@ func load(cfg *config.Config) (*snapshot, error) {
 		}
 		s.ethers = e
 	}
+	if err := loadInventory(cfg, s); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -183,13 +210,14 @@ func stampOf(path string) stamp {
 }
 
 // Reload re-reads the template and ethers. On error the old snapshot keeps
-// serving.
+// serving. A SetConfig that lands while it reads wins: its snapshot is newer.
 func (c *Catalog) Reload() error {
-	s, err := load(c.cfg)
+	old := c.cur.Load()
+	s, err := load(old.cfg)
 	if err != nil {
 		return err
 	}
-	c.cur.Store(s)
+	c.cur.CompareAndSwap(old, s)
 	return nil
 }
 
@@ -254,22 +282,25 @@ func equalStamps(a, b map[string]stamp) bool {
 // not serve.
 func (c *Catalog) Resolve(name string) (Entry, error) {
 	s := c.cur.Load()
+	e, err := c.resolve(s, name)
+	return c.extend(s, name, e, err)
+}
+
+// resolve applies the template, ethers and static_dir rules.
+func (c *Catalog) resolve(s *snapshot, name string) (Entry, error) {
 	if n, err := pxename.Parse(name); err == nil {
 		switch n.Kind {
 		case pxename.KindIP:
 			if !s.allow.Allowed(n.Addr) {
 				return Entry{}, notServedf(name, "%s is outside allow", n.Addr)
 			}
-			mac := ""
-			if macs := s.ethers.MACsFor(n.Addr); len(macs) > 0 {
-				mac = pxename.ColonMAC(macs[0])
-			}
+			mac := s.firstMAC(n.Addr)
 			return Entry{
 				Name: name, Kind: KindNode, Ino: tagIP | caseBits(name)<<32 | uint64(ipv4(n.Addr)),
 				Node: Node{Name: pxename.Hex(n.Addr), Addr: n.Addr, MAC: mac},
 			}, nil
 		case pxename.KindMAC:
-			if addr, ok := s.ethers.Lookup(n.MAC); ok {
+			if addr, ok := s.lookupMAC(n.MAC); ok {
 				if !s.allow.Allowed(addr) {
 					return Entry{}, notServedf(name, "%s (from ethers) is outside allow", addr)
 				}
@@ -333,7 +364,7 @@ func hashName(name string) uint64 {
 
 // data builds the template fields for a node.
 func data(e Entry, root Root) render.Data {
-	return render.Data{
+	d := render.Data{
 		Node:    e.Node.Name,
 		IP:      e.Node.Addr.String(),
 		MAC:     e.Node.MAC,
@@ -341,6 +372,10 @@ func data(e Entry, root Root) render.Data {
 		FSID:    root.FSID,
 		NodeDir: root.Dir,
 	}
+	if e.Inv != nil {
+		d.Hostname, d.Vars = e.Inv.Hostname, e.Inv.Vars
+	}
+	return d
 }
 
 // Render returns the bytes a read of e would return now, with no side
@@ -349,18 +384,20 @@ func (c *Catalog) Render(e Entry) ([]byte, error) {
 	switch e.Kind {
 	case KindNode:
 		var root Root
-		if c.prov != nil {
+		if c.prov != nil && e.provisioned() {
 			root = c.prov.Peek(e.Node)
 		}
 		return c.renderNode(e, root)
 	case KindStatic:
 		return readStatic(e)
+	case KindGenerated:
+		return e.Gen.Data, nil
 	}
 	return nil, fmt.Errorf("render %q: unknown kind %d", e.Name, e.Kind)
 }
 
 func (c *Catalog) renderNode(e Entry, root Root) ([]byte, error) {
-	b, err := c.cur.Load().tmpl.Render(data(e, root))
+	b, err := c.templateFor(e).Render(data(e, root))
 	if err != nil {
 		return nil, fmt.Errorf("render %s for node %s: %w", e.Name, e.Node.Name, err)
 	}
@@ -376,6 +413,9 @@ type Stat struct {
 // Stat sizes e. A node's mtime is the template's, so tools that compare
 // times see a change when the template changes.
 func (c *Catalog) Stat(e Entry) (Stat, error) {
+	if e.Kind == KindGenerated {
+		return Stat{Size: int64(len(e.Gen.Data)), Mtime: e.Gen.Time}, nil
+	}
 	if e.Kind == KindStatic {
 		fi, err := os.Stat(e.Static)
 		if err != nil {
@@ -387,7 +427,8 @@ func (c *Catalog) Stat(e Entry) (Stat, error) {
 	if err != nil {
 		return Stat{}, err
 	}
-	return Stat{Size: int64(len(b)), Mtime: c.cur.Load().stamps[c.cfg.PXETemplate].mtime}, nil
+	s := c.cur.Load()
+	return Stat{Size: int64(len(b)), Mtime: s.stamps[s.cfg.PXETemplate].mtime}, nil
 }
 
 // maxStatic bounds what one open of a static file holds in memory. pxelinux
@@ -430,12 +471,14 @@ func (c *Catalog) Open(ctx context.Context, e Entry) ([]byte, error) {
 	switch e.Kind {
 	case KindNode:
 		var root Root
-		if c.prov != nil {
+		if c.prov != nil && e.provisioned() {
 			root, err = c.prov.Ensure(ctx, e.Node)
 		}
 		if err == nil {
 			b, err = c.renderNode(e, root)
 		}
+	case KindGenerated:
+		b, err = c.openGenerated(ctx, e)
 	default:
 		b, err = c.Render(e)
 	}

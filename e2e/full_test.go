@@ -55,9 +55,11 @@ func newFullSite(t testing.TB, extra string) *fullSite {
 }
 
 // cleanupNodes unexports and unmounts every node root the test made: the
-// daemon leaves them in place on purpose.
+// daemon leaves them in place on purpose. The daemon's exports file (in the
+// tests' private /etc/exports.d) is cleaned too, or the next test's nodes
+// would get other fsids.
 func (f *fullSite) cleanupNodes(t testing.TB) {
-	ex, err := nfsexport.NewExportfs(nfsexport.ExportfsOptions{})
+	ex, err := nfsexport.NewExportfs(nfsexport.ExportfsOptions{ExportsFile: "/etc/exports.d/pxebootfs.exports"})
 	if err != nil {
 		t.Error(err)
 		return

@@ -35,6 +35,12 @@ type Options struct {
 	Logger    *slog.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// ResetGuard and ResetOnBoot are reset_guard and reset_on_boot; see
+	// SetResetPolicy.
+	ResetGuard  time.Duration
+	ResetOnBoot bool
+	// Metrics, if not nil, is told about every provisioning and reset.
+	Metrics Metrics
 }
 
 // Provisioner implements catalog.Provisioner.
@@ -47,9 +53,18 @@ type Provisioner struct {
 	log     *slog.Logger
 	now     func() time.Time
 
+	met   Metrics // nil: none
 	group singleflight.Group
-	mu    sync.Mutex
-	ready map[string]bool // mounted and exported by us since start
+	// nodeLocks holds a *sync.Mutex per node: provisioning, reset, release
+	// and restore of one node never overlap.
+	nodeLocks sync.Map
+	mu        sync.Mutex
+	ready     map[string]bool // mounted and exported by us since start
+	// Under mu: the reset policy, and when each node was last reset (a
+	// node reset just now is not due for reset_on_boot again).
+	resetGuard  time.Duration
+	resetOnBoot bool
+	lastReset   map[string]time.Time
 
 	usedMu   sync.Mutex
 	used     map[uint32]string
@@ -67,7 +82,8 @@ var _ catalog.Provisioner = (*Provisioner)(nil)
 // New returns a Provisioner. For a read-only view (Peek, Nodes) only
 // Registry and NodeDir are needed.
 func New(o Options) *Provisioner {
-	p := &Provisioner{ov: o.Overlay, ex: o.Exporter, reg: o.Registry, nodeDir: o.NodeDir, start: o.StartFSID, log: o.Logger, now: o.Now, ready: map[string]bool{}}
+	p := &Provisioner{ov: o.Overlay, ex: o.Exporter, reg: o.Registry, nodeDir: o.NodeDir, start: o.StartFSID, log: o.Logger, now: o.Now, ready: map[string]bool{},
+		met: o.Metrics, resetGuard: o.ResetGuard, resetOnBoot: o.ResetOnBoot, lastReset: map[string]time.Time{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -101,14 +117,26 @@ func (p *Provisioner) Forget(node string) { p.setReady(node, false) }
 // blocks until done; concurrent calls for one node share one provisioning,
 // and different nodes run in parallel. The work itself is not cancelled by
 // the caller's context (a tftpd child that gives up must not leave a
-// half-made root for the next one): only the wait is.
+// half-made root for the next one): only the wait is. With reset_on_boot,
+// a known node booting again after reset_guard is first reset.
 func (p *Provisioner) Ensure(ctx context.Context, n catalog.Node) (catalog.Root, error) {
-	if !p.isReady(n.Name) {
+	if !p.isReady(n.Name) || p.bootResetDue(n.Name) {
 		ch := p.group.DoChan(n.Name, func() (any, error) {
+			defer p.lockNode(n.Name)()
+			wctx := context.WithoutCancel(ctx)
+			// Checked again under the lock: of the several opens of
+			// one boot, only the first resets.
+			if p.bootResetDue(n.Name) {
+				if rec, ok := p.reg.Get(n.Name); ok {
+					if err := p.resetLocked(wctx, rec, "reset_on_boot"); err != nil {
+						return nil, err
+					}
+				}
+			}
 			if p.isReady(n.Name) {
 				return nil, nil
 			}
-			err := p.provision(context.WithoutCancel(ctx), n)
+			err := p.provision(wctx, n)
 			p.setReady(n.Name, err == nil)
 			return nil, err
 		})
@@ -147,6 +175,9 @@ func (p *Provisioner) provision(ctx context.Context, n catalog.Node) (err error)
 	start := p.now()
 	log := p.log.With("node", n.Name, "ip", n.Addr.String())
 	defer func() {
+		if p.met != nil {
+			p.met.Provisioned(p.now().Sub(start), err)
+		}
 		if err != nil {
 			log.Error("provision failed", "err", err, "duration", p.now().Sub(start))
 			if _, known := p.reg.Get(n.Name); known {
@@ -192,6 +223,11 @@ func (p *Provisioner) provision(ctx context.Context, n catalog.Node) (err error)
 	if rec.LastError != "" {
 		if err := p.reg.RecordError(n.Name, ""); err != nil {
 			log.Warn("clear error", "err", err)
+		}
+	}
+	if rec.Released {
+		if err := p.reg.SetReleased(n.Name, false); err != nil {
+			log.Warn("clear released mark", "err", err)
 		}
 	}
 	log.Info("provision: ready", "fsid", rec.FSID, "duration", p.now().Sub(start))
@@ -263,7 +299,13 @@ const restoreWorkers = 8
 // recorded per node (the next open retries); it returns how many nodes are
 // ready and the errors joined.
 func (p *Provisioner) Restore(ctx context.Context) (int, error) {
-	recs := p.reg.All()
+	var recs []registry.Node
+	for _, rec := range p.reg.All() {
+		// A released node stays down until it boots again.
+		if !rec.Released {
+			recs = append(recs, rec)
+		}
+	}
 	mounted, err := p.ov.MountedNodes()
 	if err != nil {
 		return 0, fmt.Errorf("restore: read mount table: %w", err)
@@ -298,6 +340,7 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 func (p *Provisioner) restoreOne(ctx context.Context, rec registry.Node, mounted bool) error {
 	log := p.log.With("node", rec.Node, "fsid", rec.FSID)
 	_, err, _ := p.group.Do(rec.Node, func() (any, error) {
+		defer p.lockNode(rec.Node)()
 		if !mounted {
 			if _, err := p.ov.Mount(rec.Node); err != nil {
 				return nil, err

@@ -23,6 +23,10 @@ type Node struct {
 	LastBoot  time.Time `json:"last_boot,omitzero"`
 	BootCount uint64    `json:"boot_count"`
 	LastError string    `json:"last_error,omitempty"`
+	// Released is set by an admin's release: the node keeps its record,
+	// fsid and data, but start-up does not mount or export it again until
+	// it boots again.
+	Released bool `json:"released,omitempty"`
 }
 
 // Options configures [Open].
@@ -333,6 +337,11 @@ func (r *Registry) RecordBoot(node string, at time.Time, mac string) error {
 // change is on disk.
 func (r *Registry) RecordError(node string, msg string) error {
 	return r.update("record error of", node, func(n *Node) { n.LastError = msg })
+}
+
+// SetReleased marks node released (or not), durably.
+func (r *Registry) SetReleased(node string, released bool) error {
+	return r.update("mark released", node, func(n *Node) { n.Released = released })
 }
 
 func (r *Registry) update(what, node string, change func(*Node)) error {

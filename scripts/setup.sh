@@ -11,6 +11,7 @@ packages=(
 	nfs-kernel-server # exportfs
 	nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils dbus # userspace NFS end to end
 	iproute2 util-linux procps psmisc kmod
+	systemd        # systemd-analyze verify of contrib/pxebootfs.service
 	make git ca-certificates
 )
 missing=()

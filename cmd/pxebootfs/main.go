@@ -21,6 +21,10 @@ func commands() []command {
 		{"mount", "mount the filesystem and serve until SIGINT/SIGTERM", runMount},
 		{"render", "print what a read of pxelinux.cfg/NAME returns, with no side effects", runRender},
 		{"check", "validate the config and the environment", runCheck},
+		{"nodes", "list the nodes: address, fsid, mounted, exported, boots, last error", runNodes},
+		{"reset", "give nodes a fresh root (wipe their writable layer), same fsid", runReset},
+		{"release", "unexport and unmount nodes' roots; -purge also deletes and forgets them", runRelease},
+		{"reload", "make the daemon re-read its config, template, ethers (as SIGHUP)", runReload},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -65,18 +65,27 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return exitConfig
 	}
-	srv, err := fs.Mount(f.dir, cat, fs.MountOptions{Debug: f.debugFUSE, Logger: log})
+	cat.SetMountpoint(f.dir) // the content generator's --file is MOUNTPOINT/NAME
+	ops, err := startOps(ctx, cfg, cat, prov, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		return exitFailure
+	}
+	defer ops.close()
+	srv, err := fs.Mount(f.dir, ops.source(), fs.MountOptions{Debug: f.debugFUSE, Logger: log})
 	if err != nil {
 		log.Error("start", "err", err)
 		return exitFailure
 	}
 	go cat.Watch(ctx, watchInterval)
 	log.Info("serving", "mountpoint", f.dir, "config", cfg.File, "full_mode", cfg.FullMode(), "version", versionString())
+	ops.ready()
 
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
 	select {
 	case <-ctx.Done():
+		ops.stopping()
 		log.Info("signal received; unmounting (node roots and exports stay)")
 	case <-done:
 		// Someone ran umount/fusermount -u on us.

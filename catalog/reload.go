@@ -1,0 +1,23 @@
+package catalog
+
+import "github.com/pxebootfs/pxebootfs/config"
+
+// SetConfig switches the catalog to cfg's template, ethers, static_dir and
+// allow list, for an admin's reload. Everything is loaded and checked first;
+// on error nothing changes and the current config keeps serving. Later
+// automatic reloads (Watch) follow cfg's files.
+//
+// Other keys of cfg are not looked at: deciding which keys may change while
+// running is the caller's business.
+func (c *Catalog) SetConfig(cfg *config.Config) error {
+	s, err := load(cfg)
+	if err != nil {
+		return err
+	}
+	c.cur.Store(s)
+	return nil
+}
+
+// Config returns the config currently serving: the one given to New or the
+// last SetConfig.
+func (c *Catalog) Config() *config.Config { return c.cur.Load().cfg }

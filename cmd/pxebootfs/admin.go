@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/control"
+	"github.com/pxebootfs/pxebootfs/pxename"
+)
+
+// What the admin commands (nodes, reset, release, reload) share: they find
+// the daemon through the config's state_dir and talk to it over the control
+// socket.
+
+// adminConfig loads the config of an admin command, which needs full mode
+// (the control socket lives in state_dir).
+func adminConfig(cmd, path string, stderr io.Writer) (*config.Config, int) {
+	cfg, code := loadConfig(path, stderr)
+	if code >= 0 {
+		return nil, code
+	}
+	if !cfg.FullMode() {
+		fmt.Fprintf(stderr, "pxebootfs %s: %s is a config-only mode config: there are no nodes and no control socket (a config-only daemon reloads on SIGHUP: systemctl reload pxebootfs)\n", cmd, cfg.File)
+		return nil, exitConfig
+	}
+	return cfg, -1
+}
+
+func controlClient(cfg *config.Config) *control.Client {
+	return control.NewClient(control.SocketPath(cfg.StateDir))
+}
+
+// adminContext is cancelled by ^C, which abandons the wait (the daemon
+// finishes what it started).
+func adminContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+}
+
+// parseNodes turns arguments into node names: the hex name pxelinux asks
+// for (either case) or the node's dotted IPv4 address.
+func parseNodes(cmd string, args []string, stderr io.Writer) ([]string, int) {
+	if len(args) == 0 {
+		fmt.Fprintf(stderr, "pxebootfs %s: name at least one NODE (hex name such as C0A80102, or IPv4 address)\n", cmd)
+		return nil, exitUsage
+	}
+	nodes := make([]string, 0, len(args))
+	for _, a := range args {
+		n, err := parseNode(a)
+		if err != nil {
+			fmt.Fprintf(stderr, "pxebootfs %s: %v\n", cmd, err)
+			return nil, exitUsage
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, -1
+}
+
+func parseNode(s string) (string, error) {
+	if a, err := pxename.ParseHex(s); err == nil {
+		return pxename.Hex(a), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
+		return pxename.Hex(a), nil
+	}
+	return "", fmt.Errorf("%q is not a node: want its hex name (8 hex digits, e.g. C0A80102) or its IPv4 address (e.g. 192.168.1.2)", s)
+}
+
+// parseInterspersed parses flags wherever they stand among the
+// arguments, so that both `reset -force NODE` and `reset NODE -force` work.
+func parseInterspersed(fl *flag.FlagSet, args []string) ([]string, int) {
+	var pos []string
+	for {
+		if code := parseFlags(fl, args); code >= 0 {
+			return nil, code
+		}
+		rest := fl.Args()
+		if len(rest) == 0 {
+			return pos, -1
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// exitFor maps an error from the daemon, or from reaching it, to an exit
+// code.
+func exitFor(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, control.ErrNotRunning):
+		return exitNoDaemon
+	case errors.Is(err, control.ErrPermission), errors.Is(err, os.ErrPermission):
+		return exitPermission
+	case errors.Is(err, control.ErrUnknownNode):
+		return exitUnknownNode
+	case errors.Is(err, control.ErrRefused):
+		return exitRefused
+	case errors.Is(err, control.ErrBadRequest):
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// report prints one line per node and returns the exit code of the first
+// failure (0 if none).
+func report(cmd string, results []control.Result, done func(node string) string, stdout, stderr io.Writer) int {
+	code := exitOK
+	for _, r := range results {
+		if err := r.Err(); err != nil {
+			fmt.Fprintf(stderr, "pxebootfs %s: %s: %v\n", cmd, r.Node, err)
+			if code == exitOK {
+				code = exitFor(err)
+			}
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: %s\n", r.Node, done(r.Node))
+	}
+	return code
+}

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/control"
+	"github.com/pxebootfs/pxebootfs/provision"
+)
+
+func TestParseNode(t *testing.T) {
+	tests := []struct {
+		in, want string // want "" means an error
+	}{
+		{"C0A80102", "C0A80102"},
+		{"c0a80102", "C0A80102"},
+		{"192.168.1.2", "C0A80102"},
+		{"10.0.0.1", "0A000001"},
+		{"C0A8010", ""},
+		{"C0A801022", ""},
+		{"+0A80102", ""},
+		{"01-52-54-00-12-34-56", ""},
+		{"::1", ""},
+		{"../etc", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseNode(tt.in)
+			if tt.want == "" {
+				if err == nil {
+					t.Errorf("parseNode(%q) = %q, want an error", tt.in, got)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("parseNode(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseInterspersed(t *testing.T) {
+	tests := []struct {
+		args  []string
+		pos   []string
+		force bool
+		code  int
+	}{
+		{[]string{"-force", "A", "B"}, []string{"A", "B"}, true, -1},
+		{[]string{"A", "-force", "B"}, []string{"A", "B"}, true, -1},
+		{[]string{"A", "B", "-force"}, []string{"A", "B"}, true, -1},
+		{[]string{"A", "-c", "x.cfg", "B"}, []string{"A", "B"}, false, -1},
+		{[]string{"A", "-bogus"}, nil, false, exitUsage},
+		{[]string{"-h"}, nil, false, exitOK},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			fl := newFlagSet("reset", "NODE...", &bytes.Buffer{})
+			force := fl.Bool("force", false, "")
+			fl.String("c", "", "")
+			pos, code := parseInterspersed(fl, tt.args)
+			if code != tt.code || !slices.Equal(pos, tt.pos) || (code < 0 && *force != tt.force) {
+				t.Errorf("got %q, code %d, force %v; want %q, %d, %v", pos, code, *force, tt.pos, tt.code, tt.force)
+			}
+		})
+	}
+}
+
+func TestExitFor(t *testing.T) {
+	tests := []struct {
+		err  error
+		want int
+	}{
+		{nil, exitOK},
+		{fmt.Errorf("x: %w", control.ErrNotRunning), exitNoDaemon},
+		{fmt.Errorf("x: %w", control.ErrPermission), exitPermission},
+		{fmt.Errorf("open: %w", os.ErrPermission), exitPermission},
+		{&control.Error{Code: control.CodeUnknownNode, Msg: "x"}, exitUnknownNode},
+		{&control.Error{Code: control.CodeRefused, Msg: "x"}, exitRefused},
+		{&control.Error{Code: control.CodeBadRequest, Msg: "x"}, exitUsage},
+		{&control.Error{Code: control.CodeFailed, Msg: "x"}, exitFailure},
+	}
+	for _, tt := range tests {
+		name := "nil"
+		if tt.err != nil {
+			name = tt.err.Error()
+		}
+		t.Run(name, func(t *testing.T) {
+			if got := exitFor(tt.err); got != tt.want {
+				t.Errorf("exitFor = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// The exit codes stay distinct, so scripts can tell the cases apart.
+func TestExitCodesDistinct(t *testing.T) {
+	codes := []int{exitOK, exitFailure, exitUsage, exitConfig, exitNoDaemon, exitUnknownNode, exitPermission, exitRefused}
+	seen := map[int]bool{}
+	for _, c := range codes {
+		if seen[c] {
+			t.Errorf("exit code %d used twice", c)
+		}
+		seen[c] = true
+	}
+}
+
+func TestWithCode(t *testing.T) {
+	tests := []struct {
+		err  error
+		want control.Code
+	}{
+		{fmt.Errorf("reset X: %w", provision.ErrUnknownNode), control.CodeUnknownNode},
+		{fmt.Errorf("reset X: %w", provision.ErrRecentBoot), control.CodeRefused},
+		{errors.New("mount failed"), control.CodeFailed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.err.Error(), func(t *testing.T) {
+			err := withCode(tt.err)
+			if got := control.CodeOf(err); got != tt.want || err.Error() != tt.err.Error() {
+				t.Errorf("withCode = %v (code %s), want code %s and the same message", err, got, tt.want)
+			}
+		})
+	}
+	if withCode(nil) != nil {
+		t.Error("withCode(nil) is not nil")
+	}
+}
+
+func TestKeyName(t *testing.T) {
+	tests := []struct{ field, key string }{
+		{"PXETemplate", "pxe_template"},
+		{"StartFSID", "start_fsid"},
+		{"NodeDir", "node_dir"},
+		{"OverlayOptions", "overlay_options"},
+		{"MetricsListen", "metrics_listen"},
+		{"ResetOnBoot", "reset_on_boot"},
+		{"NoSuchField", "NoSuchField"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.field, func(t *testing.T) {
+			if got := keyName(tt.field); got != tt.key {
+				t.Errorf("keyName(%q) = %q, want %q", tt.field, got, tt.key)
+			}
+		})
+	}
+}
+
+func TestFixedKeyChanged(t *testing.T) {
+	base := config.Config{
+		File: "/etc/pxebootfs/pxebootfs.cfg", PXETemplate: "/t", NodeDir: "/n", RootDir: "/r", OverlayDir: "/o",
+		StartFSID: 100, StateDir: "/s", MaxNodes: 10, Export: config.ExportFS, ResetGuard: time.Minute,
+	}
+	tests := []struct {
+		name   string
+		change func(c *config.Config)
+		want   string
+	}{
+		{"nothing", func(c *config.Config) {}, ""},
+		{"template", func(c *config.Config) { c.PXETemplate = "/t2" }, ""},
+		{"ethers, static_dir, allow", func(c *config.Config) {
+			c.Ethers, c.StaticDir, c.Allow = "/e", "/st", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		}, ""},
+		{"reset policy", func(c *config.Config) { c.ResetGuard, c.ResetOnBoot = 0, true }, ""},
+		{"node_dir", func(c *config.Config) { c.NodeDir = "/n2" }, "node_dir"},
+		{"start_fsid", func(c *config.Config) { c.StartFSID = 200 }, "start_fsid"},
+		{"state_dir", func(c *config.Config) { c.StateDir = "/s2" }, "state_dir"},
+		{"export", func(c *config.Config) { c.Export = config.ExportNone }, "export"},
+		{"overlay_options", func(c *config.Config) { c.OverlayOptions = []string{"redirect_dir=on"} }, "overlay_options"},
+		{"metrics_listen", func(c *config.Config) { c.MetricsListen = "127.0.0.1:1" }, "metrics_listen"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			old, n := base, base
+			tt.change(&n)
+			if got := fixedKeyChanged(&old, &n); got != tt.want {
+				t.Errorf("fixedKeyChanged = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPrintNodes(t *testing.T) {
+	yes, no := true, false
+	boot := time.Date(2030, 1, 2, 3, 4, 5, 0, time.Local)
+	nodes := []control.NodeStatus{
+		{Node: "C0A80102", IP: "192.168.1.2", MAC: "52:54:00:12:34:56", FSID: 10000, Mounted: &yes, Exported: &yes, Created: boot, LastBoot: boot, BootCount: 3},
+		{Node: "C0A80103", IP: "192.168.1.3", FSID: 10001, Mounted: &no, Exported: nil, Created: boot, LastError: "exportfs: failed\n  badly"},
+	}
+	var b bytes.Buffer
+	printNodes(&b, nodes, false)
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines:\n%s", len(lines), b.String())
+	}
+	for i, want := range [][]string{
+		{"NODE", "IP", "MAC", "FSID", "MOUNTED", "EXPORTED", "CREATED", "LAST", "BOOT", "BOOTS", "LAST", "ERROR"},
+		{"C0A80102", "192.168.1.2", "52:54:00:12:34:56", "10000", "yes", "yes", "2030-01-02", "03:04:05", "2030-01-02", "03:04:05", "3", "-"},
+		{"C0A80103", "192.168.1.3", "-", "10001", "no", "?", "2030-01-02", "03:04:05", "-", "0", "exportfs:", "failed", "badly"},
+	} {
+		if got := strings.Fields(lines[i]); !slices.Equal(got, want) {
+			t.Errorf("line %d = %q, want fields %q", i, lines[i], want)
+		}
+	}
+	b.Reset()
+	printNodes(&b, nodes[1:], true)
+	if f := strings.Fields(strings.Split(b.String(), "\n")[1]); len(f) < 6 || f[5] != "-" {
+		t.Errorf("with export none, unknown export is not '-':\n%s", b.String())
+	}
+}
+
+// Admin commands check their arguments before looking for a daemon.
+func TestAdminCommandLines(t *testing.T) {
+	dir := t.TempDir()
+	tmpl := filepath.Join(dir, "t")
+	os.WriteFile(tmpl, []byte("<NODE>\n"), 0o644)
+	configOnly := filepath.Join(dir, "c.cfg")
+	os.WriteFile(configOnly, []byte("[PXEBOOTFS]\npxe_template: t\n"), 0o644)
+	tests := []struct {
+		args []string
+		code int
+		want string // in stderr
+	}{
+		{[]string{"reset"}, exitUsage, "name at least one NODE"},
+		{[]string{"reset", "-c", configOnly, "bogus"}, exitUsage, `"bogus" is not a node`},
+		{[]string{"release", "-c", configOnly, "C0A80102", "-bogus"}, exitUsage, "flag provided but not defined"},
+		{[]string{"nodes", "-c", configOnly, "extra"}, exitUsage, "usage: pxebootfs nodes"},
+		{[]string{"reload", "-c", filepath.Join(dir, "missing.cfg")}, exitConfig, "missing.cfg"},
+		{[]string{"nodes", "-c", configOnly}, exitConfig, "config-only mode"},
+		{[]string{"reset", "-c", configOnly, "C0A80102"}, exitConfig, "config-only mode"},
+		{[]string{"reload", "-c", configOnly}, exitConfig, "SIGHUP"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(tt.args, &stdout, &stderr); code != tt.code || !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr.String(), tt.code, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/control"
+	"github.com/pxebootfs/pxebootfs/fs"
+	"github.com/pxebootfs/pxebootfs/metrics"
+	"github.com/pxebootfs/pxebootfs/provision"
+)
+
+// daemonOps is what `pxebootfs mount` runs beside the filesystem for admins: the
+// control socket (full mode), config reloads on SIGHUP and on request, the
+// metrics endpoint, and systemd notifications.
+type daemonOps struct {
+	log  *slog.Logger
+	cat  *catalog.Catalog
+	prov *provision.Provisioner // nil in config-only mode
+	met  *metrics.Metrics       // nil without metrics_listen
+
+	metricsSrv *metrics.Server
+	control    *control.Server
+	hup        chan os.Signal
+	hupDone    chan struct{}
+
+	reloadMu sync.Mutex
+	cfg      *config.Config // the config serving; under reloadMu
+}
+
+// startOps starts everything but the filesystem. prov is what
+// newProvisioner returned (nil in config-only mode). Call close when done.
+func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, prov catalog.Provisioner, log *slog.Logger) (o *daemonOps, err error) {
+	o = &daemonOps{log: log, cat: cat, cfg: cfg, hupDone: make(chan struct{})}
+	if p, ok := prov.(*provision.Provisioner); ok {
+		o.prov = p
+		p.SetResetPolicy(cfg.ResetGuard, cfg.ResetOnBoot)
+	}
+	defer func() {
+		if err != nil {
+			o.close()
+		}
+	}()
+	if cfg.MetricsListen != "" {
+		var count metrics.CountNodes
+		if o.prov != nil {
+			count = o.countNodes
+		}
+		o.met = metrics.New(count)
+		if o.prov != nil {
+			o.prov.SetMetrics(o.met)
+		}
+		o.metricsSrv, err = o.met.Serve(cfg.MetricsListen, log)
+		if err != nil {
+			return o, err
+		}
+		log.Info("metrics: serving", "addr", o.metricsSrv.Addr().String(), "path", "/metrics")
+	}
+	if o.prov != nil {
+		o.control, err = control.Listen(control.SocketPath(cfg.StateDir), controlHandler{o}, log)
+		if err != nil {
+			return o, err
+		}
+		log.Info("control socket: listening", "path", o.control.Path())
+	}
+	o.hup = make(chan os.Signal, 1)
+	signal.Notify(o.hup, syscall.SIGHUP)
+	go func() {
+		defer close(o.hupDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-o.hup:
+				if !ok {
+					return
+				}
+				o.reload("signal")
+			}
+		}
+	}()
+	return o, nil
+}
+
+// source is what the filesystem serves: the catalog, counted when metrics
+// are on.
+func (o *daemonOps) source() fs.Source {
+	if o.met == nil {
+		return o.cat
+	}
+	return meteredSource{Catalog: o.cat, m: o.met}
+}
+
+// ready tells systemd (Type=notify) that the mount is up.
+func (o *daemonOps) ready() { o.notify(daemon.SdNotifyReady) }
+
+// stopping tells systemd that shutdown began.
+func (o *daemonOps) stopping() { o.notify(daemon.SdNotifyStopping) }
+
+func (o *daemonOps) notify(state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		o.log.Warn("sd_notify", "state", state, "err", err)
+	}
+}
+
+// close stops the control socket (waiting for a request in flight), the
+// metrics server and the SIGHUP handler.
+func (o *daemonOps) close() {
+	if o.hup != nil {
+		signal.Stop(o.hup)
+		close(o.hup)
+		<-o.hupDone
+	}
+	if o.control != nil {
+		if err := o.control.Close(); err != nil {
+			o.log.Warn("control socket", "err", err)
+		}
+	}
+	if o.metricsSrv != nil {
+		if err := o.metricsSrv.Close(); err != nil {
+			o.log.Warn("metrics", "err", err)
+		}
+	}
+}
+
+// reload re-reads the config file and switches to its template, ethers,
+// static_dir, allow, inventory and reset policy without unmounting. A
+// config that does not load, or that changes a key fixed at start, is
+// rejected and the current one keeps serving.
+func (o *daemonOps) reload(trigger string) error {
+	o.reloadMu.Lock()
+	defer o.reloadMu.Unlock()
+	o.notify(daemon.SdNotifyReloading + "\n" + daemon.SdNotifyMonotonicUsec())
+	defer o.ready()
+	start := time.Now()
+	err := o.reloadLocked()
+	o.met.Reload(trigger, err)
+	if err != nil {
+		o.log.Error("reload rejected; still serving the previous config", "trigger", trigger, "err", err, "duration", time.Since(start))
+		return err
+	}
+	o.log.Info("reloaded config", "trigger", trigger, "config", o.cfg.File, "duration", time.Since(start))
+	return nil
+}
+
+func (o *daemonOps) reloadLocked() error {
+	cfg, err := config.Load(o.cfg.File)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	if key := fixedKeyChanged(o.cfg, cfg); key != "" {
+		return fmt.Errorf("reload: %s: %s changed, which takes a restart (systemctl restart pxebootfs)", cfg.File, key)
+	}
+	if err := o.cat.SetConfig(cfg); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	if o.prov != nil {
+		o.prov.SetResetPolicy(cfg.ResetGuard, cfg.ResetOnBoot)
+	}
+	o.cfg = cfg
+	return nil
+}
+
+// reloadable are the Config fields a reload may change: what the catalog's
+// snapshot holds, and the reset policy. Every other field (node_dir,
+// state_dir, export, metrics_listen, keys added later, ...) is fixed while
+// running, so a new key is safe by default.
+var reloadable = map[string]bool{
+	"File": true, "PXETemplate": true, "StaticDir": true, "Ethers": true, "Allow": true,
+	"Inventory": true, "ResetGuard": true, "ResetOnBoot": true,
+}
+
+// fixedKeyChanged names the first key, other than the reloadable ones,
+// whose value differs between old and new; "" if none.
+func fixedKeyChanged(old, new *config.Config) string {
+	a, b := reflect.ValueOf(old).Elem(), reflect.ValueOf(new).Elem()
+	t := a.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if reloadable[f.Name] || !f.IsExported() {
+			continue
+		}
+		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
+			return keyName(f.Name)
+		}
+	}
+	return ""
+}
+
+// keyName maps a Config field to its config key (PXETemplate ->
+// pxe_template, StartFSID -> start_fsid), or the field name if no key has
+// that name.
+func keyName(field string) string {
+	r := []rune(field)
+	var b strings.Builder
+	for i, c := range r {
+		if i > 0 && unicode.IsUpper(c) && (unicode.IsLower(r[i-1]) || unicode.IsDigit(r[i-1]) || (i+1 < len(r) && unicode.IsLower(r[i+1]))) {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToLower(c))
+	}
+	for _, k := range config.Keys() {
+		if k.Name == b.String() {
+			return k.Name
+		}
+	}
+	return field
+}
+
+// countNodes feeds the node gauges at scrape time.
+func (o *daemonOps) countNodes(ctx context.Context) (metrics.NodeCounts, bool) {
+	st := o.prov.Status(ctx)
+	c := metrics.NodeCounts{Known: len(st)}
+	for _, s := range st {
+		if s.Mounted != nil && *s.Mounted {
+			c.Mounted++
+		}
+		if s.Exported != nil && *s.Exported {
+			c.Exported++
+		}
+	}
+	return c, true
+}
+
+// controlHandler carries out admin requests in the daemon.
+type controlHandler struct{ o *daemonOps }
+
+var _ control.Handler = controlHandler{}
+
+func (h controlHandler) Nodes(ctx context.Context) ([]control.NodeStatus, error) {
+	return toControlNodes(h.o.prov.Status(ctx)), nil
+}
+
+func (h controlHandler) Reset(ctx context.Context, node string, force bool) error {
+	return withCode(h.o.prov.Reset(ctx, node, force))
+}
+
+func (h controlHandler) Release(ctx context.Context, node string, purge bool) error {
+	err := h.o.prov.Release(ctx, node, purge)
+	if !errors.Is(err, provision.ErrUnknownNode) {
+		h.o.met.Release(purge, err)
+	}
+	return withCode(err)
+}
+
+func (h controlHandler) Reload(ctx context.Context) error {
+	return h.o.reload("command")
+}
+
+// withCode gives provisioning errors the control code a command turns into
+// its exit code.
+func withCode(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, provision.ErrUnknownNode):
+		return &control.Error{Code: control.CodeUnknownNode, Msg: err.Error()}
+	case errors.Is(err, provision.ErrRecentBoot):
+		return &control.Error{Code: control.CodeRefused, Msg: err.Error()}
+	}
+	return err
+}
+
+func toControlNodes(st []provision.NodeStatus) []control.NodeStatus {
+	out := make([]control.NodeStatus, len(st))
+	for i, s := range st {
+		out[i] = control.NodeStatus{
+			Node: s.Node.Node, IP: s.IP, MAC: s.MAC, FSID: s.FSID,
+			Mounted: s.Mounted, Exported: s.Exported,
+			Created: s.Created, LastBoot: s.LastBoot, BootCount: s.BootCount, LastError: s.LastError,
+		}
+	}
+	return out
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/fs"
+	"github.com/pxebootfs/pxebootfs/metrics"
+)
+
+// meteredSource counts what the filesystem asks of the catalog: every name
+// resolution (lookup, stat, open), every file opened for reading, every
+// template render. It sits between fs and catalog so that neither needs to
+// know about metrics.
+type meteredSource struct {
+	*catalog.Catalog
+	m *metrics.Metrics
+}
+
+var _ fs.Source = meteredSource{}
+
+func resultOf(err error, ok string) string {
+	switch {
+	case err == nil:
+		return ok
+	case errors.Is(err, catalog.ErrNotServed):
+		return metrics.ResultNotFound
+	}
+	return metrics.ResultError
+}
+
+// Resolve counts a lookup by result.
+func (s meteredSource) Resolve(name string) (catalog.Entry, error) {
+	e, err := s.Catalog.Resolve(name)
+	s.m.Lookup(resultOf(err, metrics.ResultServed))
+	return e, err
+}
+
+// Stat of a node name renders the template to size it.
+func (s meteredSource) Stat(e catalog.Entry) (catalog.Stat, error) {
+	st, err := s.Catalog.Stat(e)
+	if e.Kind == catalog.KindNode {
+		s.m.Render(err)
+	}
+	return st, err
+}
+
+// Open counts a read by kind and result; a node's open renders once more.
+func (s meteredSource) Open(ctx context.Context, e catalog.Entry) ([]byte, error) {
+	b, err := s.Catalog.Open(ctx, e)
+	kind := "other"
+	switch e.Kind {
+	case catalog.KindNode:
+		kind = metrics.KindNode
+		if err == nil {
+			s.m.Render(nil)
+		}
+	case catalog.KindStatic:
+		kind = metrics.KindStatic
+	}
+	s.m.Read(kind, resultOf(err, metrics.ResultOK))
+	return b, err
+}

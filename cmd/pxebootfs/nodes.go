@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/control"
+	"github.com/pxebootfs/pxebootfs/provision"
+	"github.com/pxebootfs/pxebootfs/registry"
+)
+
+type nodesFlags struct {
+	config string
+	json   bool
+}
+
+// runNodes lists the nodes: from the daemon if one runs, else from the
+// registry on disk, with mounts and exports as found now.
+func runNodes(args []string, stdout, stderr io.Writer) int {
+	var f nodesFlags
+	fl := newFlagSet("nodes", "", stderr)
+	fl.StringVar(&f.config, "c", "", configFlagHelp)
+	fl.BoolVar(&f.json, "json", false, "print a JSON array instead of columns")
+	if code := parseFlags(fl, args); code >= 0 {
+		return code
+	}
+	if fl.NArg() != 0 {
+		fl.Usage()
+		return exitUsage
+	}
+	cfg, code := adminConfig("nodes", f.config, stderr)
+	if code >= 0 {
+		return code
+	}
+	ctx, cancel := adminContext()
+	defer cancel()
+	nodes, err := controlClient(cfg).Nodes(ctx)
+	if errors.Is(err, control.ErrNotRunning) {
+		fmt.Fprintf(stderr, "pxebootfs nodes: no daemon is running; showing the registry in %s, with mounts and exports as found now\n", cfg.StateDir)
+		nodes, err = offlineNodes(ctx, cfg)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs nodes: %v\n", err)
+		return exitFor(err)
+	}
+	if f.json {
+		if nodes == nil {
+			nodes = []control.NodeStatus{}
+		}
+		b, err := json.MarshalIndent(nodes, "", "  ")
+		if err != nil {
+			fmt.Fprintf(stderr, "pxebootfs nodes: %v\n", err)
+			return exitFailure
+		}
+		fmt.Fprintf(stdout, "%s\n", b)
+		return exitOK
+	}
+	printNodes(stdout, nodes, cfg.Export == config.ExportNone)
+	return exitOK
+}
+
+// offlineNodes reads what it can without the daemon: the registry (without
+// its lock), the mount table, and the exporter's list. What cannot be read
+// shows as unknown.
+func offlineNodes(ctx context.Context, cfg *config.Config) ([]control.NodeStatus, error) {
+	reg, err := registry.OpenReadOnly(cfg.StateDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // never mounted in full mode
+	}
+	if err != nil {
+		return nil, err
+	}
+	o := provision.Options{Registry: reg, NodeDir: cfg.NodeDir}
+	if ov, err := newOverlay(cfg); err == nil {
+		o.Overlay = ov
+	}
+	if ex, err := newExporter(cfg, slog.New(slog.DiscardHandler)); err == nil {
+		o.Exporter = ex
+		if c, ok := ex.(io.Closer); ok {
+			defer c.Close()
+		}
+	}
+	return toControlNodes(provision.New(o).Status(ctx)), nil
+}
+
+func printNodes(w io.Writer, nodes []control.NodeStatus, exportNone bool) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tIP\tMAC\tFSID\tMOUNTED\tEXPORTED\tCREATED\tLAST BOOT\tBOOTS\tLAST ERROR")
+	unknownExport := "?"
+	if exportNone {
+		unknownExport = "-"
+	}
+	for _, n := range nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
+			n.Node, n.IP, orDash(n.MAC), n.FSID, yesNo(n.Mounted, "?"), yesNo(n.Exported, unknownExport),
+			when(n.Created), when(n.LastBoot), n.BootCount, orDash(oneLine(n.LastError)))
+	}
+	tw.Flush()
+}
+
+func yesNo(b *bool, unknown string) string {
+	switch {
+	case b == nil:
+		return unknown
+	case *b:
+		return "yes"
+	}
+	return "no"
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// oneLine keeps a multi-line error (exportfs's stderr) on its row.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

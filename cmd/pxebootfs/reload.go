@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+	"io"
+)
+
+type reloadFlags struct {
+	config string
+}
+
+// runReload asks the daemon to re-read its config (as SIGHUP does) and
+// reports whether the new one was taken.
+func runReload(args []string, stdout, stderr io.Writer) int {
+	var f reloadFlags
+	fl := newFlagSet("reload", "", stderr)
+	fl.StringVar(&f.config, "c", "", configFlagHelp)
+	if code := parseFlags(fl, args); code >= 0 {
+		return code
+	}
+	if fl.NArg() != 0 {
+		fl.Usage()
+		return exitUsage
+	}
+	cfg, code := adminConfig("reload", f.config, stderr)
+	if code >= 0 {
+		return code
+	}
+	ctx, cancel := adminContext()
+	defer cancel()
+	if err := controlClient(cfg).Reload(ctx); err != nil {
+		fmt.Fprintf(stderr, "pxebootfs reload: %v\n", err)
+		if code := exitFor(err); code != exitFailure {
+			return code
+		}
+		// The daemon rejected the new config and serves the old one.
+		return exitConfig
+	}
+	fmt.Fprintf(stdout, "reloaded %s\n", cfg.File)
+	return exitOK
+}

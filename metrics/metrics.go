@@ -1,0 +1,267 @@
+// Package metrics counts what pxebootfs does, for Prometheus: names
+// resolved and files served by result, template renders, provisioning
+// latency, resets, reloads, errors by kind, and how many nodes are known,
+// mounted and exported. It also serves them over HTTP (metrics_listen).
+//
+// Everything is registered in a registry of its own, not the global one, so
+// that tests can make as many as they like. A nil *Metrics is valid and
+// records nothing, so code that may run without metrics needs no checks.
+//
+// # Metrics
+//
+//	pxebootfs_lookups_total{result}          name resolutions (FUSE lookup, stat, open): served, not_found, error
+//	pxebootfs_reads_total{kind,result}       files opened to be read (one per TFTP transfer): kind node or static
+//	pxebootfs_renders_total                  template renders (stat and open of node names)
+//	pxebootfs_provision_duration_seconds     histogram of first-boot provisioning runs, by result
+//	pxebootfs_resets_total{reason,result}    resets: reason admin or reset_on_boot
+//	pxebootfs_releases_total{purge,result}   releases by the admin
+//	pxebootfs_reloads_total{trigger,result}  config reloads: trigger signal or command
+//	pxebootfs_errors_total{kind}             render, serve, provision, reset, release, reload
+//	pxebootfs_nodes_known                    nodes in the registry (full mode)
+//	pxebootfs_nodes_mounted                  of them, with their overlay mounted now
+//	pxebootfs_nodes_exported                 of them, exported now
+//
+// plus the client library's standard go_* and process_* metrics.
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "pxebootfs"
+
+// Results and kinds used as label values.
+const (
+	ResultServed   = "served"
+	ResultNotFound = "not_found"
+	ResultOK       = "ok"
+	ResultError    = "error"
+
+	KindNode   = "node"
+	KindStatic = "static"
+)
+
+// NodeCounts is what the nodes gauges show, computed at scrape time.
+type NodeCounts struct {
+	Known, Mounted, Exported int
+}
+
+// CountNodes returns the current NodeCounts; ok false leaves the gauges out
+// of the scrape (config-only mode, or the counts could not be had).
+type CountNodes func(ctx context.Context) (c NodeCounts, ok bool)
+
+// Metrics holds the collectors. Its methods are safe for concurrent use and
+// do nothing on a nil *Metrics.
+type Metrics struct {
+	reg       *prometheus.Registry
+	lookups   *prometheus.CounterVec
+	reads     *prometheus.CounterVec
+	renders   prometheus.Counter
+	provision *prometheus.HistogramVec
+	resets    *prometheus.CounterVec
+	releases  *prometheus.CounterVec
+	reloads   *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+}
+
+// Error kinds, the label values of pxebootfs_errors_total.
+var errorKinds = []string{"render", "serve", "provision", "reset", "release", "reload"}
+
+// New makes the collectors and registers them, with the Go and process
+// collectors, in a new registry. nodes may be nil (no node gauges).
+func New(nodes CountNodes) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "lookups_total",
+			Help: "Names resolved under pxelinux.cfg (FUSE lookup, stat and open), by result: served, not_found or error.",
+		}, []string{"result"}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "reads_total",
+			Help: "Files opened for reading (one per TFTP transfer), by kind (node, static) and result (ok, not_found, error).",
+		}, []string{"kind", "result"}),
+		renders: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "renders_total",
+			Help: "Node configs rendered from the template (every stat and open of a node name renders).",
+		}),
+		provision: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "provision_duration_seconds",
+			Help:    "Time to give a node its root (registry, overlay mount, export), per provisioning run, by result.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"result"}),
+		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "resets_total",
+			Help: "Node roots reset, by reason (admin, reset_on_boot) and result.",
+		}, []string{"reason", "result"}),
+		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "releases_total",
+			Help: "Node roots released by the admin, by purge (true, false) and result.",
+		}, []string{"purge", "result"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "reloads_total",
+			Help: "Config reloads asked for, by trigger (signal, command) and result (ok, error).",
+		}, []string{"trigger", "result"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "errors_total",
+			Help: "Errors by kind: render, serve, provision, reset, release, reload.",
+		}, []string{"kind"}),
+	}
+	// Every series exists from the start, so a rate() over a fresh daemon
+	// and an alert on "errors > 0" both work.
+	for _, r := range []string{ResultServed, ResultNotFound, ResultError} {
+		m.lookups.WithLabelValues(r)
+	}
+	for _, k := range []string{KindNode, KindStatic} {
+		for _, r := range []string{ResultOK, ResultNotFound, ResultError} {
+			m.reads.WithLabelValues(k, r)
+		}
+	}
+	for _, r := range []string{ResultOK, ResultError} {
+		m.provision.WithLabelValues(r)
+		for _, t := range []string{"signal", "command"} {
+			m.reloads.WithLabelValues(t, r)
+		}
+	}
+	for _, k := range errorKinds {
+		m.errors.WithLabelValues(k)
+	}
+	m.reg.MustRegister(m.lookups, m.reads, m.renders, m.provision, m.resets, m.releases, m.reloads, m.errors,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if nodes != nil {
+		m.reg.MustRegister(&nodeCollector{count: nodes})
+	}
+	return m
+}
+
+// Registry is where the collectors are registered, for the HTTP handler and
+// for tests.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+func result(err error) string {
+	if err != nil {
+		return ResultError
+	}
+	return ResultOK
+}
+
+// Lookup counts a name resolution; result is ResultServed, ResultNotFound
+// or ResultError.
+func (m *Metrics) Lookup(result string) {
+	if m == nil {
+		return
+	}
+	m.lookups.WithLabelValues(result).Inc()
+	if result == ResultError {
+		m.errors.WithLabelValues("serve").Inc()
+	}
+}
+
+// Read counts a file opened for reading; kind is KindNode or KindStatic,
+// result ResultOK, ResultNotFound or ResultError.
+func (m *Metrics) Read(kind, result string) {
+	if m == nil {
+		return
+	}
+	m.reads.WithLabelValues(kind, result).Inc()
+	if result == ResultError {
+		m.errors.WithLabelValues("serve").Inc()
+	}
+}
+
+// Render counts a template render.
+func (m *Metrics) Render(err error) {
+	if m == nil {
+		return
+	}
+	m.renders.Inc()
+	if err != nil {
+		m.errors.WithLabelValues("render").Inc()
+	}
+}
+
+// Provisioned observes a provisioning run (provision.Metrics).
+func (m *Metrics) Provisioned(d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.provision.WithLabelValues(result(err)).Observe(d.Seconds())
+	if err != nil {
+		m.errors.WithLabelValues("provision").Inc()
+	}
+}
+
+// Reset counts a reset (provision.Metrics).
+func (m *Metrics) Reset(reason string, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.resets.WithLabelValues(reason, result(err)).Inc()
+	if err != nil {
+		m.errors.WithLabelValues("reset").Inc()
+	}
+}
+
+// Release counts an admin's release.
+func (m *Metrics) Release(purge bool, err error) {
+	if m == nil {
+		return
+	}
+	p := "false"
+	if purge {
+		p = "true"
+	}
+	m.releases.WithLabelValues(p, result(err)).Inc()
+	if err != nil {
+		m.errors.WithLabelValues("release").Inc()
+	}
+}
+
+// Reload counts a config reload; trigger is "signal" or "command".
+func (m *Metrics) Reload(trigger string, err error) {
+	if m == nil {
+		return
+	}
+	m.reloads.WithLabelValues(trigger, result(err)).Inc()
+	if err != nil {
+		m.errors.WithLabelValues("reload").Inc()
+	}
+}
+
+// nodeCollector computes the node gauges when scraped: the numbers live in
+// the registry, the mount table and the exporter, and copying them into
+// gauges on every change would be one more thing to get wrong.
+type nodeCollector struct {
+	count CountNodes
+}
+
+// scrapeTimeout bounds the node count (it may run exportfs).
+const scrapeTimeout = 10 * time.Second
+
+var (
+	descKnown    = prometheus.NewDesc(namespace+"_nodes_known", "Nodes in the registry.", nil, nil)
+	descMounted  = prometheus.NewDesc(namespace+"_nodes_mounted", "Known nodes whose overlay root is mounted.", nil, nil)
+	descExported = prometheus.NewDesc(namespace+"_nodes_exported", "Known nodes whose root is exported.", nil, nil)
+)
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descKnown
+	ch <- descMounted
+	ch <- descExported
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	n, ok := c.count(ctx)
+	if !ok {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descKnown, prometheus.GaugeValue, float64(n.Known))
+	ch <- prometheus.MustNewConstMetric(descMounted, prometheus.GaugeValue, float64(n.Mounted))
+	ch <- prometheus.MustNewConstMetric(descExported, prometheus.GaugeValue, float64(n.Exported))
+}

@@ -1,0 +1,164 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestNilMetricsRecordsNothing(t *testing.T) {
+	var m *Metrics
+	m.Lookup(ResultServed)
+	m.Read(KindNode, ResultOK)
+	m.Render(nil)
+	m.Provisioned(time.Second, nil)
+	m.Reset("admin", time.Second, nil)
+	m.Release(true, nil)
+	m.Reload("signal", nil)
+}
+
+func TestCounters(t *testing.T) {
+	boom := errors.New("boom")
+	tests := []struct {
+		name   string
+		record func(m *Metrics)
+		metric string // as in the exposition, with labels
+		want   float64
+	}{
+		{"lookup served", func(m *Metrics) { m.Lookup(ResultServed); m.Lookup(ResultServed) }, `pxebootfs_lookups_total{result="served"}`, 2},
+		{"lookup not found is no error", func(m *Metrics) { m.Lookup(ResultNotFound) }, `pxebootfs_errors_total{kind="serve"}`, 0},
+		{"lookup error", func(m *Metrics) { m.Lookup(ResultError) }, `pxebootfs_errors_total{kind="serve"}`, 1},
+		{"read", func(m *Metrics) { m.Read(KindStatic, ResultOK) }, `pxebootfs_reads_total{kind="static",result="ok"}`, 1},
+		{"read error", func(m *Metrics) { m.Read(KindNode, ResultError) }, `pxebootfs_reads_total{kind="node",result="error"}`, 1},
+		{"renders", func(m *Metrics) { m.Render(nil); m.Render(boom) }, `pxebootfs_renders_total`, 2},
+		{"render error", func(m *Metrics) { m.Render(boom) }, `pxebootfs_errors_total{kind="render"}`, 1},
+		{"provisioned", func(m *Metrics) { m.Provisioned(30*time.Millisecond, nil) }, `pxebootfs_provision_duration_seconds_bucket{result="ok",le="0.05"}`, 1},
+		{"provisioned too slow for bucket", func(m *Metrics) { m.Provisioned(time.Second, nil) }, `pxebootfs_provision_duration_seconds_bucket{result="ok",le="0.5"}`, 0},
+		{"provision error", func(m *Metrics) { m.Provisioned(time.Second, boom) }, `pxebootfs_errors_total{kind="provision"}`, 1},
+		{"reset", func(m *Metrics) { m.Reset("reset_on_boot", time.Second, nil) }, `pxebootfs_resets_total{reason="reset_on_boot",result="ok"}`, 1},
+		{"release purge", func(m *Metrics) { m.Release(true, nil) }, `pxebootfs_releases_total{purge="true",result="ok"}`, 1},
+		{"reload error", func(m *Metrics) { m.Reload("command", boom) }, `pxebootfs_reloads_total{result="error",trigger="command"}`, 1},
+		{"reload error kind", func(m *Metrics) { m.Reload("signal", boom) }, `pxebootfs_errors_total{kind="reload"}`, 1},
+		{"series exist from the start", func(m *Metrics) {}, `pxebootfs_reads_total{kind="node",result="not_found"}`, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New(nil)
+			tt.record(m)
+			got, ok := scrapeValue(t, m, tt.metric)
+			if !ok {
+				t.Fatalf("%s not in the scrape", tt.metric)
+			}
+			if got != tt.want {
+				t.Errorf("%s = %v, want %v", tt.metric, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestNodeGauges(t *testing.T) {
+	tests := []struct {
+		name  string
+		count CountNodes
+		want  map[string]float64 // nil: the gauges are absent
+	}{
+		{"counted", func(context.Context) (NodeCounts, bool) { return NodeCounts{Known: 3, Mounted: 2, Exported: 1}, true },
+			map[string]float64{"pxebootfs_nodes_known": 3, "pxebootfs_nodes_mounted": 2, "pxebootfs_nodes_exported": 1}},
+		{"unknown", func(context.Context) (NodeCounts, bool) { return NodeCounts{}, false }, nil},
+		{"config-only mode", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New(tt.count)
+			for _, name := range []string{"pxebootfs_nodes_known", "pxebootfs_nodes_mounted", "pxebootfs_nodes_exported"} {
+				got, ok := scrapeValue(t, m, name)
+				if tt.want == nil {
+					if ok {
+						t.Errorf("%s = %v, want absent", name, got)
+					}
+					continue
+				}
+				if !ok || got != tt.want[name] {
+					t.Errorf("%s = %v (present %v), want %v", name, got, ok, tt.want[name])
+				}
+			}
+		})
+	}
+	if n, err := testutil.GatherAndCount(New(nil).Registry(), "pxebootfs_lookups_total"); err != nil || n != 3 {
+		t.Errorf("lookups series = %d, %v; want 3", n, err)
+	}
+}
+
+func TestServe(t *testing.T) {
+	m := New(nil)
+	m.Lookup(ResultServed)
+	s, err := m.Serve("127.0.0.1:0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	body := get(t, "http://"+s.Addr().String()+"/metrics")
+	for _, want := range []string{`pxebootfs_lookups_total{result="served"} 1`, "go_goroutines", "process_cpu_seconds_total"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+	if !strings.Contains(get(t, "http://"+s.Addr().String()+"/"), "/metrics") {
+		t.Error("/ does not point to /metrics")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get("http://" + s.Addr().String() + "/metrics"); err == nil {
+		t.Error("still serving after Close")
+	}
+}
+
+func TestServeBadAddress(t *testing.T) {
+	if _, err := New(nil).Serve("127.0.0.1:99999", nil); err == nil || !strings.Contains(err.Error(), "127.0.0.1:99999") {
+		t.Errorf("Serve on a bad address = %v, want an error naming it", err)
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	return string(b)
+}
+
+// scrapeValue returns a sample's value from the text exposition, found by
+// its name and labels exactly as printed.
+func scrapeValue(t *testing.T, m *Metrics, series string) (float64, bool) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler(nil).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			return f, true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,288 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pxebootfs/pxebootfs/nfsexport"
+	"github.com/pxebootfs/pxebootfs/registry"
+)
+
+// Admin operations: what `pxebootfs reset`, `release` and `nodes` do in
+// the daemon. Each takes the node's lock, so it waits for a provisioning of
+// the same node in flight and the next open waits for it. A node's overlay
+// data is deleted only here, and only when asked: by Reset, by a Release
+// with purge, or by reset_on_boot.
+
+var (
+	// ErrUnknownNode is registry.ErrUnknownNode: the node is not in the
+	// registry (never booted, or purged).
+	ErrUnknownNode = registry.ErrUnknownNode
+	// ErrRecentBoot is wrapped by Reset's error for a node that booted less
+	// than reset_guard ago: it is probably running on the root that would
+	// be wiped under it.
+	ErrRecentBoot = errors.New("node booted recently")
+)
+
+// Metrics receives what provisioning measures. Implementations are safe for
+// concurrent use.
+type Metrics interface {
+	// Provisioned is called once per provisioning run (not per open).
+	Provisioned(d time.Duration, err error)
+	// Reset is called once per reset; reason is "admin" or "reset_on_boot".
+	Reset(reason string, d time.Duration, err error)
+}
+
+// NodeStatus is a node's record and the state of its root right now.
+type NodeStatus struct {
+	registry.Node
+	// Mounted and Exported are nil when unknown: no overlay manager or
+	// exporter (a read-only view), export = none, or a failed check.
+	Mounted  *bool
+	Exported *bool
+}
+
+// SetResetPolicy sets reset_guard and reset_on_boot; a reload calls it.
+func (p *Provisioner) SetResetPolicy(guard time.Duration, onBoot bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.resetGuard, p.resetOnBoot = guard, onBoot
+}
+
+// SetMetrics sets where measurements go. Call it before serving.
+func (p *Provisioner) SetMetrics(m Metrics) { p.met = m }
+
+func (p *Provisioner) policy() (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.resetGuard, p.resetOnBoot
+}
+
+// lockNode serialises the work on one node and returns the unlock function.
+func (p *Provisioner) lockNode(node string) func() {
+	mu, _ := p.nodeLocks.LoadOrStore(node, new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	return mu.(*sync.Mutex).Unlock
+}
+
+// lastActive is the later of the node's last recorded boot and its last
+// reset; zero if neither happened.
+func (p *Provisioner) lastActive(rec registry.Node) time.Time {
+	p.mu.Lock()
+	t := p.lastReset[rec.Node]
+	p.mu.Unlock()
+	if rec.LastBoot.After(t) {
+		return rec.LastBoot
+	}
+	return t
+}
+
+// bootResetDue reports whether reset_on_boot applies to an open of node now:
+// the node is known, has booted before, and neither booted nor was reset in
+// the last reset_guard. pxelinux and the tftpd open the file several times
+// per boot; the guard makes only the first of them wipe.
+func (p *Provisioner) bootResetDue(node string) bool {
+	guard, onBoot := p.policy()
+	if !onBoot {
+		return false
+	}
+	rec, ok := p.reg.Get(node)
+	if !ok || rec.LastBoot.IsZero() {
+		return false
+	}
+	return p.now().Sub(p.lastActive(rec)) >= guard
+}
+
+// Reset gives node a fresh root: unexport, unmount, wipe its writable
+// layer, mount and export again with the same fsid. It refuses, with an
+// error wrapping ErrRecentBoot, a node that booted less than reset_guard
+// ago, unless force. The work is not cancelled by ctx: a reset half done
+// would leave the node without a root.
+func (p *Provisioner) Reset(ctx context.Context, node string, force bool) error {
+	defer p.lockNode(node)()
+	rec, ok := p.reg.Get(node)
+	if !ok {
+		return fmt.Errorf("reset %s: %w", node, ErrUnknownNode)
+	}
+	if guard, _ := p.policy(); !force && !rec.LastBoot.IsZero() {
+		if ago := p.now().Sub(rec.LastBoot); ago < guard {
+			return fmt.Errorf("reset %s: it booted %s ago, within reset_guard (%s), and may be running on this root; wiping it would corrupt the node (use -force if it is down): %w",
+				node, ago.Round(time.Second), guard, ErrRecentBoot)
+		}
+	}
+	return p.resetLocked(context.WithoutCancel(ctx), rec, "admin")
+}
+
+// resetLocked does the reset; the caller holds the node's lock. Whatever
+// fails, it tries to leave the node with a working root (the old one if the
+// wipe did not happen), and the next open retries what is missing.
+func (p *Provisioner) resetLocked(ctx context.Context, rec registry.Node, reason string) (err error) {
+	start := p.now()
+	log := p.log.With("node", rec.Node, "fsid", rec.FSID, "reason", reason)
+	defer func() {
+		if p.met != nil {
+			p.met.Reset(reason, p.now().Sub(start), err)
+		}
+		if err != nil {
+			log.Error("reset failed", "err", err, "duration", p.now().Sub(start))
+			if rerr := p.reg.RecordError(rec.Node, err.Error()); rerr != nil {
+				log.Warn("record error", "err", rerr)
+			}
+		}
+	}()
+	p.setReady(rec.Node, false)
+	e := p.export(rec)
+
+	t := p.now()
+	if err := p.ex.Unexport(ctx, e); err != nil {
+		return fmt.Errorf("reset %s: %w", rec.Node, err)
+	}
+	log.Info("reset: unexported", "duration", p.now().Sub(t))
+
+	t = p.now()
+	if err := p.ov.Unmount(rec.Node); err != nil {
+		err = fmt.Errorf("reset %s: %w; the root is left as it was", rec.Node, err)
+		if xerr := p.ex.Export(ctx, e); xerr != nil {
+			return errors.Join(err, fmt.Errorf("export it again: %w", xerr))
+		}
+		p.setReady(rec.Node, true)
+		return err
+	}
+	log.Info("reset: unmounted", "duration", p.now().Sub(t))
+
+	t = p.now()
+	// A wipe that fails after moving the old layer aside has still reset
+	// the node; one that fails before has not. Either way the node gets a
+	// root back, and the error is reported.
+	wipeErr := p.ov.Wipe(rec.Node)
+	if wipeErr == nil {
+		log.Info("reset: writable layer wiped", "duration", p.now().Sub(t))
+	}
+
+	t = p.now()
+	if _, err := p.ov.Mount(rec.Node); err != nil {
+		return errors.Join(wipeErr, fmt.Errorf("reset %s: %w", rec.Node, err))
+	}
+	log.Info("reset: overlay mounted", "duration", p.now().Sub(t))
+
+	t = p.now()
+	if err := p.ex.Export(ctx, e); err != nil {
+		return errors.Join(wipeErr, fmt.Errorf("reset %s: %w", rec.Node, err))
+	}
+	log.Info("reset: exported", "duration", p.now().Sub(t))
+	p.setReady(rec.Node, true)
+	if wipeErr != nil {
+		return fmt.Errorf("reset %s: %w", rec.Node, wipeErr)
+	}
+	p.mu.Lock()
+	p.lastReset[rec.Node] = p.now()
+	p.mu.Unlock()
+	if rec.LastError != "" {
+		if err := p.reg.RecordError(rec.Node, ""); err != nil {
+			log.Warn("clear error", "err", err)
+		}
+	}
+	log.Info("reset: done", "duration", p.now().Sub(start))
+	return nil
+}
+
+// Release unexports and unmounts node's root; its data and record stay, and
+// its next boot provisions it again (as does the next daemon start, which
+// restores every known node). With purge it also deletes the node's overlay
+// data and forgets the node: its fsid is retired, never handed out again.
+// Like Reset, the work is not cancelled by ctx.
+func (p *Provisioner) Release(ctx context.Context, node string, purge bool) (err error) {
+	defer p.lockNode(node)()
+	ctx = context.WithoutCancel(ctx)
+	rec, ok := p.reg.Get(node)
+	if !ok {
+		return fmt.Errorf("release %s: %w", node, ErrUnknownNode)
+	}
+	start := p.now()
+	log := p.log.With("node", node, "fsid", rec.FSID, "purge", purge)
+	defer func() {
+		if err != nil {
+			log.Error("release failed", "err", err, "duration", p.now().Sub(start))
+		}
+	}()
+	p.setReady(node, false)
+
+	t := p.now()
+	if err := p.ex.Unexport(ctx, p.export(rec)); err != nil {
+		return fmt.Errorf("release %s: %w", node, err)
+	}
+	log.Info("release: unexported", "duration", p.now().Sub(t))
+	t = p.now()
+	if err := p.ov.Unmount(node); err != nil {
+		return fmt.Errorf("release %s: %w", node, err)
+	}
+	log.Info("release: unmounted", "duration", p.now().Sub(t))
+	if !purge {
+		// Durable, so the next start-up does not bring the root back.
+		if err := p.reg.SetReleased(node, true); err != nil {
+			return fmt.Errorf("release %s: %w", node, err)
+		}
+		log.Info("release: done", "duration", p.now().Sub(start))
+		return nil
+	}
+	t = p.now()
+	if err := p.ov.Remove(node); err != nil {
+		return fmt.Errorf("purge %s: %w", node, err)
+	}
+	log.Info("release: overlay data deleted", "duration", p.now().Sub(t))
+	if err := p.reg.Forget(node); err != nil {
+		return fmt.Errorf("purge %s: %w", node, err)
+	}
+	p.mu.Lock()
+	delete(p.lastReset, node)
+	p.mu.Unlock()
+	log.Info("release: purged; fsid retired", "duration", p.now().Sub(start))
+	return nil
+}
+
+// Status lists every known node with whether its root is mounted and
+// exported now. It reads the mount table once and lists the exports once,
+// however many nodes there are.
+func (p *Provisioner) Status(ctx context.Context) []NodeStatus {
+	if p.reg == nil {
+		return nil
+	}
+	recs := p.reg.All()
+	var mounted map[string]bool
+	if p.ov != nil {
+		m, err := p.ov.MountedNodes()
+		if err != nil {
+			p.log.Warn("status: list mounted overlays", "err", err)
+		} else {
+			mounted = m
+		}
+	}
+	var exported map[nfsexport.Export]bool
+	if _, none := p.ex.(nfsexport.None); p.ex != nil && !none {
+		list, err := p.ex.List(ctx)
+		if err != nil {
+			p.log.Warn("status: list exports", "err", err)
+		} else {
+			exported = make(map[nfsexport.Export]bool, len(list))
+			for _, e := range list {
+				exported[e] = true
+			}
+		}
+	}
+	out := make([]NodeStatus, len(recs))
+	for i, rec := range recs {
+		out[i].Node = rec
+		if mounted != nil {
+			out[i].Mounted = boolPtr(mounted[rec.Node])
+		}
+		if exported != nil {
+			out[i].Exported = boolPtr(exported[p.export(rec)])
+		}
+	}
+	return out
+}
+
+func boolPtr(b bool) *bool { return &b }
