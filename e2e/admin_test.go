@@ -253,7 +253,7 @@ func TestAdminResetOnBoot(t *testing.T) {
 // never handed out again.
 func TestAdminRelease(t *testing.T) {
 	f := newFullSite(t, "")
-	f.start()
+	d := f.start()
 	addr := testenv.StartTFTPD(t, f.tftpRoot)
 	mustFetch(t, addr, "C0A80102")
 	mustFetch(t, addr, "C0A80103")
@@ -271,7 +271,15 @@ func TestAdminRelease(t *testing.T) {
 	if n := f.nodesJSON(t)["C0A80102"]; n.FSID != 10000 || isTrue(n.Mounted) || isTrue(n.Exported) {
 		t.Errorf("released node listed as %+v", n)
 	}
-	// Its next boot brings it back as it was.
+	// A daemon restart does not bring a released node back...
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	f.start()
+	if _, ok := f.exports(t)[n1]; ok || f.overlayMounts(t)[n1] != 0 {
+		t.Errorf("restart brought the released node back")
+	}
+	// ...its next boot does, as it was.
 	mustFetch(t, addr, "C0A80102")
 	if e := f.exports(t)[n1]; e.FSID != 10000 || !exists(filepath.Join(n1, "kept")) {
 		t.Errorf("after the next boot: export %+v, data kept %v", e, exists(filepath.Join(n1, "kept")))
