@@ -514,3 +514,29 @@ func sample(body, series string) (float64, bool) {
 	}
 	return 0, false
 }
+
+// TestReloadConfigOnly: a config-only daemon has a control socket too, so
+// `pxebootfs reload` works there; a broken template is rejected and the old
+// one keeps serving. Node commands say there are no nodes.
+func TestReloadConfigOnly(t *testing.T) {
+	s := newSite(t, "")
+	s.start()
+	p := filepath.Join(s.mnt, "C0A80102")
+	s.write(s.template, "RELOADED <NODE>\n")
+	if out, errOut, code := run(t, "reload", "-c", s.cfg); code != 0 {
+		t.Fatalf("reload: exit %d\n%s%s", code, out, errOut)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "RELOADED C0A80102\n" {
+		t.Errorf("after reload: %q", b)
+	}
+	s.write(s.template, "{{.Node")
+	if _, _, code := run(t, "reload", "-c", s.cfg); code != exitConfig {
+		t.Errorf("reload of a broken template: exit %d, want %d", code, exitConfig)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "RELOADED C0A80102\n" {
+		t.Errorf("after a rejected reload: %q, want the previous content", b)
+	}
+	if _, errOut, code := run(t, "reset", "-c", s.cfg, "C0A80102"); code == 0 || !strings.Contains(errOut, "config-only") {
+		t.Errorf("reset in config-only mode: exit %d, %q", code, errOut)
+	}
+}

@@ -101,6 +101,11 @@ func newSite(t testing.TB, cfgExtra string) *site {
 	s.write(s.template, demoTemplate)
 	s.write(filepath.Join(s.dir, "ethers"), "52:54:00:12:34:56 192.168.1.2\n")
 	s.write(filepath.Join(s.static, "default"), "DEFAULT local\nLABEL local\n  LOCALBOOT 0\n")
+	// Every daemon gets its own state_dir (its control socket lives there),
+	// never the machine's /var/lib/pxebootfs.
+	if !strings.Contains(cfgExtra, "state_dir") {
+		cfgExtra += "state_dir = " + filepath.Join(base, "state") + "\n"
+	}
 	s.write(s.cfg, "[PXEBOOTFS]\npxe_template: pxelinux.cfg.template\nstatic_dir = static\nethers = ethers\n"+cfgExtra)
 	return s
 }

@@ -37,6 +37,7 @@ pxe_template: pxelinux.cfg.template
 static_dir = static
 ethers = ethers
 allow = 192.168.0.0/16
+state_dir = $demo/state
 CFG
 
 echo "== pxebootfs check"

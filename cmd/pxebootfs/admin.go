@@ -20,15 +20,15 @@ import (
 // the daemon through the config's state_dir and talk to it over the control
 // socket.
 
-// adminConfig loads the config of an admin command, which needs full mode
-// (the control socket lives in state_dir).
+// adminConfig loads the config of an admin command. Node commands need full
+// mode; reload works in both (the control socket lives in state_dir).
 func adminConfig(cmd, path string, stderr io.Writer) (*config.Config, int) {
 	cfg, code := loadConfig(path, stderr)
 	if code >= 0 {
 		return nil, code
 	}
-	if !cfg.FullMode() {
-		fmt.Fprintf(stderr, "pxebootfs %s: %s is a config-only mode config: there are no nodes and no control socket (a config-only daemon reloads on SIGHUP: systemctl reload pxebootfs)\n", cmd, cfg.File)
+	if !cfg.FullMode() && cmd != "reload" {
+		fmt.Fprintf(stderr, "pxebootfs %s: %s is a config-only mode config: there are no nodes (only reload applies)\n", cmd, cfg.File)
 		return nil, exitConfig
 	}
 	return cfg, -1

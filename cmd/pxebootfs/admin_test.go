@@ -224,7 +224,7 @@ func TestAdminCommandLines(t *testing.T) {
 	tmpl := filepath.Join(dir, "t")
 	os.WriteFile(tmpl, []byte("<NODE>\n"), 0o644)
 	configOnly := filepath.Join(dir, "c.cfg")
-	os.WriteFile(configOnly, []byte("[PXEBOOTFS]\npxe_template: t\n"), 0o644)
+	os.WriteFile(configOnly, []byte("[PXEBOOTFS]\npxe_template: t\nstate_dir = "+filepath.Join(dir, "state")+"\n"), 0o644)
 	tests := []struct {
 		args []string
 		code int
@@ -237,7 +237,7 @@ func TestAdminCommandLines(t *testing.T) {
 		{[]string{"reload", "-c", filepath.Join(dir, "missing.cfg")}, exitConfig, "missing.cfg"},
 		{[]string{"nodes", "-c", configOnly}, exitConfig, "config-only mode"},
 		{[]string{"reset", "-c", configOnly, "C0A80102"}, exitConfig, "config-only mode"},
-		{[]string{"reload", "-c", configOnly}, exitConfig, "SIGHUP"},
+		{[]string{"reload", "-c", configOnly}, exitNoDaemon, "no pxebootfs daemon"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

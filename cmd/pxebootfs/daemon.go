@@ -70,13 +70,16 @@ func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, pro
 		}
 		log.Info("metrics: serving", "addr", o.metricsSrv.Addr().String(), "path", "/metrics")
 	}
-	if o.prov != nil {
-		o.control, err = control.Listen(control.SocketPath(cfg.StateDir), controlHandler{o}, log)
-		if err != nil {
-			return o, err
-		}
-		log.Info("control socket: listening", "path", o.control.Path())
+	// The control socket lives in state_dir in both modes, so `pxebootfs
+	// reload` works for a config-only daemon too (it has no nodes).
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return o, fmt.Errorf("create state_dir %s: %w", cfg.StateDir, err)
 	}
+	o.control, err = control.Listen(control.SocketPath(cfg.StateDir), controlHandler{o}, log)
+	if err != nil {
+		return o, err
+	}
+	log.Info("control socket: listening", "path", o.control.Path())
 	o.hup = make(chan os.Signal, 1)
 	signal.Notify(o.hup, syscall.SIGHUP)
 	go func() {
@@ -241,15 +244,27 @@ type controlHandler struct{ o *daemonOps }
 
 var _ control.Handler = controlHandler{}
 
+// errConfigOnly answers node commands sent to a config-only daemon.
+var errConfigOnly = &control.Error{Code: control.CodeUnknownNode, Msg: "config-only mode: this daemon has no nodes"}
+
 func (h controlHandler) Nodes(ctx context.Context) ([]control.NodeStatus, error) {
+	if h.o.prov == nil {
+		return nil, nil
+	}
 	return toControlNodes(h.o.prov.Status(ctx)), nil
 }
 
 func (h controlHandler) Reset(ctx context.Context, node string, force bool) error {
+	if h.o.prov == nil {
+		return errConfigOnly
+	}
 	return withCode(h.o.prov.Reset(ctx, node, force))
 }
 
 func (h controlHandler) Release(ctx context.Context, node string, purge bool) error {
+	if h.o.prov == nil {
+		return errConfigOnly
+	}
 	err := h.o.prov.Release(ctx, node, purge)
 	if !errors.Is(err, provision.ErrUnknownNode) {
 		h.o.met.Release(purge, err)
