@@ -445,6 +445,9 @@ func TestFullModeCrash(t *testing.T) {
 		}
 	}
 	t.Logf("%d nodes served before the kill, %d in the registry", len(served), len(r.Nodes))
+	if len(served) == 100 {
+		t.Error("the storm finished before the kill: nothing was tested mid-storm")
+	}
 }
 
 // TestFullModeExportfsFails: a failing exportfs makes the open fail, rolls
@@ -470,6 +473,14 @@ func TestFullModeExportfsFails(t *testing.T) {
 		t.Errorf("mount not rolled back: %v", m)
 	}
 	d.waitLog(t, "injected failure")
+	// The node got no config, so a restart must not bring up its root.
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	f.start()
+	if m := f.overlayMounts(t); len(m) != 0 {
+		t.Errorf("restart mounted a node that never got its config: %v", m)
+	}
 	os.Remove(flagFile)
 	if _, err := fetch(t, addr, "C0A80102"); err != nil {
 		t.Fatalf("retry: %v", err)
@@ -497,5 +508,31 @@ func TestFullModeMaxNodes(t *testing.T) {
 	d.waitLog(t, "max_nodes")
 	if len(f.overlayMounts(t)) != 2 {
 		t.Error("third node was mounted")
+	}
+}
+
+// TestFullModeCheck: `pxebootfs check` in full mode makes its test overlay
+// mount, finds exportfs, and leaves nothing behind.
+func TestFullModeCheck(t *testing.T) {
+	f := newFullSite(t, "")
+	for _, d := range []string{f.nodes, f.overlays} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, errOut, code := run(t, "check", "-c", f.cfg)
+	if code != 0 || !strings.Contains(out, "ok (full mode)") {
+		t.Fatalf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	if des, _ := os.ReadDir(f.overlays); len(des) != 0 {
+		t.Errorf("check left %v in overlay_dir", des)
+	}
+	if len(f.overlayMounts(t)) != 0 {
+		t.Error("check left a mount")
+	}
+	// Missing node_dir: reported, not created.
+	os.Remove(f.nodes)
+	if out, _, code := run(t, "check", "-c", f.cfg); code == 0 || !strings.Contains(out, f.nodes) {
+		t.Errorf("check without node_dir: exit %d\n%s", code, out)
 	}
 }

@@ -301,8 +301,10 @@ const restoreWorkers = 8
 func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 	var recs []registry.Node
 	for _, rec := range p.reg.All() {
-		// A released node stays down until it boots again.
-		if !rec.Released {
+		// A released node stays down until it boots again, and a node that
+		// never got its config (its first provisioning failed, or the
+		// daemon died during it) is provisioned by its first open instead.
+		if !rec.Released && rec.BootCount > 0 {
 			recs = append(recs, rec)
 		}
 	}
