@@ -19,7 +19,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"mount", "mount the filesystem and serve until SIGINT/SIGTERM", runMount},
-		{"render", "print what a read of pxelinux.cfg/NAME returns, with no side effects", runRender},
+		{"render", "print what a read of pxelinux.cfg/NAME returns; provisions nothing (runs content_generator if set)", runRender},
 		{"check", "validate the config and the environment", runCheck},
 		{"nodes", "list the nodes: address, fsid, mounted, exported, boots, last error", runNodes},
 		{"reset", "give nodes a fresh root (wipe their writable layer), same fsid", runReset},
