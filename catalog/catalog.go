@@ -33,6 +33,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -223,12 +224,17 @@ func (c *Catalog) Reload() error {
 
 // Changed reports whether a watched file changed since the last load.
 func (c *Catalog) Changed() bool {
-	for p, st := range c.cur.Load().stamps {
-		if stampOf(p) != st {
-			return true
-		}
+	cur := c.cur.Load().stamps
+	return !maps.Equal(stampsOf(cur), cur)
+}
+
+// stampsOf stats every file named in old, once.
+func stampsOf(old map[string]stamp) map[string]stamp {
+	now := make(map[string]stamp, len(old))
+	for p := range old {
+		now[p] = stampOf(p)
 	}
-	return false
+	return now
 }
 
 // Watch polls the template and ethers files every interval and reloads
@@ -245,15 +251,13 @@ func (c *Catalog) Watch(ctx context.Context, interval time.Duration) {
 			return
 		case <-tick.C:
 		}
-		if !c.Changed() {
+		cur := c.cur.Load().stamps
+		now := stampsOf(cur)
+		if maps.Equal(now, cur) {
 			continue
 		}
 		// Log a broken file once, not every tick, until it changes again.
-		now := map[string]stamp{}
-		for p := range c.cur.Load().stamps {
-			now[p] = stampOf(p)
-		}
-		if failedStamps != nil && equalStamps(now, failedStamps) {
+		if failedStamps != nil && maps.Equal(now, failedStamps) {
 			continue
 		}
 		if err := c.Reload(); err != nil {
@@ -264,18 +268,6 @@ func (c *Catalog) Watch(ctx context.Context, interval time.Duration) {
 		failedStamps = nil
 		c.log.Info("reloaded template and ethers after a change")
 	}
-}
-
-func equalStamps(a, b map[string]stamp) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // Resolve decides what name is. Errors wrap ErrNotServed for names we do
