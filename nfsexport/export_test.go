@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -173,5 +174,25 @@ func TestExecErrorMessage(t *testing.T) {
 	e.Stderr = ""
 	if strings.HasSuffix(e.Error(), ": ") {
 		t.Errorf("empty stderr leaves a dangling separator: %q", e.Error())
+	}
+}
+
+// applyConcurrently calls f for every export at once, as a boot storm does,
+// and reports each error.
+func applyConcurrently(t *testing.T, ctx context.Context, f func(context.Context, Export) error, exports []Export) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(exports))
+	for _, e := range exports {
+		wg.Go(func() {
+			if err := f(ctx, e); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

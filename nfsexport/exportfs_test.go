@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -267,23 +266,7 @@ func TestExportfsConcurrent(t *testing.T) {
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- readWhole(file, stop) }()
 
-	run := func(f func(context.Context, Export) error) {
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for _, e := range exports {
-			wg.Go(func() {
-				if err := f(ctx, e); err != nil {
-					errs <- err
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
-	}
-	run(x.Export)
+	applyConcurrently(t, ctx, x.Export, exports)
 	close(stop)
 	if err := <-readerDone; err != nil {
 		t.Error(err)
@@ -320,7 +303,7 @@ func TestExportfsConcurrent(t *testing.T) {
 		t.Errorf("exports file has %d lines, want %d", got, n)
 	}
 
-	run(x.Unexport)
+	applyConcurrently(t, ctx, x.Unexport, exports)
 	list, err = x.List(ctx)
 	if err != nil {
 		t.Fatal(err)

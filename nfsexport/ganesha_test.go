@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -428,23 +427,7 @@ func TestGaneshaConcurrent(t *testing.T) {
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- readGaneshaWhole(srv.Include, stop) }()
 
-	run := func(f func(context.Context, Export) error) {
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for _, e := range exports {
-			wg.Go(func() {
-				if err := f(ctx, e); err != nil {
-					errs <- err
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
-	}
-	run(g.Export)
+	applyConcurrently(t, ctx, g.Export, exports)
 	close(stop)
 	if err := <-readerDone; err != nil {
 		t.Error(err)
@@ -459,7 +442,7 @@ func TestGaneshaConcurrent(t *testing.T) {
 	if b, err := g.fileBlocks(); err != nil || len(b) != n {
 		t.Errorf("the file has %d blocks (%v), want %d", len(b), err, n)
 	}
-	run(g.Unexport)
+	applyConcurrently(t, ctx, g.Unexport, exports)
 	if list, err := g.List(ctx); err != nil || len(list) != 0 {
 		t.Errorf("after Unexport List = %v, %v", list, err)
 	}
