@@ -126,3 +126,32 @@ func report(cmd string, results []control.Result, done func(node string) string,
 	}
 	return code
 }
+
+// runNodeCommand is what reset and release share once their flags are
+// declared: flags anywhere among the NODE arguments, the daemon found
+// through the config, one request for all nodes, and a line per node. call
+// sends the request and says what success means for a node.
+func runNodeCommand(fl *flag.FlagSet, configPath *string, args []string, stdout, stderr io.Writer,
+	call func(ctx context.Context, c *control.Client, nodes []string) ([]control.Result, string, error)) int {
+	cmd := fl.Name()
+	args, code := parseInterspersed(fl, args)
+	if code >= 0 {
+		return code
+	}
+	nodes, code := parseNodes(cmd, args, stderr)
+	if code >= 0 {
+		return code
+	}
+	cfg, code := adminConfig(cmd, *configPath, stderr)
+	if code >= 0 {
+		return code
+	}
+	ctx, cancel := adminContext()
+	defer cancel()
+	results, done, err := call(ctx, controlClient(cfg), nodes)
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs %s: %v\n", cmd, err)
+		return exitFor(err)
+	}
+	return report(cmd, results, func(string) string { return done }, stdout, stderr)
+}

@@ -1,8 +1,10 @@
 package main
 
 import (
-	"fmt"
+	"context"
 	"io"
+
+	"github.com/pxebootfs/pxebootfs/control"
 )
 
 type resetFlags struct {
@@ -17,24 +19,9 @@ func runReset(args []string, stdout, stderr io.Writer) int {
 	fl := newFlagSet("reset", "NODE...", stderr)
 	fl.StringVar(&f.config, "c", "", configFlagHelp)
 	fl.BoolVar(&f.force, "force", false, "reset even a node that booted within reset_guard (it may be running on that root)")
-	args, code := parseInterspersed(fl, args)
-	if code >= 0 {
-		return code
-	}
-	nodes, code := parseNodes("reset", args, stderr)
-	if code >= 0 {
-		return code
-	}
-	cfg, code := adminConfig("reset", f.config, stderr)
-	if code >= 0 {
-		return code
-	}
-	ctx, cancel := adminContext()
-	defer cancel()
-	results, err := controlClient(cfg).Reset(ctx, nodes, f.force)
-	if err != nil {
-		fmt.Fprintf(stderr, "pxebootfs reset: %v\n", err)
-		return exitFor(err)
-	}
-	return report("reset", results, func(string) string { return "reset: fresh root, same fsid" }, stdout, stderr)
+	return runNodeCommand(fl, &f.config, args, stdout, stderr,
+		func(ctx context.Context, c *control.Client, nodes []string) ([]control.Result, string, error) {
+			results, err := c.Reset(ctx, nodes, f.force)
+			return results, "reset: fresh root, same fsid", err
+		})
 }
