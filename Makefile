@@ -26,13 +26,13 @@ demo:
 # Prints pxebootfs and static-file TFTP fetch rates side by side, cold and
 # warm provisioning latency, and a 1,000-node storm (root; see README).
 bench:
-	$(GO) test -run '^$$' -bench TFTPFetch -benchtime 2000x ./e2e
-	$(GO) test -run '^$$' -bench ColdProvision -benchtime 200x ./e2e
-	$(GO) test -run '^$$' -bench Storm1000 -benchtime 1x -timeout 30m ./e2e
+	$(GO) test -run '^$$' -bench TFTPFetch -benchtime 2000x ./internal/e2e
+	$(GO) test -run '^$$' -bench ColdProvision -benchtime 200x ./internal/e2e
+	$(GO) test -run '^$$' -bench Storm1000 -benchtime 1x -timeout 30m ./internal/e2e
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./pxename
-	$(GO) test -run '^$$' -fuzz FuzzRender -fuzztime 60s ./render
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/pxename
+	$(GO) test -run '^$$' -fuzz FuzzRender -fuzztime 60s ./internal/render
 
 vet:
 	gofmt -l . | (! grep .)

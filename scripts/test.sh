@@ -26,9 +26,9 @@ go test -race -count=1 -timeout 30m ./...
 
 # Fuzz targets, briefly, so they stay green.
 fuzz() { go test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME:-10s}" "$1"; }
-fuzz ./pxename FuzzParse
-fuzz ./render FuzzRender
-fuzz ./ethers FuzzParse
+fuzz ./internal/pxename FuzzParse
+fuzz ./internal/render FuzzRender
+fuzz ./internal/ethers FuzzParse
 
 mounts_after=$(grep -cE ' (fuse\.pxebootfs|overlay) ' /proc/self/mounts || true)
 if [ "$mounts_after" != "$mounts_before" ]; then

@@ -12,8 +12,8 @@ import (
 	"syscall"
 
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/control"
-	"github.com/pxebootfs/pxebootfs/pxename"
+	"github.com/pxebootfs/pxebootfs/internal/control"
+	"github.com/pxebootfs/pxebootfs/internal/pxename"
 )
 
 // What the admin commands (nodes, reset, release, reload) share: they find

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/control"
-	"github.com/pxebootfs/pxebootfs/provision"
+	"github.com/pxebootfs/pxebootfs/internal/control"
+	"github.com/pxebootfs/pxebootfs/internal/provision"
 )
 
 func TestParseNode(t *testing.T) {

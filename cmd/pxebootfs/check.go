@@ -7,9 +7,9 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/render"
+	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 
 type checkFlags struct {

@@ -16,12 +16,12 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
-	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/control"
+	"github.com/pxebootfs/pxebootfs/internal/control"
 	"github.com/pxebootfs/pxebootfs/fs"
-	"github.com/pxebootfs/pxebootfs/metrics"
-	"github.com/pxebootfs/pxebootfs/provision"
+	"github.com/pxebootfs/pxebootfs/internal/metrics"
+	"github.com/pxebootfs/pxebootfs/internal/provision"
 )
 
 // daemonOps is what `pxebootfs mount` runs beside the filesystem for admins: the

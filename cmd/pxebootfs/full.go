@@ -10,12 +10,12 @@ import (
 	"os/exec"
 	"time"
 
-	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/nfsexport"
 	"github.com/pxebootfs/pxebootfs/overlay"
-	"github.com/pxebootfs/pxebootfs/provision"
-	"github.com/pxebootfs/pxebootfs/registry"
+	"github.com/pxebootfs/pxebootfs/internal/provision"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
 // exportsFile is where exportfs exports are mirrored, so that an nfs-server

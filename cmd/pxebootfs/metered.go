@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 
-	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/fs"
-	"github.com/pxebootfs/pxebootfs/metrics"
+	"github.com/pxebootfs/pxebootfs/internal/metrics"
 )
 
 // meteredSource counts what the filesystem asks of the catalog: every name

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/fs"
 )
 

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/control"
-	"github.com/pxebootfs/pxebootfs/provision"
-	"github.com/pxebootfs/pxebootfs/registry"
+	"github.com/pxebootfs/pxebootfs/internal/control"
+	"github.com/pxebootfs/pxebootfs/internal/provision"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
 type nodesFlags struct {

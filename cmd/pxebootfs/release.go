@@ -4,7 +4,7 @@ import (
 	"context"
 	"io"
 
-	"github.com/pxebootfs/pxebootfs/control"
+	"github.com/pxebootfs/pxebootfs/internal/control"
 )
 
 type releaseFlags struct {

@@ -5,7 +5,7 @@ import (
 	"io"
 	"log/slog"
 
-	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 )
 
 type renderFlags struct {

@@ -309,8 +309,8 @@ func TestGolden(t *testing.T) {
 		template string
 		data     Data
 	}{
-		{"repo-C0A80102", "../pxelinux.cfg.template", configOnly},
-		{"repo-01-52-54-00-aa-bb-cc", "../pxelinux.cfg.template", fullMode},
+		{"repo-C0A80102", "../../pxelinux.cfg.template", configOnly},
+		{"repo-01-52-54-00-aa-bb-cc", "../../pxelinux.cfg.template", fullMode},
 		{"fields-config-only", "testdata/fields.template", configOnly},
 		{"fields-full", "testdata/fields.template", fullMode},
 	}
@@ -343,7 +343,7 @@ func TestGolden(t *testing.T) {
 }
 
 func BenchmarkRender(b *testing.B) {
-	tmpl, err := Load("../pxelinux.cfg.template")
+	tmpl, err := Load("../../pxelinux.cfg.template")
 	if err != nil {
 		b.Fatal(err)
 	}

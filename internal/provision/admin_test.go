@@ -14,11 +14,11 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
-	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
 	"github.com/pxebootfs/pxebootfs/nfsexport"
 	"github.com/pxebootfs/pxebootfs/overlay"
-	"github.com/pxebootfs/pxebootfs/registry"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
 // fakeExporter records exports in memory. hold, when set, makes Export

@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
 		args = append(args, "-race")
 	}
-	build := exec.Command("go", append(args, "../cmd/pxebootfs")...)
+	build := exec.Command("go", append(args, "../../cmd/pxebootfs")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", build, err)

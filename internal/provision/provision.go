@@ -17,10 +17,10 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"github.com/pxebootfs/pxebootfs/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/nfsexport"
 	"github.com/pxebootfs/pxebootfs/overlay"
-	"github.com/pxebootfs/pxebootfs/registry"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
 // Options wires a Provisioner.

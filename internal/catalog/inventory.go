@@ -6,9 +6,9 @@ import (
 	"net/netip"
 
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/inventory"
-	"github.com/pxebootfs/pxebootfs/pxename"
-	"github.com/pxebootfs/pxebootfs/render"
+	"github.com/pxebootfs/pxebootfs/internal/inventory"
+	"github.com/pxebootfs/pxebootfs/internal/pxename"
+	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 
 // loadInventory reads cfg's inventory into s. It runs after the template

@@ -9,7 +9,7 @@ import (
 
 // TestExampleConfigChecks: the shipped example passes `pxebootfs check`.
 func TestExampleConfigChecks(t *testing.T) {
-	out, errOut, code := run(t, "check", "-c", "../pxebootfs.cfg.example")
+	out, errOut, code := run(t, "check", "-c", "../../pxebootfs.cfg.example")
 	if code != 0 {
 		t.Fatalf("check of the example config: exit %d\n%s%s", code, out, errOut)
 	}

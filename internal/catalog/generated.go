@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/generator"
-	"github.com/pxebootfs/pxebootfs/pxename"
+	"github.com/pxebootfs/pxebootfs/internal/generator"
+	"github.com/pxebootfs/pxebootfs/internal/pxename"
 )
 
 // DefaultMountpoint is what --file is built from until SetMountpoint says

@@ -51,8 +51,8 @@ import (
 
 	"gopkg.in/ini.v1"
 
-	"github.com/pxebootfs/pxebootfs/pxename"
-	"github.com/pxebootfs/pxebootfs/render"
+	"github.com/pxebootfs/pxebootfs/internal/pxename"
+	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 
 // MaxFileSize bounds the inventory file read.

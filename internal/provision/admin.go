@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/nfsexport"
-	"github.com/pxebootfs/pxebootfs/registry"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
 // Admin operations: what `pxebootfs reset`, `release` and `nodes` do in

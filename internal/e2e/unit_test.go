@@ -14,7 +14,7 @@ import (
 )
 
 const (
-	unitFile      = "../contrib/pxebootfs.service"
+	unitFile      = "../../contrib/pxebootfs.service"
 	installedPath = "/usr/local/sbin/pxebootfs"
 )
 

@@ -50,7 +50,7 @@ func isTFTPFileNotFound(err error) bool {
 // TestGeneratorSampleMaclist serves the shipped sample generator through
 // tftpd-hpa, unchanged from its atftpd form.
 func TestGeneratorSampleMaclist(t *testing.T) {
-	sample, err := filepath.Abs("../testdata/generators/maclist.sh")
+	sample, err := filepath.Abs("../../testdata/generators/maclist.sh")
 	if err != nil {
 		t.Fatal(err)
 	}

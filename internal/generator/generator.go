@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"github.com/pxebootfs/pxebootfs/pxename"
+	"github.com/pxebootfs/pxebootfs/internal/pxename"
 )
 
 // Defaults for Options' zero values.

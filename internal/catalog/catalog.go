@@ -43,11 +43,11 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/ethers"
-	"github.com/pxebootfs/pxebootfs/generator"
-	"github.com/pxebootfs/pxebootfs/inventory"
-	"github.com/pxebootfs/pxebootfs/pxename"
-	"github.com/pxebootfs/pxebootfs/render"
+	"github.com/pxebootfs/pxebootfs/internal/ethers"
+	"github.com/pxebootfs/pxebootfs/internal/generator"
+	"github.com/pxebootfs/pxebootfs/internal/inventory"
+	"github.com/pxebootfs/pxebootfs/internal/pxename"
+	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 
 // ErrNotServed is wrapped by every error for a name we do not serve; it also

@@ -32,7 +32,7 @@ func mac(s string) net.HardwareAddr {
 
 // TestExample loads testdata/nodes.ini, the example shipped to admins.
 func TestExample(t *testing.T) {
-	inv, err := Load("../testdata/nodes.ini")
+	inv, err := Load("../../testdata/nodes.ini")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestExample(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), "debian-installer/bookworm/linux") || !strings.Contains(string(b), "hostname=rack1-n04") {
 		t.Errorf("installer render: %q, %v", b, err)
 	}
-	abs, _ := filepath.Abs("../testdata/templates/installer.template")
+	abs, _ := filepath.Abs("../../testdata/templates/installer.template")
 	wantFiles := []string{inv.File(), abs}
 	if !reflect.DeepEqual(inv.Files(), wantFiles) {
 		t.Errorf("Files() = %v, want %v", inv.Files(), wantFiles)

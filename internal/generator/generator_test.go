@@ -463,7 +463,7 @@ func TestCacheBound(t *testing.T) {
 
 // TestSampleMaclist runs the shipped sample generator.
 func TestSampleMaclist(t *testing.T) {
-	prog, err := filepath.Abs("../testdata/generators/maclist.sh")
+	prog, err := filepath.Abs("../../testdata/generators/maclist.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +475,7 @@ func TestSampleMaclist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := os.ReadFile("../testdata/generators/maclist.golden")
+	want, err := os.ReadFile("../../testdata/generators/maclist.golden")
 	if err != nil {
 		t.Fatal(err)
 	}
