@@ -6,8 +6,12 @@ import (
 	iofs "io/fs"
 	"syscall"
 	"testing"
+
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 )
 
+// TestToErrno covers every mapping of the one errno helper, for every
+// operation (lookup, getattr, open) alike.
 func TestToErrno(t *testing.T) {
 	tests := []struct {
 		name string
@@ -15,36 +19,22 @@ func TestToErrno(t *testing.T) {
 		want syscall.Errno
 	}{
 		{"nil", nil, 0},
-		{"plain errno", syscall.EROFS, syscall.EROFS},
-		{"wrapped EIO survives", fmt.Errorf("render x: %w", syscall.EIO), syscall.EIO},
-		{"double wrapped", fmt.Errorf("a: %w", fmt.Errorf("b: %w", syscall.EACCES)), syscall.EACCES},
+		{"plain EROFS", syscall.EROFS, syscall.EROFS},
+		{"wrapped EACCES survives", fmt.Errorf("a: %w", fmt.Errorf("b: %w", syscall.EACCES)), syscall.EACCES},
+		{"wrapped ENAMETOOLONG survives", fmt.Errorf("x: %w", syscall.ENAMETOOLONG), syscall.ENAMETOOLONG},
+		{"wrapped EIO is EIO, not ENOSYS", fmt.Errorf("render x: %w", syscall.EIO), syscall.EIO},
+		{"an errno deep in provisioning is EIO", fmt.Errorf("mount overlay: %w", syscall.EBUSY), syscall.EIO},
 		{"not exist", fmt.Errorf("x: %w", iofs.ErrNotExist), syscall.ENOENT},
-		{"canceled", fmt.Errorf("x: %w", context.Canceled), syscall.EINTR},
-		{"anything else is EIO, never ENOSYS", fmt.Errorf("boom"), syscall.EIO},
+		{"not served", fmt.Errorf("x: %w", catalog.ErrNotServed), syscall.ENOENT},
+		{"wrapped ENOENT", fmt.Errorf("x: %w", syscall.ENOENT), syscall.ENOENT},
+		{"canceled (FUSE interrupt)", fmt.Errorf("x: %w", context.Canceled), syscall.EINTR},
+		{"deadline (a generator or provisioning ran out of time)", fmt.Errorf("x: %w", context.DeadlineExceeded), syscall.EIO},
+		{"anything else is EIO, never ENOSYS", fmt.Errorf("exportfs failed"), syscall.EIO},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := toErrno(tt.err); got != tt.want {
 				t.Errorf("toErrno(%v) = %v, want %v", tt.err, got, tt.want)
-			}
-		})
-	}
-}
-
-func TestOpenErrno(t *testing.T) {
-	tests := []struct {
-		name string
-		err  error
-		want syscall.Errno
-	}{
-		{"not served", fmt.Errorf("x: %w", iofs.ErrNotExist), syscall.ENOENT},
-		{"provisioning failed with an errno inside is still EIO", fmt.Errorf("mount overlay: %w", syscall.EBUSY), syscall.EIO},
-		{"plain failure", fmt.Errorf("exportfs failed"), syscall.EIO},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := openErrno(tt.err); got != tt.want {
-				t.Errorf("openErrno(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
 	}

@@ -2,8 +2,6 @@ package fs
 
 import (
 	"context"
-	"errors"
-	iofs "io/fs"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -30,7 +28,7 @@ var (
 // handle an fstat came from (go-fuse guesses the first open one): this way
 // the size announced as tsize matches what the same open reads.
 func (f *file) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	e, err := f.src.Resolve(f.name)
+	e, err := f.src.Resolve(ctx, f.name)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -56,13 +54,13 @@ func (f *file) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	e, err := f.src.Resolve(f.name)
+	e, err := f.src.Resolve(ctx, f.name)
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
 	b, err := f.src.Open(ctx, e)
 	if err != nil {
-		return nil, 0, openErrno(err)
+		return nil, 0, toErrno(err)
 	}
 	return &handle{data: b}, 0, 0
 }
@@ -84,17 +82,4 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		end = int64(len(h.data))
 	}
 	return fuse.ReadResultData(h.data[off:end]), 0
-}
-
-// openErrno maps a failed open. Anything but "not served" is EIO, whatever
-// errno a mount or exportfs failure carried deep inside: the tftpd only
-// needs to know the file cannot be sent now, and the log has the cause.
-func openErrno(err error) syscall.Errno {
-	switch {
-	case errors.Is(err, iofs.ErrNotExist):
-		return syscall.ENOENT
-	case errors.Is(err, context.Canceled):
-		return syscall.EINTR
-	}
-	return syscall.EIO
 }

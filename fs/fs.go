@@ -10,16 +10,20 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // Source is what the filesystem serves; *catalog.Catalog implements it.
 type Source interface {
-	Resolve(name string) (catalog.Entry, error)
+	// Resolve decides what name is; ctx is the FUSE request's, so a
+	// content generator run for it ends when the request is interrupted.
+	Resolve(ctx context.Context, name string) (catalog.Entry, error)
 	Stat(e catalog.Entry) (catalog.Stat, error)
 	Open(ctx context.Context, e catalog.Entry) ([]byte, error)
-	StaticNames() []string
-	Nodes() []catalog.Node
-	NodeDir(n catalog.Node) string
+	// List is what ls shows, without resolving each name.
+	List() []catalog.DirEntry
+	Nodes() []node.Node
+	NodeDir(id node.ID) string
 	FullMode() bool
 }
 
@@ -41,24 +45,39 @@ const (
 	byIPIno = 2
 )
 
-// toErrno is the one place errors become errnos. go-fuse's ToErrno does not
-// look through %w wrapping, so a wrapped EIO would reach the client as
-// ENOSYS; we unwrap first and map the rest deliberately.
+// toErrno is the one place errors become errnos. It decides what a tftpd
+// (or ls) is told, by what the error means for the name asked for:
+//
+//   - nil: 0;
+//   - not served / does not exist: ENOENT, so pxelinux falls through its
+//     search order as on a plain tftpd;
+//   - the request's context was cancelled (FUSE INTERRUPT): EINTR;
+//   - a bare errno that is about the name or the filesystem itself
+//     (EROFS, ENAMETOOLONG, EACCES): that errno;
+//   - everything else, including a deadline and an errno carried deep
+//     inside a failed mount or exportfs run: EIO. The tftpd only needs to
+//     know the file cannot be sent now; the log has the cause. (go-fuse's
+//     own ToErrno would not unwrap %w at all and answer ENOSYS.)
 func toErrno(err error) syscall.Errno {
-	if err == nil {
-		return 0
-	}
 	var errno syscall.Errno
-	if errors.As(err, &errno) {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, iofs.ErrNotExist):
+		return syscall.ENOENT
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	case errors.As(err, &errno) && passThrough[errno]:
 		return errno
 	}
-	if errors.Is(err, iofs.ErrNotExist) {
-		return syscall.ENOENT
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return syscall.EINTR
-	}
 	return syscall.EIO
+}
+
+// passThrough are the errnos toErrno passes on as they are.
+var passThrough = map[syscall.Errno]bool{
+	syscall.EROFS:        true,
+	syscall.ENAMETOOLONG: true,
+	syscall.EACCES:       true,
 }
 
 // setFileAttr fills attributes for a served file: world-readable, because

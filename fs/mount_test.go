@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
@@ -23,12 +23,12 @@ import (
 type fakeSource struct {
 	mu      sync.Mutex
 	files   map[string][]byte
-	nodes   []catalog.Node
+	nodes   []node.Node
 	opens   atomic.Int64
 	openErr error
 }
 
-func (s *fakeSource) Resolve(name string) (catalog.Entry, error) {
+func (s *fakeSource) Resolve(ctx context.Context, name string) (catalog.Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.files[name]; !ok {
@@ -53,7 +53,7 @@ func (s *fakeSource) Open(ctx context.Context, e catalog.Entry) ([]byte, error) 
 	return bytes.Clone(s.files[e.Name]), nil
 }
 
-func (s *fakeSource) StaticNames() []string {
+func (s *fakeSource) List() []catalog.DirEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var names []string
@@ -61,12 +61,16 @@ func (s *fakeSource) StaticNames() []string {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	return names
+	ents := make([]catalog.DirEntry, len(names))
+	for i, n := range names {
+		ents[i] = catalog.DirEntry{Name: n, Ino: 1000 + uint64(len(n))*7 + uint64(n[0])}
+	}
+	return ents
 }
 
-func (s *fakeSource) Nodes() []catalog.Node         { return s.nodes }
-func (s *fakeSource) NodeDir(n catalog.Node) string { return "/netboot/node/" + n.Name }
-func (s *fakeSource) FullMode() bool                { return s.nodes != nil }
+func (s *fakeSource) Nodes() []node.Node        { return s.nodes }
+func (s *fakeSource) NodeDir(id node.ID) string { return "/netboot/node/" + id.String() }
+func (s *fakeSource) FullMode() bool            { return s.nodes != nil }
 
 func (s *fakeSource) set(name, content string) {
 	s.mu.Lock()
@@ -194,7 +198,7 @@ func TestMountOpenFailureIsEIO(t *testing.T) {
 func TestMountListing(t *testing.T) {
 	src := &fakeSource{
 		files: map[string][]byte{"default": []byte("x"), "C0A80102": []byte("y")},
-		nodes: []catalog.Node{{Name: "C0A80102", Addr: netip.MustParseAddr("192.168.1.2")}},
+		nodes: []node.Node{{ID: node.MustParse("C0A80102")}},
 	}
 	dir := testMount(t, src)
 	des, err := os.ReadDir(dir)

@@ -10,6 +10,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // root is the mounted pxelinux.cfg directory.
@@ -50,7 +51,7 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		setDirAttr(&out.Attr, byIPIno)
 		return r.NewInode(ctx, &byIP{src: r.src}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: byIPIno}), 0
 	}
-	e, err := r.src.Resolve(name)
+	e, err := r.src.Resolve(ctx, name)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -63,26 +64,20 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 }
 
 // Readdir serves ls: static files, provisioned nodes by hex name, by-ip/.
+// Names are listed, not resolved: no template renders and no content
+// generator runs for an ls (sizes come with each name's own LOOKUP).
 func (r *root) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	seen := map[string]bool{}
-	var ents []fuse.DirEntry
-	add := func(name string, mode uint32, ino uint64) {
-		if !seen[name] {
-			seen[name] = true
-			ents = append(ents, fuse.DirEntry{Name: name, Mode: mode, Ino: ino})
-		}
+	list := r.src.List()
+	ents := make([]fuse.DirEntry, 0, len(list)+1)
+	full := r.src.FullMode()
+	if full {
+		ents = append(ents, fuse.DirEntry{Name: byIPName, Mode: syscall.S_IFDIR, Ino: byIPIno})
 	}
-	if r.src.FullMode() {
-		add(byIPName, syscall.S_IFDIR, byIPIno)
-		for _, n := range r.src.Nodes() {
-			if e, err := r.src.Resolve(n.Name); err == nil {
-				add(n.Name, syscall.S_IFREG, e.Ino)
-			}
-		}
-	}
-	for _, name := range r.src.StaticNames() {
-		if e, err := r.src.Resolve(name); err == nil {
-			add(name, syscall.S_IFREG, e.Ino)
+	for _, e := range list {
+		// In full mode by-ip/ shadows a static file of that name, as in
+		// Lookup.
+		if !full || e.Name != byIPName {
+			ents = append(ents, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFREG, Ino: e.Ino})
 		}
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
@@ -135,23 +130,28 @@ func (d *byIP) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 	return 0
 }
 
-func (d *byIP) find(name string) (catalog.Node, bool) {
+// find returns the provisioned node whose dotted IP is name.
+func (d *byIP) find(name string) (node.ID, bool) {
+	addr, err := netip.ParseAddr(name)
+	if err != nil || addr.String() != name {
+		return node.ID{}, false
+	}
 	for _, n := range d.src.Nodes() {
-		if n.Addr.String() == name {
-			return n, true
+		if n.ID.Addr() == addr {
+			return n.ID, true
 		}
 	}
-	return catalog.Node{}, false
+	return node.ID{}, false
 }
 
 // Lookup serves LOOKUP in by-ip/; only provisioned nodes exist here.
 func (d *byIP) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	n, ok := d.find(name)
+	id, ok := d.find(name)
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	ino := catalog.LinkIno(n)
-	target := d.src.NodeDir(n)
+	ino := catalog.LinkIno(id)
+	target := d.src.NodeDir(id)
 	out.Attr.Ino = ino
 	out.Attr.Mode = syscall.S_IFLNK | 0o777
 	out.Attr.Size = uint64(len(target))
@@ -163,7 +163,7 @@ func (d *byIP) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 func (d *byIP) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	var ents []fuse.DirEntry
 	for _, n := range d.src.Nodes() {
-		ents = append(ents, fuse.DirEntry{Name: n.Addr.String(), Mode: syscall.S_IFLNK, Ino: catalog.LinkIno(n)})
+		ents = append(ents, fuse.DirEntry{Name: n.ID.Addr().String(), Mode: syscall.S_IFLNK, Ino: catalog.LinkIno(n.ID)})
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
 	return fusefs.NewListDirStream(ents), 0
@@ -186,8 +186,8 @@ func (l *link) target() ([]byte, syscall.Errno) {
 		return nil, syscall.ENOENT
 	}
 	for _, n := range l.src.Nodes() {
-		if n.Addr == addr {
-			return []byte(l.src.NodeDir(n)), 0
+		if n.ID.Addr() == addr {
+			return []byte(l.src.NodeDir(n.ID)), 0
 		}
 	}
 	return nil, syscall.ENOENT

@@ -57,6 +57,20 @@ type Exporter interface {
 	Name() string
 }
 
+// Initer is implemented by backends that must read the server's state
+// once before the first export (Ganesha tells its exports of roots not yet
+// mounted from live ones). Callers run Init before restoring any node.
+type Initer interface {
+	Init(ctx context.Context) error
+}
+
+// Unlisted is implemented by backends whose List says nothing about
+// whether a root is exported (None exports nothing, yet every root is
+// "exported"), so status shows "unknown" rather than "no".
+type Unlisted interface {
+	Unlisted()
+}
+
 // ErrInvalidExport is wrapped by every error about an Export that can never
 // be exported (bad path, bad client, fsid 0).
 var ErrInvalidExport = errors.New("invalid export")
@@ -124,6 +138,7 @@ type None struct{}
 
 var (
 	_ Exporter = None{}
+	_ Unlisted = None{}
 	_ Exporter = (*Exportfs)(nil)
 )
 
@@ -143,6 +158,9 @@ func (None) List(context.Context) ([]Export, error) { return nil, nil }
 func (None) UsedFSIDs(context.Context) (map[uint32]string, error) {
 	return map[uint32]string{}, nil
 }
+
+// Unlisted marks None as saying nothing through List.
+func (None) Unlisted() {}
 
 // Name returns "none".
 func (None) Name() string { return "none" }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/pxebootfs/pxebootfs/internal/atomicfile"
 )
 
 const exportsFileHeader = `# Written by pxebootfs: one line per node export, so that "exportfs -ra"
@@ -85,46 +87,11 @@ func escapeOctal(s string) string {
 }
 
 // writeFileAtomic replaces name with data so that readers (exportfs -r, a
-// crash) see the old file or the new one, never a mix: a temporary file in
-// the same directory, fsynced, renamed over name, then the directory fsynced.
-// The temporary name starts with "." so that exportfs ignores it.
-func writeFileAtomic(name string, data []byte, perm fs.FileMode) (err error) {
-	dir := filepath.Dir(name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// crash) see the old file or the new one, never a mix; it creates the
+// directory (/etc/exports.d may not exist yet).
+func writeFileAtomic(name string, data []byte, perm fs.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), name); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.Write(name, data, perm)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -64,7 +65,11 @@ type Ganesha struct {
 	stale   map[uint16]bool
 }
 
-var _ Exporter = (*Ganesha)(nil)
+var (
+	_ Exporter  = (*Ganesha)(nil)
+	_ Initer    = (*Ganesha)(nil)
+	_ io.Closer = (*Ganesha)(nil)
+)
 
 // NewGanesha checks o and fills in its defaults. It neither connects nor
 // writes anything.

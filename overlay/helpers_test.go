@@ -10,6 +10,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // testDirPrefix names every directory the tests mount under, so TestMain can
@@ -141,7 +143,7 @@ func newTestManager(t testing.TB) *Manager {
 }
 
 // mountNode mounts node's overlay, registering a lazy unmount first.
-func mountNode(t testing.TB, m *Manager, node string) (adopted bool) {
+func mountNode(t testing.TB, m *Manager, node node.ID) (adopted bool) {
 	t.Helper()
 	p := mustPaths(t, m, node)
 	t.Cleanup(func() { detachAll(t, p.Mount) })
@@ -152,7 +154,7 @@ func mountNode(t testing.TB, m *Manager, node string) (adopted bool) {
 	return adopted
 }
 
-func mustPaths(t testing.TB, m *Manager, node string) Paths {
+func mustPaths(t testing.TB, m *Manager, node node.ID) Paths {
 	t.Helper()
 	p, err := m.Paths(node)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // maxStacked bounds how many overlays Unmount peels off one mount point. More
@@ -134,12 +136,13 @@ func checkMounted(info *mountinfo.Info, p Paths) error {
 // it needs. If the node's overlay is already mounted there (from an earlier
 // run), Mount adopts it and reports adopted; an overlay of other layers, or
 // any other filesystem, at the mount point is an error.
-func (m *Manager) Mount(node string) (adopted bool, err error) {
-	p, err := m.Paths(node)
+func (m *Manager) Mount(id node.ID) (adopted bool, err error) {
+	node := id.String()
+	p, err := m.Paths(id)
 	if err != nil {
 		return false, fmt.Errorf("mount overlay: %w", err)
 	}
-	defer m.lock(node)()
+	defer m.lock(id)()
 
 	info, err := mountAt(p.Mount)
 	if err != nil {
@@ -152,7 +155,7 @@ func (m *Manager) Mount(node string) (adopted bool, err error) {
 		return true, nil
 	}
 
-	if err := m.makeDirs(node); err != nil {
+	if err := m.makeDirs(id); err != nil {
 		return false, fmt.Errorf("mount overlay for %s: %w", node, err)
 	}
 	source, fstype, opts, err := m.mountArgs(p)
@@ -183,8 +186,9 @@ func (m *Manager) Mount(node string) (adopted bool, err error) {
 
 // Mounted reports whether node's overlay is mounted at its mount point. Any
 // other filesystem mounted there is an error.
-func (m *Manager) Mounted(node string) (bool, error) {
-	p, err := m.Paths(node)
+func (m *Manager) Mounted(id node.ID) (bool, error) {
+	node := id.String()
+	p, err := m.Paths(id)
 	if err != nil {
 		return false, err
 	}
@@ -204,20 +208,25 @@ func (m *Manager) Mounted(node string) (bool, error) {
 // MountedNodes reads the mount table once and returns the nodes under
 // NodeDir whose overlay is mounted and would be adopted by Mount. Start-up
 // uses it to restore hundreds of nodes without a mount-table read each.
-func (m *Manager) MountedNodes() (map[string]bool, error) {
+func (m *Manager) MountedNodes() (map[node.ID]bool, error) {
 	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(m.nodeDir))
 	if err != nil {
 		return nil, fmt.Errorf("list mounted overlays: read mount table: %w", err)
 	}
-	nodes := make(map[string]bool)
+	nodes := make(map[node.ID]bool)
 	for mp, info := range topMounts(infos) {
-		node := filepath.Base(mp)
-		if filepath.Dir(mp) != m.nodeDir || checkNode(node) != nil {
+		if filepath.Dir(mp) != m.nodeDir {
 			continue
 		}
-		p, _ := m.Paths(node)
+		// Only the canonical name is ours: a "c0a80102" or "10.0.0.1"
+		// directory under node_dir was made by someone else.
+		id, err := node.ParseHex(filepath.Base(mp))
+		if err != nil || id.String() != filepath.Base(mp) {
+			continue
+		}
+		p, _ := m.Paths(id)
 		if checkMounted(info, p) == nil {
-			nodes[node] = true
+			nodes[id] = true
 		}
 	}
 	return nodes, nil
@@ -227,22 +236,23 @@ func (m *Manager) MountedNodes() (map[string]bool, error) {
 // error. A busy overlay (a process or an NFS export still using it) gives an
 // error wrapping unix.EBUSY and stays mounted: whether to detach it is the
 // caller's decision, see UnmountDetach.
-func (m *Manager) Unmount(node string) error {
-	return m.unmount(node, 0)
+func (m *Manager) Unmount(id node.ID) error {
+	return m.unmount(id, 0)
 }
 
 // UnmountDetach detaches node's overlay lazily (MNT_DETACH): it disappears
 // from the mount point at once and is released when its last user goes.
-func (m *Manager) UnmountDetach(node string) error {
-	return m.unmount(node, unix.MNT_DETACH)
+func (m *Manager) UnmountDetach(id node.ID) error {
+	return m.unmount(id, unix.MNT_DETACH)
 }
 
-func (m *Manager) unmount(node string, flags int) error {
-	p, err := m.Paths(node)
+func (m *Manager) unmount(id node.ID, flags int) error {
+	node := id.String()
+	p, err := m.Paths(id)
 	if err != nil {
 		return fmt.Errorf("unmount overlay: %w", err)
 	}
-	defer m.lock(node)()
+	defer m.lock(id)()
 
 	for range maxStacked {
 		info, err := mountAt(p.Mount)
@@ -284,12 +294,13 @@ func refuseMounted(op, node string, p Paths) error {
 // The directories are first renamed aside (upper.reset-<unixnano>), which
 // is atomic: a crash midway leaves either the old upper or an empty one,
 // never a half-deleted one in use.
-func (m *Manager) Wipe(node string) error {
-	p, err := m.Paths(node)
+func (m *Manager) Wipe(id node.ID) error {
+	node := id.String()
+	p, err := m.Paths(id)
 	if err != nil {
 		return fmt.Errorf("wipe overlay: %w", err)
 	}
-	defer m.lock(node)()
+	defer m.lock(id)()
 	if err := refuseMounted("wipe", node, p); err != nil {
 		return err
 	}
@@ -335,12 +346,13 @@ func (m *Manager) Wipe(node string) error {
 // purging a node for good. It refuses while the node is mounted, and leaves
 // everything in place if the mount point is not empty: something was
 // written into the bare directory, and only a person should delete it.
-func (m *Manager) Remove(node string) error {
-	p, err := m.Paths(node)
+func (m *Manager) Remove(id node.ID) error {
+	node := id.String()
+	p, err := m.Paths(id)
 	if err != nil {
 		return fmt.Errorf("remove overlay: %w", err)
 	}
-	defer m.lock(node)()
+	defer m.lock(id)()
 	if err := refuseMounted("remove", node, p); err != nil {
 		return err
 	}

@@ -9,13 +9,15 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/pxebootfs/pxebootfs/internal/testenv"
 	"golang.org/x/sys/unix"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
-const (
-	nodeA = "C0A80102"
-	nodeB = "C0A80103"
+var (
+	nodeA = node.MustParse("C0A80102")
+	nodeB = node.MustParse("C0A80103")
 )
 
 func TestMountCopyOnWrite(t *testing.T) {
@@ -292,7 +294,7 @@ func TestForeignMount(t *testing.T) {
 		{
 			name: "overlay without nfs_export",
 			mount: func(t *testing.T, o Options, target string) error {
-				ov := filepath.Join(o.OverlayDir, nodeA)
+				ov := filepath.Join(o.OverlayDir, nodeA.String())
 				opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work,index=off,nfs_export=off", o.RootDir, ov, ov)
 				return unix.Mount("overlay", target, "overlay", 0, opts)
 			},
@@ -383,14 +385,15 @@ func TestUnmountBusy(t *testing.T) {
 func TestMountedNodes(t *testing.T) {
 	testenv.RequireRoot(t)
 	m := newTestManager(t)
-	want := map[string]bool{}
-	for _, node := range []string{"0A000001", "0A000002", "0A000003"} {
-		mountNode(t, m, node)
-		want[node] = true
+	want := map[node.ID]bool{}
+	for _, name := range []string{"0A000001", "0A000002", "0A000003"} {
+		id := node.MustParse(name)
+		mountNode(t, m, id)
+		want[id] = true
 	}
 	// Mounted once and unmounted: not listed.
-	mountNode(t, m, "0A000004")
-	if err := m.Unmount("0A000004"); err != nil {
+	mountNode(t, m, node.MustParse("0A000004"))
+	if err := m.Unmount(node.MustParse("0A000004")); err != nil {
 		t.Fatal(err)
 	}
 	// A tmpfs on a node's mount point, and one on a dir that is no node.
@@ -432,20 +435,20 @@ func TestCheck(t *testing.T) {
 func BenchmarkMountUnmount(b *testing.B) {
 	testenv.RequireRoot(b)
 	m := newTestManager(b)
-	nodes := make([]string, b.N)
+	nodes := make([]node.ID, b.N)
 	for i := range nodes {
-		nodes[i] = fmt.Sprintf("0A%06X", i)
+		nodes[i] = node.FromUint32(0x0A000000 + uint32(i))
 		p := mustPaths(b, m, nodes[i])
 		b.Cleanup(func() { detachAll(b, p.Mount) })
 	}
 	b.ResetTimer()
-	for _, node := range nodes {
-		if _, err := m.Mount(node); err != nil {
+	for _, id := range nodes {
+		if _, err := m.Mount(id); err != nil {
 			b.Fatal(err)
 		}
 	}
-	for _, node := range nodes {
-		if err := m.Unmount(node); err != nil {
+	for _, id := range nodes {
+		if err := m.Unmount(id); err != nil {
 			b.Fatal(err)
 		}
 	}

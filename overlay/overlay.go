@@ -8,9 +8,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // Type selects the copy-on-write filesystem.
@@ -56,7 +57,7 @@ type Manager struct {
 	overlayDir string
 	extra      []string
 
-	// locks holds one *sync.Mutex per node name, so that two callers
+	// locks holds one *sync.Mutex per node, so that two callers
 	// cannot both find a node unmounted and stack two overlays.
 	locks sync.Map
 }
@@ -72,10 +73,6 @@ const (
 
 // procFilesystems lists the filesystem types the running kernel knows.
 const procFilesystems = "/proc/filesystems"
-
-// nodeName is the form of a node name: the node's IPv4 address as eight
-// upper-case hex digits, as pxelinux asks for it.
-var nodeName = regexp.MustCompile(`^[0-9A-F]{8}$`)
 
 // New validates o and returns a Manager for it. For AUFS it also checks that
 // the running kernel has aufs.
@@ -188,20 +185,13 @@ func listsFS(data []byte, fstype string) bool {
 	return false
 }
 
-// checkNode re-checks a node name the caller should already have validated:
-// the name becomes a path component, so anything else is refused.
-func checkNode(node string) error {
-	if !nodeName.MatchString(node) {
-		return fmt.Errorf("invalid node name %q: want 8 upper-case hex digits", node)
-	}
-	return nil
-}
-
 // Paths returns the directories of node's overlay. It creates nothing.
-func (m *Manager) Paths(node string) (Paths, error) {
-	if err := checkNode(node); err != nil {
-		return Paths{}, fmt.Errorf("overlay paths: %w", err)
+func (m *Manager) Paths(id node.ID) (Paths, error) {
+	if !id.IsValid() {
+		return Paths{}, errors.New("overlay paths: no node given")
 	}
+	// A node's String is 8 characters of [0-9A-F]: a safe path component.
+	node := id.String()
 	return Paths{
 		Mount: filepath.Join(m.nodeDir, node),
 		Upper: filepath.Join(m.overlayDir, node, "upper"),
@@ -211,8 +201,8 @@ func (m *Manager) Paths(node string) (Paths, error) {
 }
 
 // lock serialises operations on one node and returns the unlock function.
-func (m *Manager) lock(node string) func() {
-	mu, _ := m.locks.LoadOrStore(node, new(sync.Mutex))
+func (m *Manager) lock(id node.ID) func() {
+	mu, _ := m.locks.LoadOrStore(id, new(sync.Mutex))
 	mu.(*sync.Mutex).Lock()
 	return mu.(*sync.Mutex).Unlock
 }
@@ -265,7 +255,8 @@ func describeType(m fs.FileMode) string {
 }
 
 // makeDirs creates node's mount point, upper and work directories.
-func (m *Manager) makeDirs(node string) error {
+func (m *Manager) makeDirs(id node.ID) error {
+	node := id.String()
 	if err := mkdirChain(m.nodeDir, []string{node}, []fs.FileMode{mountDirMode}); err != nil {
 		return fmt.Errorf("create mount point: %w", err)
 	}

@@ -6,14 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/control"
-	"github.com/pxebootfs/pxebootfs/internal/pxename"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // What the admin commands (nodes, reset, release, reload) share: they find
@@ -44,33 +43,23 @@ func adminContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 }
 
-// parseNodes turns arguments into node names: the hex name pxelinux asks
-// for (either case) or the node's dotted IPv4 address.
-func parseNodes(cmd string, args []string, stderr io.Writer) ([]string, int) {
+// parseNodes turns arguments into nodes: the hex name pxelinux asks for
+// (either case) or the node's dotted IPv4 address.
+func parseNodes(cmd string, args []string, stderr io.Writer) ([]node.ID, int) {
 	if len(args) == 0 {
 		fmt.Fprintf(stderr, "pxebootfs %s: name at least one NODE (hex name such as C0A80102, or IPv4 address)\n", cmd)
 		return nil, exitUsage
 	}
-	nodes := make([]string, 0, len(args))
+	nodes := make([]node.ID, 0, len(args))
 	for _, a := range args {
-		n, err := parseNode(a)
+		id, err := node.Parse(a)
 		if err != nil {
-			fmt.Fprintf(stderr, "pxebootfs %s: %v\n", cmd, err)
+			fmt.Fprintf(stderr, "pxebootfs %s: %q is %v\n", cmd, a, err)
 			return nil, exitUsage
 		}
-		nodes = append(nodes, n)
+		nodes = append(nodes, id)
 	}
 	return nodes, -1
-}
-
-func parseNode(s string) (string, error) {
-	if a, err := pxename.ParseHex(s); err == nil {
-		return pxename.Hex(a), nil
-	}
-	if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
-		return pxename.Hex(a), nil
-	}
-	return "", fmt.Errorf("%q is not a node: want its hex name (8 hex digits, e.g. C0A80102) or its IPv4 address (e.g. 192.168.1.2)", s)
 }
 
 // parseInterspersed parses flags wherever they stand among the
@@ -112,7 +101,7 @@ func exitFor(err error) int {
 
 // report prints one line per node and returns the exit code of the first
 // failure (0 if none).
-func report(cmd string, results []control.Result, done func(node string) string, stdout, stderr io.Writer) int {
+func report(cmd string, results []control.Result, done func(id node.ID) string, stdout, stderr io.Writer) int {
 	code := exitOK
 	for _, r := range results {
 		if err := r.Err(); err != nil {
@@ -132,7 +121,7 @@ func report(cmd string, results []control.Result, done func(node string) string,
 // through the config, one request for all nodes, and a line per node. call
 // sends the request and says what success means for a node.
 func runNodeCommand(fl *flag.FlagSet, configPath *string, args []string, stdout, stderr io.Writer,
-	call func(ctx context.Context, c *control.Client, nodes []string) ([]control.Result, string, error)) int {
+	call func(ctx context.Context, c *control.Client, nodes []node.ID) ([]control.Result, string, error)) int {
 	cmd := fl.Name()
 	args, code := parseInterspersed(fl, args)
 	if code >= 0 {
@@ -153,5 +142,5 @@ func runNodeCommand(fl *flag.FlagSet, configPath *string, args []string, stdout,
 		fmt.Fprintf(stderr, "pxebootfs %s: %v\n", cmd, err)
 		return exitFor(err)
 	}
-	return report(cmd, results, func(string) string { return done }, stdout, stderr)
+	return report(cmd, results, func(node.ID) string { return done }, stdout, stderr)
 }

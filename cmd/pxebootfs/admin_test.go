@@ -8,12 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/control"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 )
 
@@ -34,15 +36,16 @@ func TestParseNode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := parseNode(tt.in)
+			var stderr strings.Builder
+			got, code := parseNodes("reset", []string{tt.in}, &stderr)
 			if tt.want == "" {
-				if err == nil {
-					t.Errorf("parseNode(%q) = %q, want an error", tt.in, got)
+				if code != exitUsage || !strings.Contains(stderr.String(), strconv.Quote(tt.in)) {
+					t.Errorf("parseNodes(%q) = %v, exit %d, %q; want exit %d naming the argument", tt.in, got, code, stderr.String(), exitUsage)
 				}
 				return
 			}
-			if err != nil || got != tt.want {
-				t.Errorf("parseNode(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+			if code != -1 || len(got) != 1 || got[0].String() != tt.want {
+				t.Errorf("parseNodes(%q) = %v, exit %d, %q; want %s", tt.in, got, code, stderr.String(), tt.want)
 			}
 		})
 	}
@@ -103,14 +106,49 @@ func TestExitFor(t *testing.T) {
 }
 
 // The exit codes stay distinct, so scripts can tell the cases apart.
-func TestExitCodesDistinct(t *testing.T) {
-	codes := []int{exitOK, exitFailure, exitUsage, exitConfig, exitNoDaemon, exitUnknownNode, exitPermission, exitRefused}
-	seen := map[int]bool{}
-	for _, c := range codes {
-		if seen[c] {
-			t.Errorf("exit code %d used twice", c)
+// TestExitCodesREADME checks the README's exit-code table against
+// exitCodes: every code once, with the same meaning, and no code missing.
+func TestExitCodesREADME(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(b), "### Exit codes\n")
+	if !ok {
+		t.Fatal("README has no \"### Exit codes\" section")
+	}
+	table, _, _ = strings.Cut(table, "\n\n#")
+	rows := map[int]string{}
+	for _, line := range strings.Split(table, "\n") {
+		f := strings.SplitN(line, "|", 4)
+		if len(f) != 4 {
+			continue
 		}
-		seen[c] = true
+		code, err := strconv.Atoi(strings.TrimSpace(f[1]))
+		if err != nil {
+			continue // header
+		}
+		if _, dup := rows[code]; dup {
+			t.Errorf("README lists exit code %d twice", code)
+		}
+		rows[code] = strings.TrimSpace(f[2])
+	}
+	seen := map[int]bool{}
+	for _, c := range exitCodes {
+		if seen[c.code] {
+			t.Errorf("exit code %d defined twice", c.code)
+		}
+		seen[c.code] = true
+		if got, ok := rows[c.code]; !ok {
+			t.Errorf("README does not list exit code %d", c.code)
+		} else if got != c.meaning {
+			t.Errorf("README says exit %d means %q; exit.go says %q", c.code, got, c.meaning)
+		}
+	}
+	for code := range rows {
+		if !seen[code] {
+			t.Errorf("README lists exit code %d, which the program never uses", code)
+		}
 	}
 }
 
@@ -193,8 +231,8 @@ func TestPrintNodes(t *testing.T) {
 	yes, no := true, false
 	boot := time.Date(2030, 1, 2, 3, 4, 5, 0, time.Local)
 	nodes := []control.NodeStatus{
-		{Node: "C0A80102", IP: "192.168.1.2", MAC: "52:54:00:12:34:56", FSID: 10000, Mounted: &yes, Exported: &yes, Created: boot, LastBoot: boot, BootCount: 3},
-		{Node: "C0A80103", IP: "192.168.1.3", FSID: 10001, Mounted: &no, Exported: nil, Created: boot, LastError: "exportfs: failed\n  badly"},
+		{Node: node.MustParse("C0A80102"), IP: netip.MustParseAddr("192.168.1.2"), MAC: "52:54:00:12:34:56", FSID: 10000, Mounted: &yes, Exported: &yes, Created: boot, LastBoot: boot, BootCount: 3},
+		{Node: node.MustParse("C0A80103"), IP: netip.MustParseAddr("192.168.1.3"), FSID: 10001, Mounted: &no, Exported: nil, Created: boot, LastError: "exportfs: failed\n  badly"},
 	}
 	var b bytes.Buffer
 	printNodes(&b, nodes, false)

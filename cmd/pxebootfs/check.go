@@ -7,8 +7,8 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 

@@ -16,11 +16,12 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
-	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/internal/control"
 	"github.com/pxebootfs/pxebootfs/fs"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/control"
 	"github.com/pxebootfs/pxebootfs/internal/metrics"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 )
 
@@ -44,11 +45,10 @@ type daemonOps struct {
 
 // startOps starts everything but the filesystem. prov is what
 // newProvisioner returned (nil in config-only mode). Call close when done.
-func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, prov catalog.Provisioner, log *slog.Logger) (o *daemonOps, err error) {
-	o = &daemonOps{log: log, cat: cat, cfg: cfg, hupDone: make(chan struct{})}
-	if p, ok := prov.(*provision.Provisioner); ok {
-		o.prov = p
-		p.SetResetPolicy(cfg.ResetGuard, cfg.ResetOnBoot)
+func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, prov *provision.Provisioner, log *slog.Logger) (o *daemonOps, err error) {
+	o = &daemonOps{log: log, cat: cat, prov: prov, cfg: cfg, hupDone: make(chan struct{})}
+	if prov != nil {
+		prov.SetResetPolicy(cfg.ResetGuard, cfg.ResetOnBoot)
 	}
 	defer func() {
 		if err != nil {
@@ -254,18 +254,18 @@ func (h controlHandler) Nodes(ctx context.Context) ([]control.NodeStatus, error)
 	return toControlNodes(h.o.prov.Status(ctx)), nil
 }
 
-func (h controlHandler) Reset(ctx context.Context, node string, force bool) error {
+func (h controlHandler) Reset(ctx context.Context, id node.ID, force bool) error {
 	if h.o.prov == nil {
 		return errConfigOnly
 	}
-	return withCode(h.o.prov.Reset(ctx, node, force))
+	return withCode(h.o.prov.Reset(ctx, id, force))
 }
 
-func (h controlHandler) Release(ctx context.Context, node string, purge bool) error {
+func (h controlHandler) Release(ctx context.Context, id node.ID, purge bool) error {
 	if h.o.prov == nil {
 		return errConfigOnly
 	}
-	err := h.o.prov.Release(ctx, node, purge)
+	err := h.o.prov.Release(ctx, id, purge)
 	if !errors.Is(err, provision.ErrUnknownNode) {
 		h.o.met.Release(purge, err)
 	}
@@ -294,7 +294,7 @@ func toControlNodes(st []provision.NodeStatus) []control.NodeStatus {
 	out := make([]control.NodeStatus, len(st))
 	for i, s := range st {
 		out[i] = control.NodeStatus{
-			Node: s.Node.Node, IP: s.IP, MAC: s.MAC, FSID: s.FSID,
+			Node: s.ID, IP: s.ID.Addr(), MAC: s.MAC, FSID: s.FSID,
 			Mounted: s.Mounted, Exported: s.Exported,
 			Created: s.Created, LastBoot: s.LastBoot, BootCount: s.BootCount, LastError: s.LastError,
 		}

@@ -4,18 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
 	"time"
 
-	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/nfsexport"
-	"github.com/pxebootfs/pxebootfs/overlay"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
+	"github.com/pxebootfs/pxebootfs/nfsexport"
+	"github.com/pxebootfs/pxebootfs/overlay"
 )
 
 // exportsFile is where exportfs exports are mirrored, so that an nfs-server
@@ -23,12 +24,24 @@ import (
 const exportsFile = "/etc/exports.d/pxebootfs.exports"
 
 // newProvisioner builds the provisioner for full mode and restores every
-// known node, or returns nil in config-only mode. The returned func
-// releases the state lock; node roots and exports stay.
-func newProvisioner(ctx context.Context, cfg *config.Config, log *slog.Logger) (catalog.Provisioner, func(), error) {
+// known node, or returns nil in config-only mode. The returned func closes
+// what it opened (the state lock, the exporter's connection); node roots
+// and exports stay.
+func newProvisioner(ctx context.Context, cfg *config.Config, log *slog.Logger) (p *provision.Provisioner, closeAll func(), err error) {
 	if !cfg.FullMode() {
 		return nil, func() {}, nil
 	}
+	var closers []func()
+	closeAll = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
 	for _, d := range []string{cfg.NodeDir, cfg.OverlayDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, nil, fmt.Errorf("create %s: %w", d, err)
@@ -38,30 +51,40 @@ func newProvisioner(ctx context.Context, cfg *config.Config, log *slog.Logger) (
 	if err != nil {
 		return nil, nil, err
 	}
+	closers = append(closers, func() {
+		if err := reg.Close(); err != nil {
+			log.Warn("close registry", "err", err)
+		}
+	})
 	ov, err := newOverlay(cfg)
 	if err != nil {
-		reg.Close()
 		return nil, nil, err
 	}
 	ex, err := newExporter(cfg, log)
-	if err == nil {
-		if g, ok := ex.(*nfsexport.Ganesha); ok {
-			// Before Restore mounts anything: Init tells Ganesha's
-			// exports of unmounted roots from live ones.
-			err = g.Init(ctx)
-		}
-	}
 	if err != nil {
-		reg.Close()
 		return nil, nil, err
 	}
-	p := provision.New(provision.Options{Overlay: ov, Exporter: ex, Registry: reg, NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID, Logger: log})
-	n, err := p.Restore(ctx)
-	if err != nil {
-		log.Error("restore: some nodes could not be restored; their next boot retries", "err", err)
+	if c, ok := ex.(io.Closer); ok {
+		closers = append(closers, func() {
+			if err := c.Close(); err != nil {
+				log.Warn("close exporter", "exporter", ex.Name(), "err", err)
+			}
+		})
+	}
+	if i, ok := ex.(nfsexport.Initer); ok {
+		// Before Restore mounts anything: Init tells Ganesha's exports of
+		// unmounted roots from live ones.
+		if err := i.Init(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	p = provision.New(provision.Options{Overlay: ov, Exporter: ex, Registry: reg, NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID, Logger: log})
+	n, rerr := p.Restore(ctx)
+	if rerr != nil {
+		log.Error("restore: some nodes could not be restored; their next boot retries", "err", rerr)
 	}
 	log.Info("restore: done", "ready", n, "known", reg.Len())
-	return p, func() { reg.Close() }, nil
+	return p, closeAll, nil
 }
 
 func newOverlay(cfg *config.Config) (*overlay.Manager, error) {
@@ -87,7 +110,7 @@ func newExporter(cfg *config.Config, log *slog.Logger) (nfsexport.Exporter, erro
 
 // newPeeker gives `render` the side-effect-free view of full mode: the
 // registry read without its lock, and no mounts.
-func newPeeker(cfg *config.Config) (catalog.Provisioner, error) {
+func newPeeker(cfg *config.Config) (node.Provisioner, error) {
 	if !cfg.FullMode() {
 		return nil, nil
 	}

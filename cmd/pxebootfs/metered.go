@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 
-	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/fs"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/metrics"
 )
 
@@ -31,8 +31,8 @@ func resultOf(err error, ok string) string {
 }
 
 // Resolve counts a lookup by result.
-func (s meteredSource) Resolve(name string) (catalog.Entry, error) {
-	e, err := s.Catalog.Resolve(name)
+func (s meteredSource) Resolve(ctx context.Context, name string) (catalog.Entry, error) {
+	e, err := s.Catalog.Resolve(ctx, name)
 	s.m.Lookup(resultOf(err, metrics.ResultServed))
 	return e, err
 }

@@ -9,8 +9,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/fs"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 type mountFlags struct {
@@ -60,7 +61,11 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer closeProv()
-	cat, err := catalog.New(cfg, prov, log)
+	var np node.Provisioner // stays a nil interface in config-only mode
+	if prov != nil {
+		np = prov
+	}
+	cat, err := catalog.New(cfg, np, log)
 	if err != nil {
 		log.Error("start", "err", err)
 		return exitConfig

@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/pxebootfs/pxebootfs/internal/control"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 type releaseFlags struct {
@@ -20,7 +21,7 @@ func runRelease(args []string, stdout, stderr io.Writer) int {
 	fl.StringVar(&f.config, "c", "", configFlagHelp)
 	fl.BoolVar(&f.purge, "purge", false, "also delete the nodes' overlay data and forget them (their fsids are retired, never reused)")
 	return runNodeCommand(fl, &f.config, args, stdout, stderr,
-		func(ctx context.Context, c *control.Client, nodes []string) ([]control.Result, string, error) {
+		func(ctx context.Context, c *control.Client, nodes []node.ID) ([]control.Result, string, error) {
 			results, err := c.Release(ctx, nodes, f.purge)
 			done := "released: unexported and unmounted; its data is kept and its next boot provisions it again"
 			if f.purge {

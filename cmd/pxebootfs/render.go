@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,7 +45,7 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	cat.SetMountpoint(f.mountpoint)
-	e, err := cat.Resolve(f.name)
+	e, err := cat.Resolve(context.Background(), f.name)
 	if err != nil {
 		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
 		return exitFailure

@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/pxebootfs/pxebootfs/internal/control"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 type resetFlags struct {
@@ -20,7 +21,7 @@ func runReset(args []string, stdout, stderr io.Writer) int {
 	fl.StringVar(&f.config, "c", "", configFlagHelp)
 	fl.BoolVar(&f.force, "force", false, "reset even a node that booted within reset_guard (it may be running on that root)")
 	return runNodeCommand(fl, &f.config, args, stdout, stderr,
-		func(ctx context.Context, c *control.Client, nodes []string) ([]control.Result, string, error) {
+		func(ctx context.Context, c *control.Client, nodes []node.ID) ([]control.Result, string, error) {
 			results, err := c.Reset(ctx, nodes, f.force)
 			return results, "reset: fresh root, same fsid", err
 		})

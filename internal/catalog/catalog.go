@@ -35,10 +35,10 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +46,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/ethers"
 	"github.com/pxebootfs/pxebootfs/internal/generator"
 	"github.com/pxebootfs/pxebootfs/internal/inventory"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
 	"github.com/pxebootfs/pxebootfs/internal/render"
 )
@@ -87,36 +88,14 @@ const (
 	lowMask   = uint64(1)<<56 - 1
 )
 
-// Node identifies a node for provisioning.
-type Node struct {
-	Name string     // 8-digit upper-case hex IPv4
-	Addr netip.Addr // the node's IPv4
-	MAC  string     // colon form, "" if unknown
-}
-
-// Root is what provisioning tells the template about a node's root.
-type Root struct {
-	FSID uint32
-	Dir  string // exported path, node_dir/NODE
-}
-
-// Provisioner prepares nodes' roots. Ensure runs on open (a tftpd about to
-// send the config) and blocks until the root is mounted and exported; Peek
-// must have no side effects, as stat and `pxebootfs render` use it.
-type Provisioner interface {
-	Ensure(ctx context.Context, n Node) (Root, error)
-	Peek(n Node) Root
-	Nodes() []Node
-}
-
 // Entry is a resolved name.
 type Entry struct {
 	Name   string
 	Kind   Kind
 	Ino    uint64
-	Node   Node              // KindNode
+	Node   node.Node         // KindNode; KindGenerated: whatever the name told (MAC only for an unknown 01-<mac>)
 	Static string            // KindStatic: absolute path in static_dir
-	Inv    *inventory.Node   // KindNode, KindGenerated: the node's inventory record, nil if none
+	Inv    *inventory.Host   // KindNode, KindGenerated: the node's inventory record, nil if none
 	Gen    *generator.Result // KindGenerated: the program's output
 }
 
@@ -140,7 +119,7 @@ type stamp struct {
 // Catalog resolves and renders names. Safe for concurrent use.
 type Catalog struct {
 	cfg  *config.Config
-	prov Provisioner // nil in config-only mode
+	prov node.Provisioner // nil in config-only mode
 	log  *slog.Logger
 	cur  atomic.Pointer[snapshot]
 	gen  *contentGen // nil without content_generator
@@ -148,7 +127,7 @@ type Catalog struct {
 
 // New loads the template and ethers named by cfg. prov may be nil
 // (config-only mode).
-func New(cfg *config.Config, prov Provisioner, log *slog.Logger) (*Catalog, error) {
+func New(cfg *config.Config, prov node.Provisioner, log *slog.Logger) (*Catalog, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -270,39 +249,40 @@ func (c *Catalog) Watch(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Resolve decides what name is. Errors wrap ErrNotServed for names we do
-// not serve.
-func (c *Catalog) Resolve(name string) (Entry, error) {
+// Resolve decides what name is. The name is parsed once, here; what it
+// was classified as travels on to every later rule. ctx bounds a content
+// generator run (the caller's LOOKUP or GETATTR may be interrupted). Errors
+// wrap ErrNotServed for names we do not serve.
+func (c *Catalog) Resolve(ctx context.Context, name string) (Entry, error) {
 	s := c.cur.Load()
-	e, err := c.resolve(s, name)
-	return c.extend(s, name, e, err)
+	pn, _ := pxename.Parse(name) // zero Kind: not a node name
+	e, err := c.resolve(s, name, pn)
+	return c.extend(ctx, s, name, pn, e, err)
 }
 
-// resolve applies the template, ethers and static_dir rules.
-func (c *Catalog) resolve(s *snapshot, name string) (Entry, error) {
-	if n, err := pxename.Parse(name); err == nil {
-		switch n.Kind {
-		case pxename.KindIP:
-			if !s.allow.Allowed(n.Addr) {
-				return Entry{}, notServedf(name, "%s is outside allow", n.Addr)
-			}
-			mac := s.firstMAC(n.Addr)
-			return Entry{
-				Name: name, Kind: KindNode, Ino: tagIP | caseBits(name)<<32 | uint64(ipv4(n.Addr)),
-				Node: Node{Name: pxename.Hex(n.Addr), Addr: n.Addr, MAC: mac},
-			}, nil
-		case pxename.KindMAC:
-			if addr, ok := s.lookupMAC(n.MAC); ok {
-				if !s.allow.Allowed(addr) {
-					return Entry{}, notServedf(name, "%s (from ethers) is outside allow", addr)
-				}
-				return Entry{
-					Name: name, Kind: KindNode, Ino: tagMAC | macBits(n.MAC),
-					Node: Node{Name: pxename.Hex(addr), Addr: addr, MAC: pxename.ColonMAC(n.MAC)},
-				}, nil
-			}
-			// An unknown MAC may still have a hand-written file.
+// resolve applies the template, ethers and static_dir rules to name, which
+// pxename classified as pn.
+func (c *Catalog) resolve(s *snapshot, name string, pn pxename.Name) (Entry, error) {
+	switch pn.Kind {
+	case pxename.KindIP:
+		if !s.allow.Allowed(pn.ID.Addr()) {
+			return Entry{}, notServedf(name, "%s is outside allow", pn.ID.Addr())
 		}
+		return Entry{
+			Name: name, Kind: KindNode, Ino: nodeIno(name, pn.ID),
+			Node: node.Node{ID: pn.ID, MAC: s.firstMAC(pn.ID)},
+		}, nil
+	case pxename.KindMAC:
+		if id, ok := s.lookupMAC(pn.MAC); ok {
+			if !s.allow.Allowed(id.Addr()) {
+				return Entry{}, notServedf(name, "%s (from ethers) is outside allow", id.Addr())
+			}
+			return Entry{
+				Name: name, Kind: KindNode, Ino: tagMAC | macBits(pn.MAC),
+				Node: node.Node{ID: id, MAC: pxename.ColonMAC(pn.MAC)},
+			}, nil
+		}
+		// An unknown MAC may still have a hand-written file.
 	}
 	if err := pxename.CheckStatic(name); err != nil {
 		return Entry{}, notServedf(name, "%v", err)
@@ -319,13 +299,13 @@ func (c *Catalog) resolve(s *snapshot, name string) (Entry, error) {
 	return Entry{Name: name, Kind: KindStatic, Ino: tagStatic | hashName(name), Static: p}, nil
 }
 
-// LinkIno is the inode number of a node's by-ip symlink.
-func LinkIno(n Node) uint64 { return tagLink | uint64(ipv4(n.Addr)) }
-
-func ipv4(a netip.Addr) uint32 {
-	b := a.As4()
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+// nodeIno is the inode number of a hex-IP name of id as spelled in name.
+func nodeIno(name string, id node.ID) uint64 {
+	return tagIP | caseBits(name)<<32 | uint64(id.Uint32())
 }
+
+// LinkIno is the inode number of a node's by-ip symlink.
+func LinkIno(id node.ID) uint64 { return tagLink | uint64(id.Uint32()) }
 
 // caseBits records which hex digits of a hex-IP name are lower-case. The
 // kernel keys inodes by number, and the template sees .Name: C0A80102 and
@@ -355,10 +335,10 @@ func hashName(name string) uint64 {
 }
 
 // data builds the template fields for a node.
-func data(e Entry, root Root) render.Data {
+func data(e Entry, root node.Root) render.Data {
 	d := render.Data{
-		Node:    e.Node.Name,
-		IP:      e.Node.Addr.String(),
+		Node:    e.Node.ID.String(),
+		IP:      e.Node.ID.Addr().String(),
 		MAC:     e.Node.MAC,
 		Name:    e.Name,
 		FSID:    root.FSID,
@@ -375,9 +355,9 @@ func data(e Entry, root Root) render.Data {
 func (c *Catalog) Render(e Entry) ([]byte, error) {
 	switch e.Kind {
 	case KindNode:
-		var root Root
+		var root node.Root
 		if c.prov != nil && e.provisioned() {
-			root = c.prov.Peek(e.Node)
+			root = c.prov.Peek(e.Node.ID)
 		}
 		return c.renderNode(e, root)
 	case KindStatic:
@@ -388,10 +368,10 @@ func (c *Catalog) Render(e Entry) ([]byte, error) {
 	return nil, fmt.Errorf("render %q: unknown kind %d", e.Name, e.Kind)
 }
 
-func (c *Catalog) renderNode(e Entry, root Root) ([]byte, error) {
+func (c *Catalog) renderNode(e Entry, root node.Root) ([]byte, error) {
 	b, err := c.templateFor(e).Render(data(e, root))
 	if err != nil {
-		return nil, fmt.Errorf("render %s for node %s: %w", e.Name, e.Node.Name, err)
+		return nil, fmt.Errorf("render %s for node %s: %w", e.Name, e.Node.ID, err)
 	}
 	return b, nil
 }
@@ -462,7 +442,7 @@ func (c *Catalog) Open(ctx context.Context, e Entry) ([]byte, error) {
 	var err error
 	switch e.Kind {
 	case KindNode:
-		var root Root
+		var root node.Root
 		if c.prov != nil && e.provisioned() {
 			root, err = c.prov.Ensure(ctx, e.Node)
 		}
@@ -476,7 +456,7 @@ func (c *Catalog) Open(ctx context.Context, e Entry) ([]byte, error) {
 	}
 	attrs := []any{"name", e.Name, "bytes", len(b), "duration", time.Since(start)}
 	if e.Kind == KindNode {
-		attrs = append(attrs, "node", e.Node.Name, "ip", e.Node.Addr.String())
+		attrs = append(attrs, "node", e.Node.ID, "ip", e.Node.ID.Addr())
 	}
 	if err != nil {
 		c.log.Error("serve", append(attrs, "result", "error", "err", err)...)
@@ -486,9 +466,41 @@ func (c *Catalog) Open(ctx context.Context, e Entry) ([]byte, error) {
 	return b, nil
 }
 
-// StaticNames lists static_dir's regular files that we would serve.
-func (c *Catalog) StaticNames() []string {
+// DirEntry is one name of a directory listing.
+type DirEntry struct {
+	Name string
+	Ino  uint64
+}
+
+// List is what ls of the mount shows: provisioned nodes by hex name (those
+// allow still serves) and static_dir's files, sorted by name. Nothing is
+// resolved, rendered or generated for it: listing a mount of 10,000 nodes
+// runs no template and no content generator.
+func (c *Catalog) List() []DirEntry {
 	s := c.cur.Load()
+	var out []DirEntry
+	seen := map[string]bool{}
+	for _, n := range c.Nodes() {
+		if name := n.ID.String(); s.allow.Allowed(n.ID.Addr()) {
+			out = append(out, DirEntry{Name: name, Ino: nodeIno(name, n.ID)})
+			seen[name] = true
+		}
+	}
+	for _, name := range c.staticNames(s) {
+		if !seen[name] {
+			out = append(out, DirEntry{Name: name, Ino: tagStatic | hashName(name)})
+		}
+	}
+	slices.SortFunc(out, func(a, b DirEntry) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// StaticNames lists static_dir's regular files that we would serve, sorted.
+func (c *Catalog) StaticNames() []string { return c.staticNames(c.cur.Load()) }
+
+// staticNames lists static_dir's regular files that we would serve: valid
+// names not shadowed by a node name.
+func (c *Catalog) staticNames(s *snapshot) []string {
 	if s.staticDir == "" {
 		return nil
 	}
@@ -502,19 +514,18 @@ func (c *Catalog) StaticNames() []string {
 		if !de.Type().IsRegular() || pxename.CheckStatic(de.Name()) != nil {
 			continue
 		}
-		if _, err := pxename.Parse(de.Name()); err == nil {
-			if e, err := c.Resolve(de.Name()); err != nil || e.Kind != KindStatic {
+		if pn, err := pxename.Parse(de.Name()); err == nil {
+			if e, err := c.resolve(s, de.Name(), pn); err != nil || e.Kind != KindStatic {
 				continue // shadowed by a node name
 			}
 		}
 		names = append(names, de.Name())
 	}
-	sort.Strings(names)
 	return names
 }
 
 // Nodes lists provisioned nodes (none in config-only mode).
-func (c *Catalog) Nodes() []Node {
+func (c *Catalog) Nodes() []node.Node {
 	if c.prov == nil {
 		return nil
 	}
@@ -525,9 +536,9 @@ func (c *Catalog) Nodes() []Node {
 func (c *Catalog) FullMode() bool { return c.prov != nil }
 
 // NodeDir is the exported root path of a node ("" in config-only mode).
-func (c *Catalog) NodeDir(n Node) string {
+func (c *Catalog) NodeDir(id node.ID) string {
 	if c.prov == nil {
 		return ""
 	}
-	return c.prov.Peek(n).Dir
+	return c.prov.Peek(id).Dir
 }

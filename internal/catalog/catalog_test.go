@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // newTestCatalog writes a template, ethers and static dir into a temp dir.
@@ -83,7 +84,7 @@ func TestResolve(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name[:min(len(tt.name), 20)], func(t *testing.T) {
-			e, err := c.Resolve(tt.name)
+			e, err := c.Resolve(t.Context(), tt.name)
 			if tt.kind == 0 {
 				if !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, ErrNotServed) {
 					t.Fatalf("Resolve(%q) = %+v, %v; want not served", tt.name, e, err)
@@ -93,7 +94,7 @@ func TestResolve(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Resolve(%q): %v", tt.name, err)
 			}
-			if e.Kind != tt.kind || e.Node.Name != tt.node || e.Node.MAC != tt.mac {
+			if e.Kind != tt.kind || e.Node.ID.String() != tt.node || e.Node.MAC != tt.mac {
 				t.Errorf("Resolve(%q) = %+v", tt.name, e)
 			}
 			b, err := c.Render(e)
@@ -115,11 +116,11 @@ func TestInodesStableAndDistinct(t *testing.T) {
 	c, _ := newTestCatalog(t, twoNodes)
 	seen := map[uint64]string{}
 	for _, name := range []string{"C0A80102", "C0A80103", "01-aa-bb-cc-dd-ee-01", "default", "01-aa-bb-cc-dd-ee-99"} {
-		a, err := c.Resolve(name)
+		a, err := c.Resolve(t.Context(), name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := c.Resolve(name)
+		b, _ := c.Resolve(t.Context(), name)
 		if a.Ino != b.Ino {
 			t.Errorf("%s: inode changed %d → %d", name, a.Ino, b.Ino)
 		}
@@ -129,14 +130,14 @@ func TestInodesStableAndDistinct(t *testing.T) {
 		seen[a.Ino] = name
 	}
 	// .Name differs, so the kernel must not merge them into one inode.
-	if e, _ := c.Resolve("c0a80102"); e.Ino == mustResolve(t, c, "C0A80102").Ino {
+	if e, _ := c.Resolve(t.Context(), "c0a80102"); e.Ino == mustResolve(t, c, "C0A80102").Ino {
 		t.Error("lower- and upper-case hex names share an inode")
 	}
 }
 
 func mustResolve(t *testing.T, c *Catalog, name string) Entry {
 	t.Helper()
-	e, err := c.Resolve(name)
+	e, err := c.Resolve(t.Context(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,16 +187,16 @@ func TestWatchPicksUpChange(t *testing.T) {
 }
 
 type fakeProv struct {
-	ensured []Node
+	ensured []node.Node
 	err     error
 }
 
-func (p *fakeProv) Ensure(ctx context.Context, n Node) (Root, error) {
+func (p *fakeProv) Ensure(ctx context.Context, n node.Node) (node.Root, error) {
 	p.ensured = append(p.ensured, n)
-	return Root{FSID: 10000, Dir: "/netboot/node/" + n.Name}, p.err
+	return node.Root{FSID: 10000, Dir: "/netboot/node/" + n.ID.String()}, p.err
 }
-func (p *fakeProv) Peek(n Node) Root { return Root{Dir: "/netboot/node/" + n.Name} }
-func (p *fakeProv) Nodes() []Node    { return nil }
+func (p *fakeProv) Peek(id node.ID) node.Root { return node.Root{Dir: "/netboot/node/" + id.String()} }
+func (p *fakeProv) Nodes() []node.Node        { return nil }
 
 func TestOpenProvisionsRenderDoesNot(t *testing.T) {
 	_, cfg := newTestCatalog(t, "nfsroot={{.NodeDir}} fsid={{.FSID}} <NODE>\n")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // recProv records every call, to tell provisioned nodes from config-only
@@ -22,21 +23,21 @@ type recProv struct {
 	peeked  []string
 }
 
-func (p *recProv) Ensure(ctx context.Context, n Node) (Root, error) {
+func (p *recProv) Ensure(ctx context.Context, n node.Node) (node.Root, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.ensured = append(p.ensured, n.Name)
-	return Root{FSID: 10000, Dir: "/netboot/node/" + n.Name}, nil
+	p.ensured = append(p.ensured, n.ID.String())
+	return node.Root{FSID: 10000, Dir: "/netboot/node/" + n.ID.String()}, nil
 }
 
-func (p *recProv) Peek(n Node) Root {
+func (p *recProv) Peek(id node.ID) node.Root {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.peeked = append(p.peeked, n.Name)
-	return Root{FSID: 10000, Dir: "/netboot/node/" + n.Name}
+	p.peeked = append(p.peeked, id.String())
+	return node.Root{FSID: 10000, Dir: "/netboot/node/" + id.String()}
 }
 
-func (p *recProv) Nodes() []Node { return nil }
+func (p *recProv) Nodes() []node.Node { return nil }
 
 func (p *recProv) calls() (ensured, peeked []string) {
 	p.mu.Lock()
@@ -61,7 +62,7 @@ var.suite = bookworm
 `
 
 // newInventoryCatalog is newTestCatalog's layout plus an inventory.
-func newInventoryCatalog(t *testing.T, prov Provisioner) (*Catalog, *config.Config) {
+func newInventoryCatalog(t *testing.T, prov node.Provisioner) (*Catalog, *config.Config) {
 	t.Helper()
 	_, cfg := newTestCatalog(t, twoNodes)
 	dir := filepath.Dir(cfg.File)
@@ -95,11 +96,11 @@ func TestInventoryResolve(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			prov.ensured, prov.peeked = nil, nil
-			e, err := c.Resolve(tt.name)
+			e, err := c.Resolve(t.Context(), tt.name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e.Kind != KindNode || e.Node.Name != tt.node || e.Inv == nil {
+			if e.Kind != KindNode || e.Node.ID.String() != tt.node || e.Inv == nil {
 				t.Fatalf("Resolve = %+v", e)
 			}
 			b, err := c.Render(e)
@@ -180,14 +181,14 @@ func TestInventoryReload(t *testing.T) {
 	if err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if e, err := c.Resolve("01-52-54-00-00-00-07"); err != nil || e.Node.Name != "C0A80107" {
+	if e, err := c.Resolve(t.Context(), "01-52-54-00-00-00-07"); err != nil || e.Node.ID.String() != "C0A80107" {
 		t.Errorf("new inventory MAC: %+v, %v", e, err)
 	}
 	write(t, cfg.Inventory, "[node \"C0A80107\"]\nmac = broken\n")
 	if err := c.Reload(); err == nil || !strings.Contains(err.Error(), "nodes.ini:2") {
 		t.Errorf("Reload of a broken inventory: %v", err)
 	}
-	if e, err := c.Resolve("01-52-54-00-00-00-07"); err != nil || e.Node.Name != "C0A80107" {
+	if e, err := c.Resolve(t.Context(), "01-52-54-00-00-00-07"); err != nil || e.Node.ID.String() != "C0A80107" {
 		t.Errorf("previous inventory no longer served: %+v, %v", e, err)
 	}
 }
@@ -259,7 +260,7 @@ func TestGeneratedResolve(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name[:min(len(tt.name), 24)], func(t *testing.T) {
 			c, args := genCatalog(t, tt.forNodes, "192.168.0.0/16")
-			e, err := c.Resolve(tt.name)
+			e, err := c.Resolve(t.Context(), tt.name)
 			if tt.kind == 0 {
 				if !errors.Is(err, fs.ErrNotExist) || !errors.Is(err, ErrNotServed) {
 					t.Fatalf("Resolve = %+v, %v; want not served", e, err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/generator"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
 )
 
@@ -73,10 +74,10 @@ func (c *Catalog) Generator() *generator.Runner {
 	return c.gen.run
 }
 
-func (g *contentGen) request(name string, n Node) generator.Request {
-	q := generator.Request{Name: name, File: filepath.Join(*g.mnt.Load(), name), MAC: n.MAC, Node: n.Name}
-	if n.Addr.IsValid() {
-		q.IP = n.Addr.String()
+func (g *contentGen) request(name string, n node.Node) generator.Request {
+	q := generator.Request{Name: name, File: filepath.Join(*g.mnt.Load(), name), MAC: n.MAC, Node: n.ID.String()}
+	if n.ID.IsValid() {
+		q.IP = n.ID.Addr().String()
 	}
 	return q
 }
@@ -89,9 +90,9 @@ func (g *contentGen) request(name string, n Node) generator.Request {
 //   - a name nothing served: the program, if the name is a valid file name
 //     (pxename.CheckStatic) and not a node name refused by the allow list;
 //     an unknown 01-<mac> goes with --mac.
-func (c *Catalog) extend(s *snapshot, name string, e Entry, err error) (Entry, error) {
+func (c *Catalog) extend(ctx context.Context, s *snapshot, name string, pn pxename.Name, e Entry, err error) (Entry, error) {
 	if err == nil && e.Kind == KindNode {
-		e.Inv = s.inv.ByIP(e.Node.Addr)
+		e.Inv = s.inv.ByID(e.Node.ID)
 	}
 	g := c.gen
 	if g == nil {
@@ -101,33 +102,32 @@ func (c *Catalog) extend(s *snapshot, name string, e Entry, err error) (Entry, e
 		if e.Kind != KindNode || !g.forNodes {
 			return e, nil
 		}
-		res, gerr := g.run.Get(context.Background(), g.request(name, e.Node), 0)
+		res, gerr := g.run.Get(ctx, g.request(name, e.Node), 0)
 		if gerr != nil {
 			return e, nil
 		}
+		// The inode stays the node's, so ls and lookup agree.
 		e.Kind, e.Gen = KindGenerated, res
 		return e, nil
 	}
-	var node Node
-	if n, perr := pxename.Parse(name); perr == nil {
-		switch n.Kind {
-		case pxename.KindIP:
-			return e, err // outside allow: the admin's policy for node names
-		case pxename.KindMAC:
-			if _, known := s.lookupMAC(n.MAC); known {
-				return e, err // its IP is outside allow
-			}
-			node.MAC = pxename.ColonMAC(n.MAC)
+	var n node.Node
+	switch pn.Kind {
+	case pxename.KindIP:
+		return e, err // outside allow: the admin's policy for node names
+	case pxename.KindMAC:
+		if _, known := s.lookupMAC(pn.MAC); known {
+			return e, err // its IP is outside allow
 		}
+		n.MAC = pxename.ColonMAC(pn.MAC)
 	}
 	if pxename.CheckStatic(name) != nil {
 		return e, err // hostile names never reach the program
 	}
-	res, gerr := g.run.Get(context.Background(), g.request(name, node), 0)
+	res, gerr := g.run.Get(ctx, g.request(name, n), 0)
 	if gerr != nil {
 		return Entry{}, fmt.Errorf("%q: %w: %w", name, gerr, ErrNotServed)
 	}
-	return Entry{Name: name, Kind: KindGenerated, Ino: tagGen | hashName(name), Node: node, Gen: res}, nil
+	return Entry{Name: name, Kind: KindGenerated, Ino: tagGen | hashName(name), Node: n, Gen: res}, nil
 }
 
 // openGenerated returns the bytes for one open of a generated name: the

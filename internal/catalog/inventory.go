@@ -3,10 +3,10 @@ package catalog
 import (
 	"fmt"
 	"net"
-	"net/netip"
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/inventory"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
 	"github.com/pxebootfs/pxebootfs/internal/render"
 )
@@ -32,9 +32,9 @@ func loadInventory(cfg *config.Config, s *snapshot) error {
 	}
 	for _, n := range inv.Nodes() {
 		for _, m := range n.MACs {
-			if ip, ok := s.ethers.Lookup(m); ok && ip != n.IP {
+			if ip, ok := s.ethers.Lookup(m); ok && ip != n.ID.Addr() {
 				return fmt.Errorf("config %s: inventory %s:%d: [node %q] mac %s is %s here but ethers %s maps it to %s",
-					cfg.File, inv.File(), n.Line, n.Name, m, n.IP, cfg.Ethers, ip)
+					cfg.File, inv.File(), n.Line, n.Name, m, n.ID.Addr(), cfg.Ethers, ip)
 			}
 		}
 		if n.Template == nil {
@@ -47,25 +47,27 @@ func loadInventory(cfg *config.Config, s *snapshot) error {
 	return nil
 }
 
-// lookupMAC maps a MAC to its node's IP: ethers first, then the inventory
-// (they cannot disagree, see loadInventory).
-func (s *snapshot) lookupMAC(m net.HardwareAddr) (netip.Addr, bool) {
+// lookupMAC maps a MAC to its node: ethers first, then the inventory (they
+// cannot disagree, see loadInventory). An ethers address that is no IPv4
+// node is not a node (ethers accepts IPv4 only, so this does not happen).
+func (s *snapshot) lookupMAC(m net.HardwareAddr) (node.ID, bool) {
 	if a, ok := s.ethers.Lookup(m); ok {
-		return a, true
+		id, err := node.FromAddr(a)
+		return id, err == nil
 	}
 	if n := s.inv.ByMAC(m); n != nil {
-		return n.IP, true
+		return n.ID, true
 	}
-	return netip.Addr{}, false
+	return node.ID{}, false
 }
 
 // firstMAC is the MAC a node asked for by IP gets as .MAC: ethers' lowest,
 // else the inventory's first, else "".
-func (s *snapshot) firstMAC(a netip.Addr) string {
-	if macs := s.ethers.MACsFor(a); len(macs) > 0 {
+func (s *snapshot) firstMAC(id node.ID) string {
+	if macs := s.ethers.MACsFor(id.Addr()); len(macs) > 0 {
 		return pxename.ColonMAC(macs[0])
 	}
-	if n := s.inv.ByIP(a); n != nil {
+	if n := s.inv.ByID(id); n != nil {
 		return n.MAC()
 	}
 	return ""
@@ -85,4 +87,4 @@ func (c *Catalog) templateFor(e Entry) *render.Template {
 }
 
 // InventoryNodes lists the inventory's nodes (none without an inventory).
-func (c *Catalog) InventoryNodes() []*inventory.Node { return c.cur.Load().inv.Nodes() }
+func (c *Catalog) InventoryNodes() []*inventory.Host { return c.cur.Load().inv.Nodes() }

@@ -49,7 +49,7 @@ func TestSetConfig(t *testing.T) {
 			c, cfg := newTestCatalog(t, twoNodes, "192.168.0.0/16")
 			check := func(when, want string) {
 				t.Helper()
-				e, err := c.Resolve(tt.lookup)
+				e, err := c.Resolve(t.Context(), tt.lookup)
 				if want == "" {
 					if err == nil {
 						t.Errorf("%s: %s is served", when, tt.lookup)

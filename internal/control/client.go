@@ -8,6 +8,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // Client talks to the daemon on one socket. Each call is one connection.
@@ -29,7 +31,7 @@ func (c *Client) Nodes(ctx context.Context) ([]NodeStatus, error) {
 
 // Reset resets nodes; the error is for the request as a whole, the
 // per-node outcomes are in the results (see Result.Err).
-func (c *Client) Reset(ctx context.Context, nodes []string, force bool) ([]Result, error) {
+func (c *Client) Reset(ctx context.Context, nodes []node.ID, force bool) ([]Result, error) {
 	resp, err := c.do(ctx, Request{Op: OpReset, Nodes: nodes, Force: force})
 	if err != nil {
 		return nil, err
@@ -38,7 +40,7 @@ func (c *Client) Reset(ctx context.Context, nodes []string, force bool) ([]Resul
 }
 
 // Release releases nodes, and purges them if purge; see Reset for errors.
-func (c *Client) Release(ctx context.Context, nodes []string, purge bool) ([]Result, error) {
+func (c *Client) Release(ctx context.Context, nodes []node.ID, purge bool) ([]Result, error) {
 	resp, err := c.do(ctx, Request{Op: OpRelease, Nodes: nodes, Purge: purge})
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
@@ -49,36 +51,36 @@ func (h *fakeHandler) record(s string) {
 func (h *fakeHandler) Nodes(ctx context.Context) ([]NodeStatus, error) {
 	h.record("nodes")
 	yes := true
-	return []NodeStatus{{Node: "C0A80102", IP: "192.168.1.2", FSID: 10000, Mounted: &yes, BootCount: 3}}, nil
+	return []NodeStatus{{Node: node.MustParse("C0A80102"), IP: netip.MustParseAddr("192.168.1.2"), FSID: 10000, Mounted: &yes, BootCount: 3}}, nil
 }
 
-func (h *fakeHandler) check(node string) error {
-	switch node {
+func (h *fakeHandler) check(id node.ID) error {
+	switch id.String() {
 	case "C0A80102":
 		return nil
 	case "C0A80103":
-		return &Error{Code: CodeRefused, Msg: node + " booted 5s ago"}
+		return &Error{Code: CodeRefused, Msg: id.String() + " booted 5s ago"}
 	}
-	return fmt.Errorf("%s: %w", node, ErrUnknownNode)
+	return fmt.Errorf("%s: %w", id, ErrUnknownNode)
 }
 
-func (h *fakeHandler) Reset(ctx context.Context, node string, force bool) error {
-	h.record(fmt.Sprintf("reset %s force=%v", node, force))
-	if force && node == "C0A80103" {
+func (h *fakeHandler) Reset(ctx context.Context, id node.ID, force bool) error {
+	h.record(fmt.Sprintf("reset %s force=%v", id, force))
+	if force && id.String() == "C0A80103" {
 		return nil
 	}
-	return h.check(node)
+	return h.check(id)
 }
 
-func (h *fakeHandler) Release(ctx context.Context, node string, purge bool) error {
-	h.record(fmt.Sprintf("release %s purge=%v", node, purge))
+func (h *fakeHandler) Release(ctx context.Context, id node.ID, purge bool) error {
+	h.record(fmt.Sprintf("release %s purge=%v", id, purge))
 	if h.release != nil {
 		<-h.release
 	}
-	if node == "C0A80103" {
+	if id.String() == "C0A80103" {
 		return nil
 	}
-	return h.check(node)
+	return h.check(id)
 }
 
 func (h *fakeHandler) Reload(ctx context.Context) error {
@@ -121,7 +123,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(nodes) != 1 || nodes[0].Node != "C0A80102" || nodes[0].FSID != 10000 || !*nodes[0].Mounted || nodes[0].Exported != nil {
+	if len(nodes) != 1 || nodes[0].Node.String() != "C0A80102" || nodes[0].FSID != 10000 || !*nodes[0].Mounted || nodes[0].Exported != nil {
 		t.Errorf("Nodes = %+v", nodes)
 	}
 
@@ -131,12 +133,12 @@ func TestRoundTrip(t *testing.T) {
 		want  []error // per node; nil is success
 		calls []string
 	}{
-		{"reset", func() ([]Result, error) { return c.Reset(ctx, []string{"C0A80102", "C0A80103", "0A000001"}, false) },
+		{"reset", func() ([]Result, error) { return c.Reset(ctx, ids("C0A80102", "C0A80103", "0A000001"), false) },
 			[]error{nil, ErrRefused, ErrUnknownNode},
 			[]string{"reset C0A80102 force=false", "reset C0A80103 force=false", "reset 0A000001 force=false"}},
-		{"reset forced", func() ([]Result, error) { return c.Reset(ctx, []string{"C0A80103"}, true) },
+		{"reset forced", func() ([]Result, error) { return c.Reset(ctx, ids("C0A80103"), true) },
 			[]error{nil}, []string{"reset C0A80103 force=true"}},
-		{"release purge", func() ([]Result, error) { return c.Release(ctx, []string{"C0A80103", "0A000001"}, true) },
+		{"release purge", func() ([]Result, error) { return c.Release(ctx, ids("C0A80103", "0A000001"), true) },
 			[]error{nil, ErrUnknownNode}, []string{"release C0A80103 purge=true", "release 0A000001 purge=true"}},
 	}
 	for _, tt := range tests {
@@ -266,7 +268,7 @@ func TestCloseWaitsAndRemoves(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		res, err := NewClient(path).Release(context.Background(), []string{"C0A80102"}, false)
+		res, err := NewClient(path).Release(context.Background(), ids("C0A80102"), false)
 		if err == nil {
 			err = res[0].Err()
 		}
@@ -315,7 +317,7 @@ func TestClientContext(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	if _, err := NewClient(path).Release(ctx, []string{"C0A80102"}, false); !errors.Is(err, context.Canceled) {
+	if _, err := NewClient(path).Release(ctx, ids("C0A80102"), false); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled call = %v, want context.Canceled", err)
 	}
 }
@@ -408,4 +410,13 @@ func TestOtherUserRefused(t *testing.T) {
 	if out := asNobody(); !strings.Contains(out, "code=permission") || !strings.Contains(out, "uid 65534 may not use the control socket") {
 		t.Errorf("as nobody through a loosened socket: %s", out)
 	}
+}
+
+// ids parses hex names for the tests' requests.
+func ids(names ...string) []node.ID {
+	out := make([]node.ID, len(names))
+	for i, n := range names {
+		out[i] = node.MustParse(n)
+	}
+	return out
 }

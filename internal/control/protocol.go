@@ -21,8 +21,11 @@ package control
 
 import (
 	"errors"
+	"net/netip"
 	"path/filepath"
 	"time"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // SocketName is the socket's name in state_dir.
@@ -44,10 +47,10 @@ const (
 
 // Request is what a client sends.
 type Request struct {
-	Op    Op       `json:"op"`
-	Nodes []string `json:"nodes,omitempty"` // reset, release: node names (8 upper-case hex digits)
-	Force bool     `json:"force,omitempty"` // reset: even if the node booted within reset_guard
-	Purge bool     `json:"purge,omitempty"` // release: also delete the node's data and forget it
+	Op    Op        `json:"op"`
+	Nodes []node.ID `json:"nodes,omitempty"` // reset, release: hex names
+	Force bool      `json:"force,omitempty"` // reset: even if the node booted within reset_guard
+	Purge bool      `json:"purge,omitempty"` // release: also delete the node's data and forget it
 }
 
 // Response is what the daemon answers. Error is set when the request as a
@@ -61,9 +64,9 @@ type Response struct {
 
 // Result is the outcome of an operation on one node.
 type Result struct {
-	Node  string `json:"node"`
-	Error string `json:"error,omitempty"`
-	Code  Code   `json:"code,omitempty"`
+	Node  node.ID `json:"node"`
+	Error string  `json:"error,omitempty"`
+	Code  Code    `json:"code,omitempty"`
 }
 
 // Err returns the node's error as an *Error, or nil if it succeeded.
@@ -76,10 +79,10 @@ func (r Result) Err() error {
 
 // NodeStatus is one row of `pxebootfs nodes`, and its JSON form.
 type NodeStatus struct {
-	Node string `json:"node"`
-	IP   string `json:"ip"`
-	MAC  string `json:"mac,omitempty"`
-	FSID uint32 `json:"fsid"`
+	Node node.ID    `json:"node"`
+	IP   netip.Addr `json:"ip"`
+	MAC  string     `json:"mac,omitempty"`
+	FSID uint32     `json:"fsid"`
 	// Mounted and Exported are null when unknown (no daemon and no access
 	// to the mount table or exports, or export = none).
 	Mounted   *bool     `json:"mounted"`

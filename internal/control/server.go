@@ -16,14 +16,16 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // Handler carries out requests in the daemon. Its methods are called
 // concurrently for different connections.
 type Handler interface {
 	Nodes(ctx context.Context) ([]NodeStatus, error)
-	Reset(ctx context.Context, node string, force bool) error
-	Release(ctx context.Context, node string, purge bool) error
+	Reset(ctx context.Context, id node.ID, force bool) error
+	Release(ctx context.Context, id node.ID, purge bool) error
 	Reload(ctx context.Context) error
 }
 

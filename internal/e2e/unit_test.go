@@ -80,7 +80,7 @@ func TestUnitInstall(t *testing.T) {
 		t.Helper()
 		// -o build: use the binary the tests built instead of rebuilding
 		// into the source tree.
-		cmd := exec.Command("make", "-s", "-C", "..", "-o", "build", "install", "DESTDIR="+root, "BIN="+binary)
+		cmd := exec.Command("make", "-s", "-C", "../..", "-o", "build", "install", "DESTDIR="+root, "BIN="+binary)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("make install: %v\n%s", err, out)
 		}

@@ -51,6 +51,7 @@ import (
 
 	"gopkg.in/ini.v1"
 
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
 	"github.com/pxebootfs/pxebootfs/internal/render"
 )
@@ -58,11 +59,11 @@ import (
 // MaxFileSize bounds the inventory file read.
 const MaxFileSize = 16 << 20
 
-// Node is one [node "NAME"] section. Immutable after Parse.
-type Node struct {
+// Host is one [node "NAME"] section. Immutable after Parse.
+type Host struct {
 	Name         string             // NAME of the section, as written
 	Line         int                // line of the section header
-	IP           netip.Addr         // always a valid IPv4
+	ID           node.ID            // always valid
 	MACs         []net.HardwareAddr // in the order given; may be empty
 	Hostname     string             // "" when not given
 	TemplateFile string             // absolute path; "" means pxe_template
@@ -71,11 +72,8 @@ type Node struct {
 	Vars         map[string]string  // never nil
 }
 
-// Hex is the node's pxelinux name, 8 upper-case hex digits.
-func (n *Node) Hex() string { return pxename.Hex(n.IP) }
-
 // MAC is the node's first MAC in colon form, "" without one.
-func (n *Node) MAC() string {
+func (n *Host) MAC() string {
 	if len(n.MACs) == 0 {
 		return ""
 	}
@@ -86,9 +84,9 @@ func (n *Node) MAC() string {
 // immutable, so safe for concurrent use.
 type Inventory struct {
 	file      string
-	nodes     []*Node
-	byIP      map[netip.Addr]*Node
-	byMAC     map[[6]byte]*Node
+	nodes     []*Host
+	byID      map[node.ID]*Host
+	byMAC     map[[6]byte]*Host
 	templates []string
 }
 
@@ -161,8 +159,8 @@ func Parse(path string, data []byte) (*Inventory, error) {
 		lines: indexLines(data),
 		inv: &Inventory{
 			file:  path,
-			byIP:  map[netip.Addr]*Node{},
-			byMAC: map[[6]byte]*Node{},
+			byID:  map[node.ID]*Host{},
+			byMAC: map[[6]byte]*Host{},
 		},
 		tmpls: map[string]*render.Template{},
 	}
@@ -222,12 +220,12 @@ func (p *parser) errf(line int, node, key, format string, args ...any) *Error {
 }
 
 // node builds the node of section s (the idx-th section named s.Name()).
-func (p *parser) node(s *ini.Section, name string, line, idx int) (*Node, error) {
-	n := &Node{Name: name, Line: line, Provision: true, Vars: map[string]string{}}
+func (p *parser) node(s *ini.Section, name string, line, idx int) (*Host, error) {
+	n := &Host{Name: name, Line: line, Provision: true, Vars: map[string]string{}}
 	keyLine := func(key string, occ int) int { return p.lines.key(s.Name(), idx, key, occ) }
-	var named netip.Addr
-	if a, err := pxename.ParseHex(name); err == nil {
-		named = a
+	var named node.ID
+	if id, err := node.ParseHex(name); err == nil {
+		named = id
 	} else if err := checkHostname(name); err != nil {
 		return nil, p.errf(line, name, "", "node name must be 8 hex digits (its IPv4) or a host-name-like label: %v", err)
 	}
@@ -247,10 +245,11 @@ func (p *parser) node(s *ini.Section, name string, line, idx int) (*Node, error)
 		switch {
 		case key == "ip":
 			a, err := netip.ParseAddr(v)
-			if err != nil || !a.Is4() {
+			id, ierr := node.FromAddr(a)
+			if err != nil || ierr != nil {
 				return nil, p.errf(keyLine(key, 0), name, key, "%q is not an IPv4 address", v)
 			}
-			n.IP = a
+			n.ID = id
 		case key == "mac":
 			for i, v := range vals {
 				macs, err := parseMACs(v)
@@ -289,12 +288,12 @@ func (p *parser) node(s *ini.Section, name string, line, idx int) (*Node, error)
 		}
 	}
 	switch {
-	case !n.IP.IsValid() && !named.IsValid():
+	case !n.ID.IsValid() && !named.IsValid():
 		return nil, p.errf(line, name, "", "no ip; give ip = A.B.C.D or name the node by its hex IP")
-	case !n.IP.IsValid():
-		n.IP = named
-	case named.IsValid() && named != n.IP:
-		return nil, p.errf(keyLine("ip", 0), name, "ip", "%s does not match the node name %s (which is %s)", n.IP, name, named)
+	case !n.ID.IsValid():
+		n.ID = named
+	case named.IsValid() && named != n.ID:
+		return nil, p.errf(keyLine("ip", 0), name, "ip", "%s does not match the node name %s (which is %s)", n.ID.Addr(), name, named.Addr())
 	}
 	if n.Template != nil {
 		// A per-node template must render for this very node, so a missing
@@ -308,9 +307,9 @@ func (p *parser) node(s *ini.Section, name string, line, idx int) (*Node, error)
 
 // TrialData is the template data of the node before provisioning (FSID 0,
 // no NodeDir), named by its hex IP.
-func (n *Node) TrialData() render.Data {
+func (n *Host) TrialData() render.Data {
 	return render.Data{
-		Node: n.Hex(), IP: n.IP.String(), MAC: n.MAC(), Name: n.Hex(),
+		Node: n.ID.String(), IP: n.ID.Addr().String(), MAC: n.MAC(), Name: n.ID.String(),
 		Hostname: n.Hostname, Vars: n.Vars,
 	}
 }
@@ -342,13 +341,13 @@ func (p *parser) template(v string) (*render.Template, string, error) {
 }
 
 // add indexes n, refusing an IP or MAC another node already has.
-func (p *parser) add(n *Node, section string, idx int) error {
-	if o, dup := p.inv.byIP[n.IP]; dup {
+func (p *parser) add(n *Host, section string, idx int) error {
+	if o, dup := p.inv.byID[n.ID]; dup {
 		line := p.lines.key(section, idx, "ip", 0)
 		if line == 0 {
 			line = n.Line
 		}
-		return p.errf(line, n.Name, "ip", "%s is also node %q's (line %d)", n.IP, o.Name, o.Line)
+		return p.errf(line, n.Name, "ip", "%s is also node %q's (line %d)", n.ID.Addr(), o.Name, o.Line)
 	}
 	for i, m := range n.MACs {
 		if o, dup := p.inv.byMAC[[6]byte(m)]; dup {
@@ -356,7 +355,7 @@ func (p *parser) add(n *Node, section string, idx int) error {
 		}
 		p.inv.byMAC[[6]byte(n.MACs[i])] = n
 	}
-	p.inv.byIP[n.IP] = n
+	p.inv.byID[n.ID] = n
 	p.inv.nodes = append(p.inv.nodes, n)
 	return nil
 }
@@ -428,11 +427,11 @@ func (inv *Inventory) Files() []string {
 }
 
 // Nodes lists the nodes in file order.
-func (inv *Inventory) Nodes() []*Node {
+func (inv *Inventory) Nodes() []*Host {
 	if inv == nil {
 		return nil
 	}
-	return append([]*Node(nil), inv.nodes...)
+	return append([]*Host(nil), inv.nodes...)
 }
 
 // Len is the number of nodes.
@@ -443,16 +442,16 @@ func (inv *Inventory) Len() int {
 	return len(inv.nodes)
 }
 
-// ByIP returns the node with address a, or nil.
-func (inv *Inventory) ByIP(a netip.Addr) *Node {
+// ByID returns the node id's section, or nil.
+func (inv *Inventory) ByID(id node.ID) *Host {
 	if inv == nil {
 		return nil
 	}
-	return inv.byIP[a.Unmap()]
+	return inv.byID[id]
 }
 
 // ByMAC returns the node that lists hw, or nil.
-func (inv *Inventory) ByMAC(hw net.HardwareAddr) *Node {
+func (inv *Inventory) ByMAC(hw net.HardwareAddr) *Host {
 	if inv == nil || len(hw) != 6 {
 		return nil
 	}

@@ -4,12 +4,13 @@ import (
 	"errors"
 	"io/fs"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 func writeFile(t *testing.T, path, s string) {
@@ -40,10 +41,10 @@ func TestExample(t *testing.T) {
 		t.Fatalf("%d nodes, want 3", inv.Len())
 	}
 	n := inv.ByMAC(mac("52:54:00:12:34:58"))
-	if n == nil || n.Name != "rack1-n03" || n.IP != netip.MustParseAddr("192.168.1.3") || n.MAC() != "52:54:00:12:34:57" {
+	if n == nil || n.Name != "rack1-n03" || n.ID != node.MustParse("192.168.1.3") || n.MAC() != "52:54:00:12:34:57" {
 		t.Errorf("by second MAC: %+v", n)
 	}
-	inst := inv.ByIP(netip.MustParseAddr("192.168.1.4"))
+	inst := inv.ByID(node.MustParse("192.168.1.4"))
 	if inst == nil || inst.Provision || inst.Template == nil || inst.Vars["suite"] != "bookworm" {
 		t.Fatalf("installer node: %+v", inst)
 	}
@@ -56,7 +57,7 @@ func TestExample(t *testing.T) {
 	if !reflect.DeepEqual(inv.Files(), wantFiles) {
 		t.Errorf("Files() = %v, want %v", inv.Files(), wantFiles)
 	}
-	if n := inv.ByIP(netip.MustParseAddr("192.168.1.2")); n == nil || !n.Provision || n.Hostname != "rack1-n02" || n.Template != nil {
+	if n := inv.ByID(node.MustParse("192.168.1.2")); n == nil || !n.Provision || n.Hostname != "rack1-n02" || n.Template != nil {
 		t.Errorf("C0A80102: %+v", n)
 	}
 }
@@ -67,13 +68,13 @@ func TestParse(t *testing.T) {
 	tests := []struct {
 		name string
 		text string
-		want []Node // compared on the fields set here
+		want []Host // compared on the fields set here
 	}{
 		{name: "empty", text: "# nothing yet\n"},
 		{name: "hex name gives the ip", text: "[node \"C0A80102\"]\n",
-			want: []Node{{Name: "C0A80102", Line: 1, IP: netip.MustParseAddr("192.168.1.2"), Provision: true, Vars: map[string]string{}}}},
+			want: []Host{{Name: "C0A80102", Line: 1, ID: node.MustParse("192.168.1.2"), Provision: true, Vars: map[string]string{}}}},
 		{name: "lower-case hex name", text: "[node \"c0a80102\"]\nip = 192.168.1.2\n",
-			want: []Node{{Name: "c0a80102", Line: 1, IP: netip.MustParseAddr("192.168.1.2"), Provision: true, Vars: map[string]string{}}}},
+			want: []Host{{Name: "c0a80102", Line: 1, ID: node.MustParse("192.168.1.2"), Provision: true, Vars: map[string]string{}}}},
 		{name: "all keys", text: `; comment
 [node "n1.rack-1"]
 ip = 10.0.0.1
@@ -85,14 +86,14 @@ provision = false
 var.suite = bookworm
 var.Empty =
 var.url = http://x/a#b;c
-`, want: []Node{{
-			Name: "n1.rack-1", Line: 2, IP: netip.MustParseAddr("10.0.0.1"),
+`, want: []Host{{
+			Name: "n1.rack-1", Line: 2, ID: node.MustParse("10.0.0.1"),
 			MACs:     []net.HardwareAddr{mac("52:54:00:00:00:01"), mac("52:54:00:00:00:02"), mac("52:54:00:00:00:03"), mac("52:54:00:00:00:04")},
 			Hostname: "n1.rack-1.example", TemplateFile: filepath.Join(dir, "t", "inst.template"), Provision: false,
 			Vars: map[string]string{"suite": "bookworm", "Empty": "", "url": "http://x/a#b;c"},
 		}}},
 		{name: "same mac twice in one node", text: "[node \"C0A80102\"]\nmac = 52:54:00:00:00:01, 52:54:00:00:00:01\n",
-			want: []Node{{Name: "C0A80102", Line: 1, IP: netip.MustParseAddr("192.168.1.2"), MACs: []net.HardwareAddr{mac("52:54:00:00:00:01")}, Provision: true, Vars: map[string]string{}}}},
+			want: []Host{{Name: "C0A80102", Line: 1, ID: node.MustParse("192.168.1.2"), MACs: []net.HardwareAddr{mac("52:54:00:00:00:01")}, Provision: true, Vars: map[string]string{}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -113,8 +114,8 @@ var.url = http://x/a#b;c
 				if (got[i].Template != nil) != (w.TemplateFile != "") {
 					t.Errorf("node %d: Template %v with TemplateFile %q", i, got[i].Template, w.TemplateFile)
 				}
-				if inv.ByIP(w.IP) != got[i] {
-					t.Errorf("ByIP(%s) is not node %d", w.IP, i)
+				if inv.ByID(w.ID) != got[i] {
+					t.Errorf("ByID(%s) is not node %d", w.ID, i)
 				}
 				for _, m := range w.MACs {
 					if inv.ByMAC(m) != got[i] {
@@ -198,7 +199,7 @@ func TestLoadErrors(t *testing.T) {
 
 func TestNilInventory(t *testing.T) {
 	var inv *Inventory
-	if inv.ByIP(netip.MustParseAddr("1.2.3.4")) != nil || inv.ByMAC(mac("52:54:00:00:00:01")) != nil || inv.Len() != 0 || inv.Nodes() != nil || inv.Files() != nil || inv.File() != "" {
+	if inv.ByID(node.MustParse("1.2.3.4")) != nil || inv.ByMAC(mac("52:54:00:00:00:01")) != nil || inv.Len() != 0 || inv.Nodes() != nil || inv.Files() != nil || inv.File() != "" {
 		t.Error("a nil inventory is not empty")
 	}
 }

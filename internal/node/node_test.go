@@ -24,6 +24,8 @@ func TestParseHex(t *testing.T) {
 		{"0xA80102", ""},
 		{"C0A_0102", ""},
 		{"C0A80102\x00", ""},
+		{"        ", ""},
+		{"-C0A8010", ""},
 		{"", ""},
 	}
 	for _, tt := range tests {

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
-	"github.com/pxebootfs/pxebootfs/nfsexport"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
+	"github.com/pxebootfs/pxebootfs/nfsexport"
 )
 
 // Admin operations: what `pxebootfs reset`, `release` and `nodes` do in
@@ -38,7 +38,7 @@ type Metrics interface {
 
 // NodeStatus is a node's record and the state of its root right now.
 type NodeStatus struct {
-	registry.Node
+	registry.Record
 	// Mounted and Exported are nil when unknown: no overlay manager or
 	// exporter (a read-only view), export = none, or a failed check.
 	Mounted  *bool
@@ -61,39 +61,30 @@ func (p *Provisioner) policy() (time.Duration, bool) {
 	return p.resetGuard, p.resetOnBoot
 }
 
-// lockNode serialises the work on one node and returns the unlock function.
-func (p *Provisioner) lockNode(node string) func() {
-	mu, _ := p.nodeLocks.LoadOrStore(node, new(sync.Mutex))
-	mu.(*sync.Mutex).Lock()
-	return mu.(*sync.Mutex).Unlock
-}
-
 // lastActive is the later of the node's last recorded boot and its last
-// reset; zero if neither happened.
-func (p *Provisioner) lastActive(rec registry.Node) time.Time {
-	p.mu.Lock()
-	t := p.lastReset[rec.Node]
-	p.mu.Unlock()
-	if rec.LastBoot.After(t) {
+// reset; zero if neither happened. The caller holds the node's lock.
+func lastActive(st *nodeState, rec registry.Record) time.Time {
+	if rec.LastBoot.After(st.lastReset) {
 		return rec.LastBoot
 	}
-	return t
+	return st.lastReset
 }
 
-// bootResetDue reports whether reset_on_boot applies to an open of node now:
+// bootResetDue reports whether reset_on_boot applies to an open of id now:
 // the node is known, has booted before, and neither booted nor was reset in
 // the last reset_guard. pxelinux and the tftpd open the file several times
-// per boot; the guard makes only the first of them wipe.
-func (p *Provisioner) bootResetDue(node string) bool {
+// per boot; the guard makes only the first of them wipe. The caller holds
+// the node's lock.
+func (p *Provisioner) bootResetDue(st *nodeState, id node.ID) bool {
 	guard, onBoot := p.policy()
 	if !onBoot {
 		return false
 	}
-	rec, ok := p.reg.Get(node)
+	rec, ok := p.reg.Get(id)
 	if !ok || rec.LastBoot.IsZero() {
 		return false
 	}
-	return p.now().Sub(p.lastActive(rec)) >= guard
+	return p.now().Sub(lastActive(st, rec)) >= guard
 }
 
 // Reset gives node a fresh root: unexport, unmount, wipe its writable
@@ -101,54 +92,58 @@ func (p *Provisioner) bootResetDue(node string) bool {
 // error wrapping ErrRecentBoot, a node that booted less than reset_guard
 // ago, unless force. The work is not cancelled by ctx: a reset half done
 // would leave the node without a root.
-func (p *Provisioner) Reset(ctx context.Context, node string, force bool) error {
-	defer p.lockNode(node)()
-	rec, ok := p.reg.Get(node)
+func (p *Provisioner) Reset(ctx context.Context, id node.ID, force bool) error {
+	st, err := p.lockNode(ctx, id)
+	if err != nil {
+		return fmt.Errorf("reset %s: %w", id, err)
+	}
+	defer st.unlock()
+	rec, ok := p.reg.Get(id)
 	if !ok {
-		return fmt.Errorf("reset %s: %w", node, ErrUnknownNode)
+		return fmt.Errorf("reset %s: %w", id, ErrUnknownNode)
 	}
 	if guard, _ := p.policy(); !force && !rec.LastBoot.IsZero() {
 		if ago := p.now().Sub(rec.LastBoot); ago < guard {
 			return fmt.Errorf("reset %s: it booted %s ago, within reset_guard (%s), and may be running on this root; wiping it would corrupt the node (use -force if it is down): %w",
-				node, ago.Round(time.Second), guard, ErrRecentBoot)
+				id, ago.Round(time.Second), guard, ErrRecentBoot)
 		}
 	}
-	return p.resetLocked(context.WithoutCancel(ctx), rec, "admin")
+	return p.resetLocked(context.WithoutCancel(ctx), st, rec, "admin")
 }
 
 // resetLocked does the reset; the caller holds the node's lock. Whatever
 // fails, it tries to leave the node with a working root (the old one if the
 // wipe did not happen), and the next open retries what is missing.
-func (p *Provisioner) resetLocked(ctx context.Context, rec registry.Node, reason string) (err error) {
+func (p *Provisioner) resetLocked(ctx context.Context, st *nodeState, rec registry.Record, reason string) (err error) {
 	start := p.now()
-	log := p.log.With("node", rec.Node, "fsid", rec.FSID, "reason", reason)
+	log := p.log.With("node", rec.ID, "fsid", rec.FSID, "reason", reason)
 	defer func() {
 		if p.met != nil {
 			p.met.Reset(reason, p.now().Sub(start), err)
 		}
 		if err != nil {
 			log.Error("reset failed", "err", err, "duration", p.now().Sub(start))
-			if rerr := p.reg.RecordError(rec.Node, err.Error()); rerr != nil {
+			if rerr := p.reg.RecordError(rec.ID, err.Error()); rerr != nil {
 				log.Warn("record error", "err", rerr)
 			}
 		}
 	}()
-	p.setReady(rec.Node, false)
+	st.ready = false
 	e := p.export(rec)
 
 	t := p.now()
 	if err := p.ex.Unexport(ctx, e); err != nil {
-		return fmt.Errorf("reset %s: %w", rec.Node, err)
+		return fmt.Errorf("reset %s: %w", rec.ID, err)
 	}
 	log.Info("reset: unexported", "duration", p.now().Sub(t))
 
 	t = p.now()
-	if err := p.ov.Unmount(rec.Node); err != nil {
-		err = fmt.Errorf("reset %s: %w; the root is left as it was", rec.Node, err)
+	if err := p.ov.Unmount(rec.ID); err != nil {
+		err = fmt.Errorf("reset %s: %w; the root is left as it was", rec.ID, err)
 		if xerr := p.ex.Export(ctx, e); xerr != nil {
 			return errors.Join(err, fmt.Errorf("export it again: %w", xerr))
 		}
-		p.setReady(rec.Node, true)
+		st.ready = true
 		return err
 	}
 	log.Info("reset: unmounted", "duration", p.now().Sub(t))
@@ -157,31 +152,29 @@ func (p *Provisioner) resetLocked(ctx context.Context, rec registry.Node, reason
 	// A wipe that fails after moving the old layer aside has still reset
 	// the node; one that fails before has not. Either way the node gets a
 	// root back, and the error is reported.
-	wipeErr := p.ov.Wipe(rec.Node)
+	wipeErr := p.ov.Wipe(rec.ID)
 	if wipeErr == nil {
 		log.Info("reset: writable layer wiped", "duration", p.now().Sub(t))
 	}
 
 	t = p.now()
-	if _, err := p.ov.Mount(rec.Node); err != nil {
-		return errors.Join(wipeErr, fmt.Errorf("reset %s: %w", rec.Node, err))
+	if _, err := p.ov.Mount(rec.ID); err != nil {
+		return errors.Join(wipeErr, fmt.Errorf("reset %s: %w", rec.ID, err))
 	}
 	log.Info("reset: overlay mounted", "duration", p.now().Sub(t))
 
 	t = p.now()
 	if err := p.ex.Export(ctx, e); err != nil {
-		return errors.Join(wipeErr, fmt.Errorf("reset %s: %w", rec.Node, err))
+		return errors.Join(wipeErr, fmt.Errorf("reset %s: %w", rec.ID, err))
 	}
 	log.Info("reset: exported", "duration", p.now().Sub(t))
-	p.setReady(rec.Node, true)
+	st.ready = true
 	if wipeErr != nil {
-		return fmt.Errorf("reset %s: %w", rec.Node, wipeErr)
+		return fmt.Errorf("reset %s: %w", rec.ID, wipeErr)
 	}
-	p.mu.Lock()
-	p.lastReset[rec.Node] = p.now()
-	p.mu.Unlock()
+	st.lastReset = p.now()
 	if rec.LastError != "" {
-		if err := p.reg.RecordError(rec.Node, ""); err != nil {
+		if err := p.reg.RecordError(rec.ID, ""); err != nil {
 			log.Warn("clear error", "err", err)
 		}
 	}
@@ -194,51 +187,53 @@ func (p *Provisioner) resetLocked(ctx context.Context, rec registry.Node, reason
 // restores every known node). With purge it also deletes the node's overlay
 // data and forgets the node: its fsid is retired, never handed out again.
 // Like Reset, the work is not cancelled by ctx.
-func (p *Provisioner) Release(ctx context.Context, node string, purge bool) (err error) {
-	defer p.lockNode(node)()
+func (p *Provisioner) Release(ctx context.Context, id node.ID, purge bool) (err error) {
+	st, err := p.lockNode(ctx, id)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", id, err)
+	}
+	defer st.unlock()
 	ctx = context.WithoutCancel(ctx)
-	rec, ok := p.reg.Get(node)
+	rec, ok := p.reg.Get(id)
 	if !ok {
-		return fmt.Errorf("release %s: %w", node, ErrUnknownNode)
+		return fmt.Errorf("release %s: %w", id, ErrUnknownNode)
 	}
 	start := p.now()
-	log := p.log.With("node", node, "fsid", rec.FSID, "purge", purge)
+	log := p.log.With("node", id, "fsid", rec.FSID, "purge", purge)
 	defer func() {
 		if err != nil {
 			log.Error("release failed", "err", err, "duration", p.now().Sub(start))
 		}
 	}()
-	p.setReady(node, false)
+	st.ready = false
 
 	t := p.now()
 	if err := p.ex.Unexport(ctx, p.export(rec)); err != nil {
-		return fmt.Errorf("release %s: %w", node, err)
+		return fmt.Errorf("release %s: %w", id, err)
 	}
 	log.Info("release: unexported", "duration", p.now().Sub(t))
 	t = p.now()
-	if err := p.ov.Unmount(node); err != nil {
-		return fmt.Errorf("release %s: %w", node, err)
+	if err := p.ov.Unmount(id); err != nil {
+		return fmt.Errorf("release %s: %w", id, err)
 	}
 	log.Info("release: unmounted", "duration", p.now().Sub(t))
 	if !purge {
 		// Durable, so the next start-up does not bring the root back.
-		if err := p.reg.SetReleased(node, true); err != nil {
-			return fmt.Errorf("release %s: %w", node, err)
+		if err := p.reg.SetReleased(id, true); err != nil {
+			return fmt.Errorf("release %s: %w", id, err)
 		}
 		log.Info("release: done", "duration", p.now().Sub(start))
 		return nil
 	}
 	t = p.now()
-	if err := p.ov.Remove(node); err != nil {
-		return fmt.Errorf("purge %s: %w", node, err)
+	if err := p.ov.Remove(id); err != nil {
+		return fmt.Errorf("purge %s: %w", id, err)
 	}
 	log.Info("release: overlay data deleted", "duration", p.now().Sub(t))
-	if err := p.reg.Forget(node); err != nil {
-		return fmt.Errorf("purge %s: %w", node, err)
+	if err := p.reg.Forget(id); err != nil {
+		return fmt.Errorf("purge %s: %w", id, err)
 	}
-	p.mu.Lock()
-	delete(p.lastReset, node)
-	p.mu.Unlock()
+	st.lastReset = time.Time{}
 	log.Info("release: purged; fsid retired", "duration", p.now().Sub(start))
 	return nil
 }
@@ -251,7 +246,7 @@ func (p *Provisioner) Status(ctx context.Context) []NodeStatus {
 		return nil
 	}
 	recs := p.reg.All()
-	var mounted map[string]bool
+	var mounted map[node.ID]bool
 	if p.ov != nil {
 		m, err := p.ov.MountedNodes()
 		if err != nil {
@@ -261,7 +256,7 @@ func (p *Provisioner) Status(ctx context.Context) []NodeStatus {
 		}
 	}
 	var exported map[nfsexport.Export]bool
-	if _, none := p.ex.(nfsexport.None); p.ex != nil && !none {
+	if _, unlisted := p.ex.(nfsexport.Unlisted); p.ex != nil && !unlisted {
 		list, err := p.ex.List(ctx)
 		if err != nil {
 			p.log.Warn("status: list exports", "err", err)
@@ -274,9 +269,9 @@ func (p *Provisioner) Status(ctx context.Context) []NodeStatus {
 	}
 	out := make([]NodeStatus, len(recs))
 	for i, rec := range recs {
-		out[i].Node = rec
+		out[i].Record = rec
 		if mounted != nil {
-			out[i].Mounted = boolPtr(mounted[rec.Node])
+			out[i].Mounted = boolPtr(mounted[rec.ID])
 		}
 		if exported != nil {
 			out[i].Exported = boolPtr(exported[p.export(rec)])

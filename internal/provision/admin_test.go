@@ -3,7 +3,6 @@ package provision
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,11 +13,11 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
-	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
 	"github.com/pxebootfs/pxebootfs/nfsexport"
 	"github.com/pxebootfs/pxebootfs/overlay"
-	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
 // fakeExporter records exports in memory. hold, when set, makes Export
@@ -192,46 +191,40 @@ func newTestProv(t *testing.T, guard time.Duration, onBoot bool) *testProv {
 	return tp
 }
 
-func testNode(last byte) catalog.Node {
-	a := netip.AddrFrom4([4]byte{192, 168, 1, last})
-	return catalog.Node{Name: "C0A801" + hex2(last), Addr: a}
+func testNode(last byte) node.Node {
+	return node.Node{ID: node.FromUint32(0xC0A80100 | uint32(last))}
 }
 
-func hex2(b byte) string {
-	const digits = "0123456789ABCDEF"
-	return string([]byte{digits[b>>4], digits[b&15]})
-}
-
-func (tp *testProv) ensure(t *testing.T, n catalog.Node) catalog.Root {
+func (tp *testProv) ensure(t *testing.T, n node.Node) node.Root {
 	t.Helper()
 	root, err := tp.Ensure(context.Background(), n)
 	if err != nil {
-		t.Fatalf("Ensure %s: %v", n.Name, err)
+		t.Fatalf("Ensure %s: %v", n.ID, err)
 	}
 	return root
 }
 
 // writeInRoot writes a file through the node's mounted root, as the node would.
-func (tp *testProv) writeInRoot(t *testing.T, n catalog.Node, name string) {
+func (tp *testProv) writeInRoot(t *testing.T, n node.Node, name string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(tp.nodes, n.Name, name), []byte("node data\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(tp.nodes, n.ID.String(), name), []byte("node data\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func (tp *testProv) hasFile(n catalog.Node, name string) bool {
-	_, err := os.Stat(filepath.Join(tp.nodes, n.Name, name))
+func (tp *testProv) hasFile(n node.Node, name string) bool {
+	_, err := os.Stat(filepath.Join(tp.nodes, n.ID.String(), name))
 	return err == nil
 }
 
-func (tp *testProv) status(t *testing.T, n catalog.Node) NodeStatus {
+func (tp *testProv) status(t *testing.T, n node.Node) NodeStatus {
 	t.Helper()
 	for _, s := range tp.Status(context.Background()) {
-		if s.Node.Node == n.Name {
+		if s.ID == n.ID {
 			return s
 		}
 	}
-	t.Fatalf("%s not in Status", n.Name)
+	t.Fatalf("%s not in Status", n.ID)
 	return NodeStatus{}
 }
 
@@ -259,11 +252,11 @@ func TestResetGuard(t *testing.T) {
 			before := tp.ensure(t, n)
 			tp.writeInRoot(t, n, "data")
 			tp.clock.advance(tt.since)
-			node := n.Name
+			id := n.ID
 			if tt.node != "" {
-				node = tt.node
+				id = node.MustParse(tt.node)
 			}
-			err := tp.Reset(context.Background(), node, tt.force)
+			err := tp.Reset(context.Background(), id, tt.force)
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
 				t.Fatalf("Reset = %v, want %v", err, tt.wantErr)
 			}
@@ -290,13 +283,13 @@ func TestResetWipesUpperKeepsFSID(t *testing.T) {
 	tp.writeInRoot(t, n1, "one")
 	tp.writeInRoot(t, n2, "two")
 	tp.clock.advance(time.Hour)
-	if err := tp.Reset(context.Background(), n1.Name, false); err != nil {
+	if err := tp.Reset(context.Background(), n1.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(tp.overlays, n1.Name, "upper", "one")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("upper of %s still has the file: %v", n1.Name, err)
+	if _, err := os.Stat(filepath.Join(tp.overlays, n1.ID.String(), "upper", "one")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("upper of %s still has the file: %v", n1.ID, err)
 	}
-	aside, _ := filepath.Glob(filepath.Join(tp.overlays, n1.Name, "*.reset-*"))
+	aside, _ := filepath.Glob(filepath.Join(tp.overlays, n1.ID.String(), "*.reset-*"))
 	if len(aside) != 0 {
 		t.Errorf("old layers left: %v", aside)
 	}
@@ -307,7 +300,7 @@ func TestResetWipesUpperKeepsFSID(t *testing.T) {
 	if r.FSID != r1.FSID {
 		t.Errorf("fsid %d after reset, want %d", r.FSID, r1.FSID)
 	}
-	if want := (nfsexport.Export{Path: filepath.Join(tp.nodes, n1.Name), Client: n1.Addr, FSID: r1.FSID}); !tp.ex.set[want] {
+	if want := (nfsexport.Export{Path: filepath.Join(tp.nodes, n1.ID.String()), Client: n1.ID.Addr(), FSID: r1.FSID}); !tp.ex.set[want] {
 		t.Errorf("not exported as %v after reset", want)
 	}
 	if _, resets := tp.met.counts(); resets != 1 {
@@ -329,17 +322,17 @@ func TestRelease(t *testing.T) {
 			n := testNode(2)
 			r1 := tp.ensure(t, n)
 			tp.writeInRoot(t, n, "data")
-			if err := tp.Release(context.Background(), n.Name, tt.purge); err != nil {
+			if err := tp.Release(context.Background(), n.ID, tt.purge); err != nil {
 				t.Fatal(err)
 			}
-			if m, _ := mountinfo.Mounted(filepath.Join(tp.nodes, n.Name)); m {
+			if m, _ := mountinfo.Mounted(filepath.Join(tp.nodes, n.ID.String())); m {
 				t.Error("still mounted")
 			}
 			if len(tp.ex.set) != 0 {
 				t.Errorf("still exported: %v", tp.ex.set)
 			}
-			_, known := tp.reg.Get(n.Name)
-			_, dataErr := os.Stat(filepath.Join(tp.overlays, n.Name, "upper", "data"))
+			_, known := tp.reg.Get(n.ID)
+			_, dataErr := os.Stat(filepath.Join(tp.overlays, n.ID.String(), "upper", "data"))
 			if known == tt.purge || (dataErr == nil) == tt.purge {
 				t.Errorf("purge=%v: still known %v, data kept %v", tt.purge, known, dataErr == nil)
 			}
@@ -361,7 +354,7 @@ func TestRelease(t *testing.T) {
 
 func TestReleaseUnknown(t *testing.T) {
 	tp := newTestProv(t, 0, false)
-	if err := tp.Release(context.Background(), "C0A801FF", true); !errors.Is(err, ErrUnknownNode) {
+	if err := tp.Release(context.Background(), node.MustParse("C0A801FF"), true); !errors.Is(err, ErrUnknownNode) {
 		t.Errorf("Release of an unknown node = %v, want ErrUnknownNode", err)
 	}
 }
@@ -416,7 +409,7 @@ func TestResetOnBoot(t *testing.T) {
 func TestResetWaitsForProvisioning(t *testing.T) {
 	tp := newTestProv(t, 0, false)
 	n := testNode(2)
-	if _, _, err := tp.reg.Allocate(n.Name, "", "", nil); err != nil {
+	if _, _, err := tp.reg.Allocate(n.ID, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	tp.ex.hold = make(chan struct{})
@@ -425,11 +418,11 @@ func TestResetWaitsForProvisioning(t *testing.T) {
 		_, err := tp.Ensure(context.Background(), n)
 		ensured <- err
 	}()
-	for !slices.Contains(tp.ex.callLog(), "export "+n.Name+" start") {
+	for !slices.Contains(tp.ex.callLog(), "export "+n.ID.String()+" start") {
 		time.Sleep(time.Millisecond)
 	}
 	reset := make(chan error, 1)
-	go func() { reset <- tp.Reset(context.Background(), n.Name, true) }()
+	go func() { reset <- tp.Reset(context.Background(), n.ID, true) }()
 	// Give the reset every chance to overtake; it must not.
 	time.Sleep(50 * time.Millisecond)
 	close(tp.ex.hold)
@@ -439,7 +432,7 @@ func TestResetWaitsForProvisioning(t *testing.T) {
 	if err := <-reset; err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"export " + n.Name + " start", "export " + n.Name + " done", "unexport " + n.Name, "export " + n.Name + " start", "export " + n.Name + " done"}
+	want := []string{"export " + n.ID.String() + " start", "export " + n.ID.String() + " done", "unexport " + n.ID.String(), "export " + n.ID.String() + " start", "export " + n.ID.String() + " done"}
 	if got := tp.ex.callLog(); !slices.Equal(got, want) {
 		t.Errorf("exporter calls %q, want %q", got, want)
 	}
@@ -450,18 +443,18 @@ func TestStatus(t *testing.T) {
 	n1, n2 := testNode(2), testNode(3)
 	tp.ensure(t, n1)
 	tp.ensure(t, n2)
-	if err := tp.Release(context.Background(), n2.Name, false); err != nil {
+	if err := tp.Release(context.Background(), n2.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	st := tp.Status(context.Background())
 	if len(st) != 2 {
 		t.Fatalf("Status has %d nodes, want 2", len(st))
 	}
-	if s := st[0]; s.Node.Node != n1.Name || !isTrue(s.Mounted) || !isTrue(s.Exported) || s.BootCount != 1 || s.IP != "192.168.1.2" {
-		t.Errorf("%+v: want %s mounted, exported, booted once", s, n1.Name)
+	if s := st[0]; s.ID != n1.ID || !isTrue(s.Mounted) || !isTrue(s.Exported) || s.BootCount != 1 || s.ID.Addr().String() != "192.168.1.2" {
+		t.Errorf("%+v: want %s mounted, exported, booted once", s, n1.ID)
 	}
-	if s := st[1]; s.Node.Node != n2.Name || s.Mounted == nil || *s.Mounted || s.Exported == nil || *s.Exported {
-		t.Errorf("%+v: want %s known but neither mounted nor exported", s, n2.Name)
+	if s := st[1]; s.ID != n2.ID || s.Mounted == nil || *s.Mounted || s.Exported == nil || *s.Exported {
+		t.Errorf("%+v: want %s known but neither mounted nor exported", s, n2.ID)
 	}
 	// A read-only view knows the records but not the roots.
 	ro := New(Options{Registry: tp.reg, NodeDir: tp.nodes})

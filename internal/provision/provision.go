@@ -1,8 +1,19 @@
 // Package provision prepares each node's root the first time it boots: a
 // record and an fsid in the registry, an overlay of the golden root, and an
 // NFS export of that overlay to the node's IP alone. It runs once per node
-// (concurrent opens share one run; a failure is retried by the next open),
-// undoes half-made work, and restores every known node at start-up.
+// (concurrent opens wait for one run; a failure is retried by the next
+// open), undoes half-made work, and restores every known node at start-up.
+//
+// # One state per node
+//
+// Everything provisioning tracks about a node in memory lives in one
+// nodeState in one map: the node's lock, its ready mark and when it was
+// last reset. Every operation on a node (a boot's open, restore, reset,
+// release) holds the node's lock for its whole run, so they never overlap,
+// and an open that arrives during a reset waits for it and then sees the
+// fresh root. The lock is a channel, so a waiter whose context ends (a
+// tftpd that gave up, an admin's ^C) stops waiting; the holder's work is
+// never cancelled half-way.
 package provision
 
 import (
@@ -10,22 +21,35 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"path/filepath"
 	"sync"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
-	"github.com/pxebootfs/pxebootfs/internal/catalog"
-	"github.com/pxebootfs/pxebootfs/nfsexport"
-	"github.com/pxebootfs/pxebootfs/overlay"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
+	"github.com/pxebootfs/pxebootfs/nfsexport"
 )
+
+// Overlays is what provisioning needs of the overlay layer; an
+// *overlay.Manager implements it. Calls for one node are serialised by the
+// caller (the node's lock).
+type Overlays interface {
+	// Mount mounts id's overlay, or adopts one already mounted.
+	Mount(id node.ID) (adopted bool, err error)
+	// Unmount unmounts id's overlay; not mounted is success.
+	Unmount(id node.ID) error
+	// Wipe discards id's writable layer; id must not be mounted.
+	Wipe(id node.ID) error
+	// Remove deletes id's overlay directories; id must not be mounted.
+	Remove(id node.ID) error
+	// MountedNodes lists the nodes whose overlay is mounted, from one
+	// read of the mount table.
+	MountedNodes() (map[node.ID]bool, error)
+}
 
 // Options wires a Provisioner.
 type Options struct {
-	Overlay  *overlay.Manager
+	Overlay  Overlays
 	Exporter nfsexport.Exporter
 	Registry *registry.Registry
 	// NodeDir is node_dir: a node's root is NodeDir/NODE.
@@ -43,32 +67,39 @@ type Options struct {
 	Metrics Metrics
 }
 
-// Provisioner implements catalog.Provisioner.
+// Provisioner implements node.Provisioner.
 type Provisioner struct {
-	ov      *overlay.Manager
+	ov      Overlays
 	ex      nfsexport.Exporter
 	reg     *registry.Registry
 	nodeDir string
 	start   uint32
 	log     *slog.Logger
 	now     func() time.Time
+	met     Metrics // nil: none
 
-	met   Metrics // nil: none
-	group singleflight.Group
-	// nodeLocks holds a *sync.Mutex per node: provisioning, reset, release
-	// and restore of one node never overlap.
-	nodeLocks sync.Map
-	mu        sync.Mutex
-	ready     map[string]bool // mounted and exported by us since start
-	// Under mu: the reset policy, and when each node was last reset (a
-	// node reset just now is not due for reset_on_boot again).
+	mu    sync.Mutex
+	nodes map[node.ID]*nodeState // under mu; entries are never removed
+	// Under mu: the reset policy.
 	resetGuard  time.Duration
 	resetOnBoot bool
-	lastReset   map[string]time.Time
 
 	usedMu   sync.Mutex
 	used     map[uint32]string
 	usedTime time.Time
+}
+
+// nodeState is everything provisioning keeps in memory about one node.
+// lock is held by whoever works on the node; ready and lastReset are read
+// and written only by the holder.
+type nodeState struct {
+	lock chan struct{}
+	// ready: mounted and exported by us since start (or checked so at
+	// restore). Cleared by reset and release while they work.
+	ready bool
+	// lastReset: when the node was last reset, so a node reset just now
+	// is not due for reset_on_boot again.
+	lastReset time.Time
 }
 
 // usedTTL is how long the server's list of fsids in use is reused. In a
@@ -77,13 +108,13 @@ type Provisioner struct {
 // its lock), only a foreign export added in the last moments is.
 const usedTTL = 2 * time.Second
 
-var _ catalog.Provisioner = (*Provisioner)(nil)
+var _ node.Provisioner = (*Provisioner)(nil)
 
 // New returns a Provisioner. For a read-only view (Peek, Nodes) only
 // Registry and NodeDir are needed.
 func New(o Options) *Provisioner {
-	p := &Provisioner{ov: o.Overlay, ex: o.Exporter, reg: o.Registry, nodeDir: o.NodeDir, start: o.StartFSID, log: o.Logger, now: o.Now, ready: map[string]bool{},
-		met: o.Metrics, resetGuard: o.ResetGuard, resetOnBoot: o.ResetOnBoot, lastReset: map[string]time.Time{}}
+	p := &Provisioner{ov: o.Overlay, ex: o.Exporter, reg: o.Registry, nodeDir: o.NodeDir, start: o.StartFSID, log: o.Logger, now: o.Now,
+		met: o.Metrics, resetGuard: o.ResetGuard, resetOnBoot: o.ResetOnBoot, nodes: map[node.ID]*nodeState{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -93,140 +124,136 @@ func New(o Options) *Provisioner {
 	return p
 }
 
-func (p *Provisioner) isReady(node string) bool {
+// lockNode waits for id's lock and returns its state, or ctx's error if
+// ctx ends first. The caller must call unlock.
+func (p *Provisioner) lockNode(ctx context.Context, id node.ID) (*nodeState, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.ready[node]
-}
-
-func (p *Provisioner) setReady(node string, ok bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if ok {
-		p.ready[node] = true
-	} else {
-		delete(p.ready, node)
+	st, ok := p.nodes[id]
+	if !ok {
+		st = &nodeState{lock: make(chan struct{}, 1)}
+		p.nodes[id] = st
+	}
+	p.mu.Unlock()
+	select {
+	case st.lock <- struct{}{}:
+		return st, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("node %s: waiting for another operation on it: %w", id, ctx.Err())
 	}
 }
 
-// Forget drops the in-memory "ready" mark, so the next open checks and
-// provisions the node again (after an admin reset or release).
-func (p *Provisioner) Forget(node string) { p.setReady(node, false) }
+func (st *nodeState) unlock() { <-st.lock }
 
-// Ensure makes n's root mounted and exported and records the boot. It
-// blocks until done; concurrent calls for one node share one provisioning,
-// and different nodes run in parallel. The work itself is not cancelled by
-// the caller's context (a tftpd child that gives up must not leave a
-// half-made root for the next one): only the wait is. With reset_on_boot,
-// a known node booting again after reset_guard is first reset.
-func (p *Provisioner) Ensure(ctx context.Context, n catalog.Node) (catalog.Root, error) {
-	if !p.isReady(n.Name) || p.bootResetDue(n.Name) {
-		ch := p.group.DoChan(n.Name, func() (any, error) {
-			defer p.lockNode(n.Name)()
-			wctx := context.WithoutCancel(ctx)
-			// Checked again under the lock: of the several opens of
-			// one boot, only the first resets.
-			if p.bootResetDue(n.Name) {
-				if rec, ok := p.reg.Get(n.Name); ok {
-					if err := p.resetLocked(wctx, rec, "reset_on_boot"); err != nil {
-						return nil, err
-					}
-				}
-			}
-			if p.isReady(n.Name) {
-				return nil, nil
-			}
-			err := p.provision(wctx, n)
-			p.setReady(n.Name, err == nil)
-			return nil, err
-		})
-		select {
-		case <-ctx.Done():
-			return catalog.Root{}, ctx.Err()
-		case r := <-ch:
-			if r.Err != nil {
-				return catalog.Root{}, r.Err
+// Ensure makes n's root mounted and exported and records the boot, all
+// under the node's lock. Concurrent calls for one node wait for each other
+// (only the first provisions), different nodes run in parallel, and a call
+// during a reset or release waits for it to finish. The caller's context
+// ends only the wait: once started, the work runs to the end, since a
+// tftpd child that gives up must not leave a half-made root. With
+// reset_on_boot, a known node booting again after reset_guard is first
+// reset.
+func (p *Provisioner) Ensure(ctx context.Context, n node.Node) (node.Root, error) {
+	st, err := p.lockNode(ctx, n.ID)
+	if err != nil {
+		return node.Root{}, err
+	}
+	defer st.unlock()
+	wctx := context.WithoutCancel(ctx)
+	// Of the several opens of one boot, only the first resets: the boot
+	// it records makes the next ones fall within the guard.
+	if p.bootResetDue(st, n.ID) {
+		if rec, ok := p.reg.Get(n.ID); ok {
+			if err := p.resetLocked(wctx, st, rec, "reset_on_boot"); err != nil {
+				return node.Root{}, err
 			}
 		}
 	}
-	rec, ok := p.reg.Get(n.Name)
-	if !ok {
-		// Released by an admin between provisioning and here.
-		p.setReady(n.Name, false)
-		return catalog.Root{}, fmt.Errorf("provision %s: node was released meanwhile", n.Name)
+	if !st.ready {
+		if err := p.provision(wctx, n); err != nil {
+			return node.Root{}, err
+		}
+		st.ready = true
 	}
-	if err := p.reg.RecordBoot(n.Name, p.now(), n.MAC); err != nil {
-		p.log.Warn("record boot", "node", n.Name, "err", err)
+	rec, ok := p.reg.Get(n.ID)
+	if !ok {
+		// Unreachable: only Release with purge forgets a node, and it
+		// holds this lock and clears ready.
+		st.ready = false
+		return node.Root{}, fmt.Errorf("provision %s: node vanished from the registry", n.ID)
+	}
+	if err := p.reg.RecordBoot(n.ID, p.now(), n.MAC); err != nil {
+		p.log.Warn("record boot", "node", n.ID, "err", err)
 	}
 	return p.root(rec), nil
 }
 
-func (p *Provisioner) root(rec registry.Node) catalog.Root {
-	return catalog.Root{FSID: rec.FSID, Dir: p.dir(rec.Node)}
+func (p *Provisioner) root(rec registry.Record) node.Root {
+	return node.Root{FSID: rec.FSID, Dir: p.dir(rec.ID)}
 }
 
-// dir is the node's mount point and export path. Node names reaching here
-// were parsed as 8 hex digits, so the join cannot leave NodeDir.
-func (p *Provisioner) dir(node string) string { return filepath.Join(p.nodeDir, node) }
+// dir is the node's mount point and export path. A node's String is 8
+// characters of [0-9A-F], so the join cannot leave NodeDir.
+func (p *Provisioner) dir(id node.ID) string { return filepath.Join(p.nodeDir, id.String()) }
 
-// provision does the work for one node, once. On failure it undoes what it
-// did, so nothing half-made stays: a mount without its export is unmounted.
-func (p *Provisioner) provision(ctx context.Context, n catalog.Node) (err error) {
+// provision does the work for one node, once; the caller holds its lock. On
+// failure it undoes what it did, so nothing half-made stays: a mount
+// without its export is unmounted.
+func (p *Provisioner) provision(ctx context.Context, n node.Node) (err error) {
 	start := p.now()
-	log := p.log.With("node", n.Name, "ip", n.Addr.String())
+	log := p.log.With("node", n.ID, "ip", n.ID.Addr())
 	defer func() {
 		if p.met != nil {
 			p.met.Provisioned(p.now().Sub(start), err)
 		}
 		if err != nil {
 			log.Error("provision failed", "err", err, "duration", p.now().Sub(start))
-			if _, known := p.reg.Get(n.Name); known {
-				if rerr := p.reg.RecordError(n.Name, err.Error()); rerr != nil {
+			if _, known := p.reg.Get(n.ID); known {
+				if rerr := p.reg.RecordError(n.ID, err.Error()); rerr != nil {
 					log.Warn("record error", "err", rerr)
 				}
 			}
 		}
 	}()
 
-	rec, known := p.reg.Get(n.Name)
+	rec, known := p.reg.Get(n.ID)
 	if !known {
 		used, err := p.usedFSIDs(ctx)
 		if err != nil {
-			return fmt.Errorf("provision %s: list fsids in use: %w", n.Name, err)
+			return fmt.Errorf("provision %s: list fsids in use: %w", n.ID, err)
 		}
 		var created bool
-		rec, created, err = p.reg.Allocate(n.Name, n.Addr.String(), n.MAC, used)
+		rec, created, err = p.reg.Allocate(n.ID, n.MAC, used)
 		if err != nil {
-			return fmt.Errorf("provision %s: %w", n.Name, err)
+			return fmt.Errorf("provision %s: %w", n.ID, err)
 		}
 		if created {
 			log.Info("provision: new node", "fsid", rec.FSID)
 		}
 	}
 	t := p.now()
-	adopted, err := p.ov.Mount(n.Name)
+	adopted, err := p.ov.Mount(n.ID)
 	if err != nil {
-		return fmt.Errorf("provision %s: %w", n.Name, err)
+		return fmt.Errorf("provision %s: %w", n.ID, err)
 	}
 	log.Info("provision: overlay mounted", "adopted", adopted, "duration", p.now().Sub(t))
 
 	t = p.now()
 	if err := p.ex.Export(ctx, p.export(rec)); err != nil {
 		if !adopted {
-			if uerr := p.ov.Unmount(n.Name); uerr != nil {
+			if uerr := p.ov.Unmount(n.ID); uerr != nil {
 				err = errors.Join(err, fmt.Errorf("roll back mount: %w", uerr))
 			}
 		}
-		return fmt.Errorf("provision %s: %w", n.Name, err)
+		return fmt.Errorf("provision %s: %w", n.ID, err)
 	}
 	log.Info("provision: exported", "fsid", rec.FSID, "exporter", p.ex.Name(), "duration", p.now().Sub(t))
 	if rec.LastError != "" {
-		if err := p.reg.RecordError(n.Name, ""); err != nil {
+		if err := p.reg.RecordError(n.ID, ""); err != nil {
 			log.Warn("clear error", "err", err)
 		}
 	}
 	if rec.Released {
-		if err := p.reg.SetReleased(n.Name, false); err != nil {
+		if err := p.reg.SetReleased(n.ID, false); err != nil {
 			log.Warn("clear released mark", "err", err)
 		}
 	}
@@ -248,43 +275,38 @@ func (p *Provisioner) usedFSIDs(ctx context.Context) (map[uint32]string, error) 
 	return used, nil
 }
 
-func (p *Provisioner) export(rec registry.Node) nfsexport.Export {
-	addr, _ := netip.ParseAddr(rec.IP)
-	return nfsexport.Export{Path: p.dir(rec.Node), Client: addr, FSID: rec.FSID}
+func (p *Provisioner) export(rec registry.Record) nfsexport.Export {
+	return nfsexport.Export{Path: p.dir(rec.ID), Client: rec.ID.Addr(), FSID: rec.FSID}
 }
 
-// Peek tells the template about n without side effects. A node never seen
+// Peek tells the template about id without side effects. A node never seen
 // gets the fsid it would be given now (from the registry and the last list
 // of the server's fsids in use), so stat and `pxebootfs render` show what
 // the first open will most likely serve; the size a tftpd announces is
 // always that of the content it reads, rendered after provisioning.
-func (p *Provisioner) Peek(n catalog.Node) catalog.Root {
+func (p *Provisioner) Peek(id node.ID) node.Root {
 	if p.reg == nil { // no state yet: nothing was ever provisioned
-		return catalog.Root{FSID: p.start, Dir: p.dir(n.Name)}
+		return node.Root{FSID: p.start, Dir: p.dir(id)}
 	}
-	if rec, ok := p.reg.Get(n.Name); ok {
+	if rec, ok := p.reg.Get(id); ok {
 		return p.root(rec)
 	}
 	// The server's fsids in use as last read, if ever: no exportfs run here.
 	p.usedMu.Lock()
 	used := p.used
 	p.usedMu.Unlock()
-	return catalog.Root{FSID: p.reg.NextFSID(p.start, used), Dir: p.dir(n.Name)}
+	return node.Root{FSID: p.reg.NextFSID(p.start, used), Dir: p.dir(id)}
 }
 
 // Nodes lists the nodes in the registry.
-func (p *Provisioner) Nodes() []catalog.Node {
+func (p *Provisioner) Nodes() []node.Node {
 	if p.reg == nil {
 		return nil
 	}
 	recs := p.reg.All()
-	nodes := make([]catalog.Node, 0, len(recs))
-	for _, r := range recs {
-		addr, err := netip.ParseAddr(r.IP)
-		if err != nil {
-			continue
-		}
-		nodes = append(nodes, catalog.Node{Name: r.Node, Addr: addr, MAC: r.MAC})
+	nodes := make([]node.Node, len(recs))
+	for i, r := range recs {
+		nodes[i] = node.Node{ID: r.ID, MAC: r.MAC}
 	}
 	return nodes
 }
@@ -299,7 +321,7 @@ const restoreWorkers = 8
 // recorded per node (the next open retries); it returns how many nodes are
 // ready and the errors joined.
 func (p *Provisioner) Restore(ctx context.Context) (int, error) {
-	var recs []registry.Node
+	var recs []registry.Record
 	for _, rec := range p.reg.All() {
 		// A released node stays down until it boots again, and a node that
 		// never got its config (its first provisioning failed, or the
@@ -325,7 +347,7 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := p.restoreOne(ctx, rec, mounted[rec.Node])
+			err := p.restoreOne(ctx, rec, mounted[rec.ID])
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -339,36 +361,42 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 	return ready, errors.Join(errs...)
 }
 
-func (p *Provisioner) restoreOne(ctx context.Context, rec registry.Node, mounted bool) error {
-	log := p.log.With("node", rec.Node, "fsid", rec.FSID)
-	_, err, _ := p.group.Do(rec.Node, func() (any, error) {
-		defer p.lockNode(rec.Node)()
-		if !mounted {
-			if _, err := p.ov.Mount(rec.Node); err != nil {
-				return nil, err
-			}
-			log.Info("restore: overlay mounted")
-		}
-		e := p.export(rec)
-		ok, err := p.ex.Exported(ctx, e)
+func (p *Provisioner) restoreOne(ctx context.Context, rec registry.Record, mounted bool) (err error) {
+	log := p.log.With("node", rec.ID, "fsid", rec.FSID)
+	defer func() {
 		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			if err := p.ex.Export(ctx, e); err != nil {
-				return nil, err
+			err = fmt.Errorf("restore %s: %w", rec.ID, err)
+			log.Error("restore failed; the next boot of the node retries", "err", err)
+			if rerr := p.reg.RecordError(rec.ID, err.Error()); rerr != nil {
+				log.Warn("record error", "err", rerr)
 			}
-			log.Info("restore: exported")
 		}
-		p.setReady(rec.Node, true)
-		return nil, nil
-	})
+	}()
+	st, err := p.lockNode(ctx, rec.ID)
 	if err != nil {
-		err = fmt.Errorf("restore %s: %w", rec.Node, err)
-		log.Error("restore failed; the next boot of the node retries", "err", err)
-		if rerr := p.reg.RecordError(rec.Node, err.Error()); rerr != nil {
-			log.Warn("record error", "err", rerr)
-		}
+		return err
 	}
-	return err
+	defer st.unlock()
+	if st.ready {
+		return nil // a boot got here first
+	}
+	if !mounted {
+		if _, err := p.ov.Mount(rec.ID); err != nil {
+			return err
+		}
+		log.Info("restore: overlay mounted")
+	}
+	e := p.export(rec)
+	ok, err := p.ex.Exported(ctx, e)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := p.ex.Export(ctx, e); err != nil {
+			return err
+		}
+		log.Info("restore: exported")
+	}
+	st.ready = true
+	return nil
 }

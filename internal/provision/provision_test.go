@@ -3,7 +3,6 @@ package provision
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,11 +11,11 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
-	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
 	"github.com/pxebootfs/pxebootfs/nfsexport"
 	"github.com/pxebootfs/pxebootfs/overlay"
-	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
 // countingExporter records exports in memory. The real exportfs and Ganesha
@@ -110,15 +109,21 @@ func newEnv(t *testing.T) *env {
 	}
 }
 
-func node(name, ip string) catalog.Node {
-	return catalog.Node{Name: name, Addr: netip.MustParseAddr(ip)}
+// mk is the node with hex name name; ip must be its address (kept for
+// readability of the tables).
+func mk(name, ip string) node.Node {
+	id := node.MustParse(name)
+	if id.Addr().String() != ip {
+		panic("mk: " + name + " is not " + ip)
+	}
+	return node.Node{ID: id}
 }
 
 func TestEnsureOnceUnderConcurrency(t *testing.T) {
 	e := newEnv(t)
-	n := node("C0A80102", "192.168.1.2")
+	n := mk("C0A80102", "192.168.1.2")
 	var wg sync.WaitGroup
-	roots := make(chan catalog.Root, 64)
+	roots := make(chan node.Root, 64)
 	for i := 0; i < 64; i++ {
 		wg.Add(1)
 		go func() {
@@ -141,28 +146,28 @@ func TestEnsureOnceUnderConcurrency(t *testing.T) {
 	if e.ex.calls != 1 {
 		t.Errorf("%d exports, want 1", e.ex.calls)
 	}
-	if rec, _ := e.reg.Get("C0A80102"); rec.BootCount != 64 {
+	if rec, _ := e.reg.Get(node.MustParse("C0A80102")); rec.BootCount != 64 {
 		t.Errorf("boot count %d, want 64", rec.BootCount)
 	}
-	if got := e.p.Peek(n); got.FSID != 101 {
+	if got := e.p.Peek(n.ID); got.FSID != 101 {
 		t.Errorf("Peek = %+v", got)
 	}
-	if got := e.p.Peek(node("C0A80103", "192.168.1.3")); got.FSID != 102 {
+	if got := e.p.Peek(mk("C0A80103", "192.168.1.3").ID); got.FSID != 102 {
 		t.Errorf("Peek of a new node = %+v, want the next fsid", got)
 	}
 }
 
 func TestEnsureRollsBackAndRetries(t *testing.T) {
 	e := newEnv(t)
-	n := node("C0A80102", "192.168.1.2")
+	n := mk("C0A80102", "192.168.1.2")
 	e.ex.fail = errors.New("exportfs: injected")
 	if _, err := e.p.Ensure(context.Background(), n); err == nil {
 		t.Fatal("Ensure succeeded with a failing exporter")
 	}
-	if ok, _ := e.ov.Mounted("C0A80102"); ok {
+	if ok, _ := e.ov.Mounted(node.MustParse("C0A80102")); ok {
 		t.Error("mount not rolled back")
 	}
-	if rec, _ := e.reg.Get("C0A80102"); rec.LastError == "" {
+	if rec, _ := e.reg.Get(node.MustParse("C0A80102")); rec.LastError == "" {
 		t.Error("error not recorded")
 	}
 	e.ex.fail = nil
@@ -170,10 +175,10 @@ func TestEnsureRollsBackAndRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := e.ov.Mounted("C0A80102"); !ok {
+	if ok, _ := e.ov.Mounted(node.MustParse("C0A80102")); !ok {
 		t.Error("not mounted after retry")
 	}
-	if rec, _ := e.reg.Get("C0A80102"); rec.LastError != "" || rec.FSID != r.FSID {
+	if rec, _ := e.reg.Get(node.MustParse("C0A80102")); rec.LastError != "" || rec.FSID != r.FSID {
 		t.Errorf("record after retry: %+v", rec)
 	}
 }
@@ -181,40 +186,40 @@ func TestEnsureRollsBackAndRetries(t *testing.T) {
 func TestEnsureMaxNodes(t *testing.T) {
 	e := newEnv(t)
 	for i, ip := range []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"} {
-		if _, err := e.p.Ensure(context.Background(), node([]string{"0A000001", "0A000002", "0A000003"}[i], ip)); err != nil {
+		if _, err := e.p.Ensure(context.Background(), mk([]string{"0A000001", "0A000002", "0A000003"}[i], ip)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err := e.p.Ensure(context.Background(), node("0A000004", "10.0.0.4"))
+	_, err := e.p.Ensure(context.Background(), mk("0A000004", "10.0.0.4"))
 	if !errors.Is(err, registry.ErrFull) {
 		t.Fatalf("4th node with max_nodes 3: %v, want ErrFull", err)
 	}
-	if ok, _ := e.ov.Mounted("0A000004"); ok {
+	if ok, _ := e.ov.Mounted(node.MustParse("0A000004")); ok {
 		t.Error("refused node was mounted")
 	}
 }
 
 func TestRestore(t *testing.T) {
 	e := newEnv(t)
-	a, b := node("0A000001", "10.0.0.1"), node("0A000002", "10.0.0.2")
-	for _, n := range []catalog.Node{a, b} {
+	a, b := mk("0A000001", "10.0.0.1"), mk("0A000002", "10.0.0.2")
+	for _, n := range []node.Node{a, b} {
 		if _, err := e.p.Ensure(context.Background(), n); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := e.ov.Unmount(a.Name); err != nil {
+	if err := e.ov.Unmount(a.ID); err != nil {
 		t.Fatal(err)
 	}
-	delete(e.ex.exports, filepath.Join(e.dirs.NodeDir, b.Name))
+	delete(e.ex.exports, filepath.Join(e.dirs.NodeDir, b.ID.String()))
 	p2 := New(Options{Overlay: e.ov, Exporter: e.ex, Registry: e.reg, NodeDir: e.dirs.NodeDir})
 	ready, err := p2.Restore(context.Background())
 	if err != nil || ready != 2 {
 		t.Fatalf("Restore = %d, %v", ready, err)
 	}
-	if ok, _ := e.ov.Mounted(a.Name); !ok {
+	if ok, _ := e.ov.Mounted(a.ID); !ok {
 		t.Error("a not remounted")
 	}
-	if got := e.ex.exports[filepath.Join(e.dirs.NodeDir, b.Name)]; got.FSID != 102 {
+	if got := e.ex.exports[filepath.Join(e.dirs.NodeDir, b.ID.String())]; got.FSID != 102 {
 		t.Errorf("b re-exported as %+v, want fsid 102", got)
 	}
 }

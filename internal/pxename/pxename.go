@@ -25,8 +25,9 @@ package pxename
 import (
 	"errors"
 	"net"
-	"net/netip"
 	"strconv"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // MaxNameLen is the longest file name we look at; longer names are
@@ -54,10 +55,10 @@ func (k Kind) String() string {
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
 
-// Name is a parsed node name. Addr is set for KindIP, MAC for KindMAC.
+// Name is a parsed node name. ID is set for KindIP, MAC for KindMAC.
 type Name struct {
 	Kind Kind
-	Addr netip.Addr       // KindIP: an IPv4 address
+	ID   node.ID          // KindIP: the node the hex digits name
 	MAC  net.HardwareAddr // KindMAC: 6 bytes
 }
 
@@ -66,14 +67,14 @@ type Name struct {
 func (n Name) String() string {
 	switch n.Kind {
 	case KindIP:
-		return Hex(n.Addr)
+		return n.ID.String()
 	case KindMAC:
 		return MACName(n.MAC)
 	}
 	return ""
 }
 
-// ErrNotNode is wrapped by every Parse and ParseHex error.
+// ErrNotNode is wrapped by every Parse error.
 var ErrNotNode = errors.New("not a node name")
 
 // ErrBadName is wrapped by every CheckStatic error.
@@ -132,11 +133,11 @@ func Parse(name string) (Name, error) {
 	case len(name) > MaxNameLen:
 		return Name{}, errTooLong
 	case len(name) == hexIPLen:
-		addr, err := ParseHex(name)
+		id, err := node.ParseHex(name)
 		if err != nil {
-			return Name{}, err
+			return Name{}, errNotHex8
 		}
-		return Name{Kind: KindIP, Addr: addr}, nil
+		return Name{Kind: KindIP, ID: id}, nil
 	case isHWTypePrefix(name):
 		if name[:len(macPrefix)] != macPrefix {
 			return Name{}, errHWType
@@ -192,45 +193,8 @@ func parseMACName(name string) (net.HardwareAddr, error) {
 	return mac, nil
 }
 
-// ParseHex parses exactly 8 hex digits, either case, as an IPv4 address.
-// Its errors wrap ErrNotNode.
-func ParseHex(s string) (netip.Addr, error) {
-	if len(s) != hexIPLen {
-		return netip.Addr{}, errNotHex8
-	}
-	// strconv alone would accept fewer digits, and with base 0 a sign,
-	// "0x" or '_'; require the exact form first.
-	for i := 0; i < len(s); i++ {
-		if !isHex(s[i]) {
-			return netip.Addr{}, errNotHex8
-		}
-	}
-	v, err := strconv.ParseUint(s, 16, 32)
-	if err != nil {
-		return netip.Addr{}, errNotHex8
-	}
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), nil
-}
-
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// Hex gives the name pxelinux asks for: 8 upper-case hex digits. It returns
-// "" for anything but a plain IPv4 address; IPv4-mapped IPv6 counts as not
-// IPv4, so callers must Unmap deliberately rather than by accident.
-func Hex(addr netip.Addr) string {
-	if !addr.Is4() {
-		return ""
-	}
-	const digits = "0123456789ABCDEF"
-	a := addr.As4()
-	var b [hexIPLen]byte
-	for i, v := range a {
-		b[2*i] = digits[v>>4]
-		b[2*i+1] = digits[v&0xf]
-	}
-	return string(b[:])
 }
 
 // MACName gives the pxelinux file name for an Ethernet MAC,

@@ -3,7 +3,6 @@ package pxename
 import (
 	"errors"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 )
@@ -76,7 +75,7 @@ func TestParse(t *testing.T) {
 				if tt.err != nil && err != tt.err {
 					t.Errorf("Parse(%q) error = %v, want %v", tt.in, err, tt.err)
 				}
-				if n.Kind != 0 || n.Addr.IsValid() || n.MAC != nil {
+				if n.Kind != 0 || n.ID.IsValid() || n.MAC != nil {
 					t.Errorf("Parse(%q) returned non-zero Name %+v with error", tt.in, n)
 				}
 				return
@@ -89,8 +88,8 @@ func TestParse(t *testing.T) {
 			}
 			switch n.Kind {
 			case KindIP:
-				if got := n.Addr.String(); got != tt.want {
-					t.Errorf("Parse(%q).Addr = %s, want %s", tt.in, got, tt.want)
+				if got := n.ID.Addr().String(); got != tt.want {
+					t.Errorf("Parse(%q).ID = %s, want %s", tt.in, got, tt.want)
 				}
 				if n.MAC != nil {
 					t.Errorf("Parse(%q).MAC = %v, want nil", tt.in, n.MAC)
@@ -102,8 +101,8 @@ func TestParse(t *testing.T) {
 				if got := ColonMAC(n.MAC); got != tt.want {
 					t.Errorf("Parse(%q).MAC = %s, want %s", tt.in, got, tt.want)
 				}
-				if n.Addr.IsValid() {
-					t.Errorf("Parse(%q).Addr = %v, want zero", tt.in, n.Addr)
+				if n.ID.IsValid() {
+					t.Errorf("Parse(%q).ID = %v, want zero", tt.in, n.ID)
 				}
 				if got := n.String(); got != tt.in {
 					t.Errorf("String() = %q, want %q", got, tt.in)
@@ -149,62 +148,6 @@ func TestParseAllocs(t *testing.T) {
 			})
 			if allocs > tt.max {
 				t.Errorf("Parse(%q): %v allocations, want <= %v", tt.in, allocs, tt.max)
-			}
-		})
-	}
-}
-
-func TestParseHex(t *testing.T) {
-	tests := []struct {
-		in   string
-		want string // "" = error
-	}{
-		{"C0A80102", "192.168.1.2"},
-		{"0a000001", "10.0.0.1"},
-		{"7F000001", "127.0.0.1"},
-		{"C0A8010", ""},
-		{"C0A801020", ""},
-		{"-C0A8010", ""},
-		{"0x0A0000", ""},
-		{"        ", ""},
-		{"", ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			got, err := ParseHex(tt.in)
-			if tt.want == "" {
-				if err == nil || !errors.Is(err, ErrNotNode) {
-					t.Fatalf("ParseHex(%q) = %v, %v; want ErrNotNode", tt.in, got, err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("ParseHex(%q): %v", tt.in, err)
-			}
-			if got.String() != tt.want {
-				t.Errorf("ParseHex(%q) = %v, want %v", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
-func TestHex(t *testing.T) {
-	tests := []struct {
-		addr netip.Addr
-		want string
-	}{
-		{netip.MustParseAddr("192.168.1.2"), "C0A80102"},
-		{netip.MustParseAddr("10.0.0.1"), "0A000001"},
-		{netip.MustParseAddr("0.0.0.0"), "00000000"},
-		{netip.MustParseAddr("255.255.255.255"), "FFFFFFFF"},
-		{netip.MustParseAddr("::ffff:192.168.1.2"), ""},
-		{netip.MustParseAddr("2001:db8::1"), ""},
-		{netip.Addr{}, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.addr.String(), func(t *testing.T) {
-			if got := Hex(tt.addr); got != tt.want {
-				t.Errorf("Hex(%v) = %q, want %q", tt.addr, got, tt.want)
 			}
 		})
 	}

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // The crash and lock tests re-execute the test binary as a child that uses
@@ -77,26 +79,26 @@ func churnChild() int {
 				if i >= 1<<12 {
 					return
 				}
-				node := fmt.Sprintf("%08X", 0x0A000000+round<<12+i)
-				n, _, err := r.Allocate(node, "", "", map[uint32]string{101: "/other/export"})
+				id := node.FromUint32(uint32(0x0A000000 + round<<12 + i))
+				n, _, err := r.Allocate(id, "", map[uint32]string{101: "/other/export"})
 				if err != nil {
 					fmt.Fprintln(os.Stderr, err)
 					os.Exit(2)
 				}
-				say("A %s %d", node, n.FSID)
+				say("A %s %d", id, n.FSID)
 				if i%3 == 0 {
-					if err := r.RecordBoot(node, time.Now(), ""); err != nil {
+					if err := r.RecordBoot(id, time.Now(), ""); err != nil {
 						fmt.Fprintln(os.Stderr, err)
 						os.Exit(2)
 					}
-					say("B %s 1", node)
+					say("B %s 1", id)
 				}
 				if i%5 == 0 {
-					if err := r.Forget(node); err != nil {
+					if err := r.Forget(id); err != nil {
 						fmt.Fprintln(os.Stderr, err)
 						os.Exit(2)
 					}
-					say("F %s %d", node, n.FSID)
+					say("F %s %d", id, n.FSID)
 				}
 			}
 		})
@@ -159,22 +161,26 @@ func TestCrashSafety(t *testing.T) {
 		forgotten bool
 		boots     uint64
 	}
-	wants := make(map[string]*want)
+	wants := make(map[node.ID]*want)
 	staleSeen := 0
 	for round := range rounds {
 		cmd, lines, stdin, stderr := startChild(t, "churn", dir, childRoundEnv+"="+strconv.Itoa(round))
 		defer stdin.Close()
 
 		parse := func(line string) {
-			var op, node string
+			var op, name string
 			var v uint64
-			if _, err := fmt.Sscanf(line, "%s %s %d", &op, &node, &v); err != nil {
+			if _, err := fmt.Sscanf(line, "%s %s %d", &op, &name, &v); err != nil {
 				t.Fatalf("round %d: child said %q: %v", round, line, err)
 			}
-			w := wants[node]
+			id, err := node.ParseHex(name)
+			if err != nil {
+				t.Fatalf("round %d: child said %q: %v", round, line, err)
+			}
+			w := wants[id]
 			if w == nil {
 				w = &want{}
-				wants[node] = w
+				wants[id] = w
 			}
 			switch op {
 			case "A":
@@ -206,50 +212,50 @@ func TestCrashSafety(t *testing.T) {
 			t.Fatalf("round %d: child ended with %v before it was killed; stderr:\n%s", round, err, stderr)
 		}
 
-		if m, _ := filepath.Glob(filepath.Join(dir, tempPattern)); len(m) > 0 {
+		if m, _ := filepath.Glob(filepath.Join(dir, "."+fileName+".tmp-*")); len(m) > 0 {
 			staleSeen++
 		}
 		r, err := Open(Options{Dir: dir, StartFSID: 100})
 		if err != nil {
 			t.Fatalf("round %d: Open after kill: %v", round, err)
 		}
-		fsids := make(map[uint32]string)
+		fsids := make(map[uint32]node.ID)
 		for _, n := range r.All() {
 			if other, dup := fsids[n.FSID]; dup {
-				t.Errorf("round %d: fsid %d held by %s and %s", round, n.FSID, other, n.Node)
+				t.Errorf("round %d: fsid %d held by %s and %s", round, n.FSID, other, n.ID)
 			}
-			fsids[n.FSID] = n.Node
+			fsids[n.FSID] = n.ID
 			if n.FSID == 101 {
-				t.Errorf("round %d: %s got fsid 101, which the child said was used", round, n.Node)
+				t.Errorf("round %d: %s got fsid 101, which the child said was used", round, n.ID)
 			}
 		}
 		retired := make(map[uint32]bool)
-		for _, id := range r.Retired() {
-			if node, live := fsids[id]; live {
-				t.Errorf("round %d: retired fsid %d reused by %s", round, id, node)
+		for _, fsid := range r.Retired() {
+			if other, live := fsids[fsid]; live {
+				t.Errorf("round %d: retired fsid %d reused by %s", round, fsid, other)
 			}
-			retired[id] = true
+			retired[fsid] = true
 		}
-		for node, w := range wants {
-			n, ok := r.Get(node)
+		for id, w := range wants {
+			n, ok := r.Get(id)
 			switch {
 			case w.fsid == 0:
 				// Only a boot or forget line survived for a node whose
 				// allocation line was lost? Impossible: lines are in order.
-				t.Errorf("round %d: %s reported without its allocation", round, node)
+				t.Errorf("round %d: %s reported without its allocation", round, id)
 			case ok && w.forgotten:
-				t.Errorf("round %d: %s present although its Forget returned", round, node)
+				t.Errorf("round %d: %s present although its Forget returned", round, id)
 			case ok && n.FSID != w.fsid:
-				t.Errorf("round %d: %s has fsid %d, want %d", round, node, n.FSID, w.fsid)
+				t.Errorf("round %d: %s has fsid %d, want %d", round, id, n.FSID, w.fsid)
 			case ok && n.BootCount < w.boots:
-				t.Errorf("round %d: %s has %d boots, want >= %d", round, node, n.BootCount, w.boots)
+				t.Errorf("round %d: %s has %d boots, want >= %d", round, id, n.BootCount, w.boots)
 			case !ok && !retired[w.fsid]:
 				// Absent is right only if it was forgotten (its Forget may
 				// have returned just before the kill, unreported).
-				t.Errorf("round %d: %s (fsid %d) lost: neither present nor retired", round, node, w.fsid)
+				t.Errorf("round %d: %s (fsid %d) lost: neither present nor retired", round, id, w.fsid)
 			}
 		}
-		if m, _ := filepath.Glob(filepath.Join(dir, tempPattern)); len(m) > 0 {
+		if m, _ := filepath.Glob(filepath.Join(dir, "."+fileName+".tmp-*")); len(m) > 0 {
 			t.Errorf("round %d: temp files left after Open: %v", round, m)
 		}
 		if err := r.Close(); err != nil {

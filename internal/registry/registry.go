@@ -8,15 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/pxebootfs/pxebootfs/internal/atomicfile"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
-// Node is one provisioned node's record.
-type Node struct {
-	Node      string    `json:"node"` // IPv4 as 8 upper-case hex digits, e.g. "C0A80102"
-	IP        string    `json:"ip"`   // the same address dotted, e.g. "192.168.1.2"
+// Record is one provisioned node's record.
+type Record struct {
+	ID        node.ID   `json:"node"` // stored as its hex name, e.g. "C0A80102"
 	MAC       string    `json:"mac,omitempty"`
 	FSID      uint32    `json:"fsid"`
 	Created   time.Time `json:"created"`
@@ -113,9 +114,16 @@ func Open(opts Options) (*Registry, error) {
 }
 
 func openLocked(opts Options, log *slog.Logger, lock *os.File) (*Registry, error) {
-	stale, err := removeStaleTemps(opts.Dir)
+	stale, err := atomicfile.RemoveStale(filepath.Join(opts.Dir, fileName))
 	if err != nil {
 		return nil, err
+	}
+	// Versions before atomicfile named their temp files without the dot.
+	legacy, _ := filepath.Glob(filepath.Join(opts.Dir, fileName+".tmp-*"))
+	for _, m := range legacy {
+		if err := os.Remove(m); err == nil {
+			stale = append(stale, m)
+		}
 	}
 	if len(stale) > 0 {
 		log.Warn("removed temp files of an interrupted registry write", "files", stale)
@@ -181,26 +189,26 @@ func (r *Registry) Close() error {
 	return nil
 }
 
-// Get returns node's record.
-func (r *Registry) Get(node string) (Node, bool) {
+// Get returns id's record.
+func (r *Registry) Get(id node.ID) (Record, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, ok := r.st.nodes[node]
+	e, ok := r.st.nodes[id]
 	if !ok {
-		return Node{}, false
+		return Record{}, false
 	}
 	return e.n, true
 }
 
-// All returns every record, sorted by node name.
-func (r *Registry) All() []Node {
+// All returns every record, sorted by node.
+func (r *Registry) All() []Record {
 	r.mu.Lock()
-	out := make([]Node, 0, len(r.st.nodes))
+	out := make([]Record, 0, len(r.st.nodes))
 	for _, e := range r.st.nodes {
 		out = append(out, e.n)
 	}
 	r.mu.Unlock()
-	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Node, b.Node) })
+	slices.SortFunc(out, func(a, b Record) int { return a.ID.Compare(b.ID) })
 	return out
 }
 
@@ -223,57 +231,52 @@ func (r *Registry) Retired() []uint32 {
 	return out
 }
 
-// Allocate returns node's record, creating it if the node is new. A new node
+// Allocate returns id's record, creating it if the node is new. A new node
 // gets the lowest fsid >= StartFSID that no node, present or forgotten, has
 // and that is not a key of used (the fsids of the server's other exports).
-// ip may be empty (it is derived from the name) and must otherwise match it;
 // mac is recorded only for a new node (RecordBoot updates it).
 //
 // Allocate returns only once the record is on disk, also when it returns an
 // existing node, so that no node is given an fsid that a crash could lose.
-func (r *Registry) Allocate(node, ip, mac string, used map[uint32]string) (Node, bool, error) {
-	if err := checkNodeName(node); err != nil {
-		return Node{}, false, fmt.Errorf("allocate: %w", err)
+func (r *Registry) Allocate(id node.ID, mac string, used map[uint32]string) (Record, bool, error) {
+	if !id.IsValid() {
+		return Record{}, false, errors.New("allocate: no node given")
 	}
-	ip, err := nodeIP(node, ip)
+	mac, err := normMAC(mac)
 	if err != nil {
-		return Node{}, false, fmt.Errorf("allocate: %w", err)
-	}
-	mac, err = normMAC(mac)
-	if err != nil {
-		return Node{}, false, fmt.Errorf("allocate %s: %w", node, err)
+		return Record{}, false, fmt.Errorf("allocate %s: %w", id, err)
 	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.writableLocked(); err != nil {
-		return Node{}, false, fmt.Errorf("allocate %s: %w", node, err)
+		return Record{}, false, fmt.Errorf("allocate %s: %w", id, err)
 	}
-	if e, ok := r.st.nodes[node]; ok {
+	if e, ok := r.st.nodes[id]; ok {
 		// Its creator may still be writing it, or its write may have failed.
 		if err := r.commitLocked(e.gen); err != nil {
-			return Node{}, false, fmt.Errorf("allocate %s: persist: %w", node, err)
+			return Record{}, false, fmt.Errorf("allocate %s: persist: %w", id, err)
 		}
 		return e.n, false, nil
 	}
 	if r.max > 0 && len(r.st.nodes) >= r.max {
-		return Node{}, false, fmt.Errorf("allocate %s: max_nodes %d reached: %w", node, r.max, ErrFull)
+		return Record{}, false, fmt.Errorf("allocate %s: max_nodes %d reached: %w", id, r.max, ErrFull)
 	}
 	fsid, err := r.freeFSIDLocked(used)
 	if err != nil {
-		return Node{}, false, fmt.Errorf("allocate %s: %w", node, err)
+		return Record{}, false, fmt.Errorf("allocate %s: %w", id, err)
 	}
 	r.gen++
 	e := &entry{
-		n:   Node{Node: node, IP: ip, MAC: mac, FSID: fsid, Created: time.Now().UTC()},
+		n:   Record{ID: id, MAC: mac, FSID: fsid, Created: time.Now().UTC()},
 		gen: r.gen,
 	}
-	r.st.nodes[node] = e
-	r.st.fsids[fsid] = node
+	r.st.nodes[id] = e
+	r.st.fsids[fsid] = id
 	// On failure the record stays in memory, fsid reserved: a retry of
 	// Allocate for this node tries the write again and returns it then.
 	if err := r.commitLocked(e.gen); err != nil {
-		return Node{}, false, fmt.Errorf("allocate %s: persist: %w", node, err)
+		return Record{}, false, fmt.Errorf("allocate %s: persist: %w", id, err)
 	}
 	return e.n, true, nil
 }
@@ -316,15 +319,15 @@ func (r *Registry) NextFSID(from uint32, used map[uint32]string) uint32 {
 	return id
 }
 
-// RecordBoot notes that node booted at at (its config was served): the last
+// RecordBoot notes that the node booted at at (its config was served): the last
 // boot time, the boot count, and its MAC if mac is not empty. It returns
 // once the change is on disk.
-func (r *Registry) RecordBoot(node string, at time.Time, mac string) error {
+func (r *Registry) RecordBoot(id node.ID, at time.Time, mac string) error {
 	mac, err := normMAC(mac)
 	if err != nil {
-		return fmt.Errorf("record boot of %s: %w", node, err)
+		return fmt.Errorf("record boot of %s: %w", id, err)
 	}
-	return r.update("record boot of", node, func(n *Node) {
+	return r.update("record boot of", id, func(n *Record) {
 		n.LastBoot = at.UTC()
 		n.BootCount++
 		if mac != "" {
@@ -335,51 +338,51 @@ func (r *Registry) RecordBoot(node string, at time.Time, mac string) error {
 
 // RecordError sets node's last error; "" clears it. It returns once the
 // change is on disk.
-func (r *Registry) RecordError(node string, msg string) error {
-	return r.update("record error of", node, func(n *Node) { n.LastError = msg })
+func (r *Registry) RecordError(id node.ID, msg string) error {
+	return r.update("record error of", id, func(n *Record) { n.LastError = msg })
 }
 
 // SetReleased marks node released (or not), durably.
-func (r *Registry) SetReleased(node string, released bool) error {
-	return r.update("mark released", node, func(n *Node) { n.Released = released })
+func (r *Registry) SetReleased(id node.ID, released bool) error {
+	return r.update("mark released", id, func(n *Record) { n.Released = released })
 }
 
-func (r *Registry) update(what, node string, change func(*Node)) error {
+func (r *Registry) update(what string, id node.ID, change func(*Record)) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.writableLocked(); err != nil {
-		return fmt.Errorf("%s %s: %w", what, node, err)
+		return fmt.Errorf("%s %s: %w", what, id, err)
 	}
-	e, ok := r.st.nodes[node]
+	e, ok := r.st.nodes[id]
 	if !ok {
-		return fmt.Errorf("%s %s: %w", what, node, ErrUnknownNode)
+		return fmt.Errorf("%s %s: %w", what, id, ErrUnknownNode)
 	}
 	change(&e.n)
 	r.gen++
 	if err := r.commitLocked(r.gen); err != nil {
-		return fmt.Errorf("%s %s: persist: %w", what, node, err)
+		return fmt.Errorf("%s %s: persist: %w", what, id, err)
 	}
 	return nil
 }
 
 // Forget removes node. Its fsid is retired, never to be given out again. It
 // returns once the change is on disk.
-func (r *Registry) Forget(node string) error {
+func (r *Registry) Forget(id node.ID) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.writableLocked(); err != nil {
-		return fmt.Errorf("forget %s: %w", node, err)
+		return fmt.Errorf("forget %s: %w", id, err)
 	}
-	e, ok := r.st.nodes[node]
+	e, ok := r.st.nodes[id]
 	if !ok {
-		return fmt.Errorf("forget %s: %w", node, ErrUnknownNode)
+		return fmt.Errorf("forget %s: %w", id, ErrUnknownNode)
 	}
-	delete(r.st.nodes, node)
+	delete(r.st.nodes, id)
 	delete(r.st.fsids, e.n.FSID)
 	r.st.retired[e.n.FSID] = struct{}{}
 	r.gen++
 	if err := r.commitLocked(r.gen); err != nil {
-		return fmt.Errorf("forget %s: persist: %w", node, err)
+		return fmt.Errorf("forget %s: persist: %w", id, err)
 	}
 	return nil
 }
@@ -428,7 +431,7 @@ func (r *Registry) writeLocked() error {
 	r.writing = true
 	r.writes++
 	gen := r.gen
-	nodes := make([]Node, 0, len(r.st.nodes))
+	nodes := make([]Record, 0, len(r.st.nodes))
 	for _, e := range r.st.nodes {
 		nodes = append(nodes, e.n)
 	}
@@ -449,7 +452,7 @@ func (r *Registry) writeLocked() error {
 		if err != nil {
 			return err
 		}
-		return writeAtomic(r.dir, fileName, data)
+		return atomicfile.Write(filepath.Join(r.dir, fileName), data, 0o600)
 	}()
 
 	r.mu.Lock()

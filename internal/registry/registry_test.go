@@ -10,10 +10,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // name returns the i-th test node, 10.0.0.0 + i.
-func name(i int) string { return fmt.Sprintf("%08X", 0x0A000000+i) }
+func name(i int) node.ID { return node.FromUint32(uint32(0x0A000000 + i)) }
 
 func openT(t testing.TB, opts Options) *Registry {
 	t.Helper()
@@ -25,11 +27,11 @@ func openT(t testing.TB, opts Options) *Registry {
 	return r
 }
 
-func mustAllocate(t testing.TB, r *Registry, node string, used map[uint32]string) Node {
+func mustAllocate(t testing.TB, r *Registry, id node.ID, used map[uint32]string) Record {
 	t.Helper()
-	n, _, err := r.Allocate(node, "", "", used)
+	n, _, err := r.Allocate(id, "", used)
 	if err != nil {
-		t.Fatalf("Allocate(%s): %v", node, err)
+		t.Fatalf("Allocate(%s): %v", id, err)
 	}
 	return n
 }
@@ -48,7 +50,7 @@ func TestRoundTrip(t *testing.T) {
 	r := openT(t, Options{Dir: dir, StartFSID: 100})
 	boot := time.Date(2025, 3, 1, 12, 0, 0, 0, time.FixedZone("CET", 3600))
 	for i := range 3 {
-		n, created, err := r.Allocate(name(i), "", "AA-BB-CC-00-00-0"+fmt.Sprint(i), nil)
+		n, created, err := r.Allocate(name(i), "AA-BB-CC-00-00-0"+fmt.Sprint(i), nil)
 		if err != nil || !created {
 			t.Fatalf("Allocate(%s) = %v, %v, %v", name(i), n, created, err)
 		}
@@ -79,7 +81,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("after reopen:\n%s\nwant\n%s", after, before)
 	}
 	n0, _ := r2.Get(name(0))
-	if n0.FSID != 100 || n0.IP != "10.0.0.0" || n0.MAC != "aa:bb:cc:00:00:09" || n0.BootCount != 2 ||
+	if n0.FSID != 100 || n0.ID.Addr().String() != "10.0.0.0" || n0.MAC != "aa:bb:cc:00:00:09" || n0.BootCount != 2 ||
 		!n0.LastBoot.Equal(boot.Add(time.Hour)) || n0.Created.IsZero() {
 		t.Errorf("node 0 = %+v", n0)
 	}
@@ -165,7 +167,7 @@ func TestAllocateLowestFree(t *testing.T) {
 			for i, s := range tc.steps {
 				switch s.op {
 				case "alloc":
-					n, created, err := r.Allocate(name(s.node), "", "", s.used)
+					n, created, err := r.Allocate(name(s.node), "", s.used)
 					if err != nil || !created || n.FSID != s.want {
 						t.Fatalf("step %d: Allocate(%s) = fsid %d, created %v, %v; want fsid %d, created",
 							i, name(s.node), n.FSID, created, err, s.want)
@@ -187,13 +189,13 @@ func TestAllocateLowestFree(t *testing.T) {
 
 func TestAllocateExisting(t *testing.T) {
 	r := openT(t, Options{Dir: t.TempDir()})
-	first, created, err := r.Allocate("C0A80102", "192.168.1.2", "aa:bb:cc:dd:ee:ff", nil)
+	first, created, err := r.Allocate(node.MustParse("C0A80102"), "aa:bb:cc:dd:ee:ff", nil)
 	if err != nil || !created {
 		t.Fatalf("Allocate = %v, %v", created, err)
 	}
 	// A different MAC and a used map that covers the fsid change nothing: the
 	// fsid is kept forever.
-	again, created, err := r.Allocate("C0A80102", "", "11:22:33:44:55:66", map[uint32]string{first.FSID: "/srv"})
+	again, created, err := r.Allocate(node.MustParse("C0A80102"), "11:22:33:44:55:66", map[uint32]string{first.FSID: "/srv"})
 	if err != nil || created || again != first {
 		t.Errorf("second Allocate = %+v, created %v, %v; want %+v, not created", again, created, err, first)
 	}
@@ -203,22 +205,23 @@ func TestAllocateExisting(t *testing.T) {
 }
 
 func TestAllocateInvalid(t *testing.T) {
+	// Names are node.IDs, so a malformed name cannot reach the registry;
+	// what is left to refuse is the zero ID and a bad MAC.
 	r := openT(t, Options{Dir: t.TempDir()})
 	cases := []struct {
-		name, node, ip, mac, want string
+		name string
+		id   node.ID
+		mac  string
+		want string
 	}{
-		{"lower-case name", "c0a80102", "", "", "invalid node name"},
-		{"short name", "C0A801", "", "", "invalid node name"},
-		{"MAC-style name", "01-aa-bb-cc-dd-ee-ff", "", "", "invalid node name"},
-		{"ip mismatch", "C0A80102", "192.168.1.3", "", "does not match"},
-		{"ip not IPv4", "C0A80102", "::1", "", "invalid IPv4"},
-		{"bad mac", "C0A80102", "", "zz:zz", "invalid MAC"},
+		{"no node", node.ID{}, "", "no node given"},
+		{"bad mac", node.MustParse("C0A80102"), "zz:zz", "invalid MAC"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := r.Allocate(tc.node, tc.ip, tc.mac, nil)
+			_, _, err := r.Allocate(tc.id, tc.mac, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("Allocate(%q, %q, %q) = %v, want error containing %q", tc.node, tc.ip, tc.mac, err, tc.want)
+				t.Errorf("Allocate(%v, %q) = %v, want error containing %q", tc.id, tc.mac, err, tc.want)
 			}
 		})
 	}
@@ -231,11 +234,11 @@ func TestMaxNodes(t *testing.T) {
 	r := openT(t, Options{Dir: t.TempDir(), MaxNodes: 2})
 	mustAllocate(t, r, name(0), nil)
 	mustAllocate(t, r, name(1), nil)
-	_, _, err := r.Allocate(name(2), "", "", nil)
+	_, _, err := r.Allocate(name(2), "", nil)
 	if !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "max_nodes 2 reached") {
 		t.Fatalf("third Allocate = %v, want ErrFull with max_nodes 2 reached", err)
 	}
-	if _, created, err := r.Allocate(name(1), "", "", nil); err != nil || created {
+	if _, created, err := r.Allocate(name(1), "", nil); err != nil || created {
 		t.Errorf("known node when full: created %v, %v", created, err)
 	}
 	if err := r.Forget(name(0)); err != nil {
@@ -285,7 +288,8 @@ func TestLoadErrors(t *testing.T) {
 			"fsid 7 used by both 0A000001 and 0A000002"},
 		{"duplicate node", file("", node("0A000001", "10.0.0.1", 1), node("0A000001", "10.0.0.1", 2)),
 			"node 0A000001 listed twice"},
-		{"lower-case name", file("", node("0a000001", "10.0.0.1", 1)), "invalid node name"},
+		{"lower-case name", file("", node("0a000001", "10.0.0.1", 1)), "upper-case"},
+		{"not a name", file("", node("10.0.0.1", "10.0.0.1", 1)), "not a node"},
 		{"fsid 0", file("", node("0A000001", "10.0.0.1", 0)), "node 0A000001 has fsid 0"},
 		{"ip mismatch", file("", node("0A000001", "10.0.0.9", 1)), "does not match"},
 		{"retired fsid in use", file("1", node("0A000001", "10.0.0.1", 1)), "fsid 1 of node 0A000001 is also listed as retired"},
@@ -331,7 +335,7 @@ func TestStaleTempFiles(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	stale := filepath.Join(dir, fileName+".tmp-12345")
+	stale := filepath.Join(dir, "."+fileName+".tmp-12345")
 	if err := os.WriteFile(stale, []byte(`{"version":1,"nod`), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +373,7 @@ func TestOpenReadOnly(t *testing.T) {
 		t.Errorf("read-only Get = %+v, %v; want %+v", got, ok, want)
 	}
 	mutations := map[string]func() error{
-		"Allocate":    func() error { _, _, err := ro.Allocate(name(1), "", "", nil); return err },
+		"Allocate":    func() error { _, _, err := ro.Allocate(name(1), "", nil); return err },
 		"RecordBoot":  func() error { return ro.RecordBoot(name(0), time.Now(), "") },
 		"RecordError": func() error { return ro.RecordError(name(0), "x") },
 		"Forget":      func() error { return ro.Forget(name(0)) },
@@ -411,7 +415,7 @@ func TestUnknownNodeAndClosed(t *testing.T) {
 	}
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {
-			if err := c.fn(); !errors.Is(err, ErrUnknownNode) || !strings.Contains(err.Error(), name(9)) {
+			if err := c.fn(); !errors.Is(err, ErrUnknownNode) || !strings.Contains(err.Error(), name(9).String()) {
 				t.Errorf("%s(unknown) = %v, want ErrUnknownNode naming the node", c.name, err)
 			}
 		})
@@ -422,7 +426,7 @@ func TestUnknownNodeAndClosed(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Errorf("second Close = %v", err)
 	}
-	if _, _, err := r.Allocate(name(1), "", "", nil); !errors.Is(err, ErrClosed) {
+	if _, _, err := r.Allocate(name(1), "", nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Allocate after Close = %v, want ErrClosed", err)
 	}
 	if err := r.RecordBoot(name(0), time.Now(), ""); !errors.Is(err, ErrClosed) {
@@ -435,7 +439,7 @@ func TestConcurrentAllocate(t *testing.T) {
 	dir := t.TempDir()
 	r := openT(t, Options{Dir: dir, StartFSID: 1000})
 	type result struct {
-		node    Node
+		node    Record
 		created bool
 		err     error
 	}
@@ -445,13 +449,13 @@ func TestConcurrentAllocate(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 2 * n {
 		wg.Go(func() {
-			nd, created, err := r.Allocate(name(i%n), "", "", nil)
+			nd, created, err := r.Allocate(name(i%n), "", nil)
 			results[i] = result{nd, created, err}
 		})
 	}
 	wg.Wait()
 
-	seen := make(map[uint32]string)
+	seen := make(map[uint32]node.ID)
 	for i := range n {
 		a, b := results[i], results[i+n]
 		if a.err != nil || b.err != nil {
@@ -488,7 +492,7 @@ func TestBootStorm(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			if _, _, err := r.Allocate(name(i), "", "", nil); err != nil {
+			if _, _, err := r.Allocate(name(i), "", nil); err != nil {
 				t.Error(err)
 			}
 		})
@@ -514,7 +518,7 @@ func TestBootStorm(t *testing.T) {
 	r2 := openT(t, Options{Dir: dir})
 	for _, nd := range r2.All() {
 		if nd.BootCount != boots || !nd.LastBoot.Equal(at) {
-			t.Errorf("%s: boot count %d, last boot %v; want %d, %v", nd.Node, nd.BootCount, nd.LastBoot, boots, at)
+			t.Errorf("%s: boot count %d, last boot %v; want %d, %v", nd.ID, nd.BootCount, nd.LastBoot, boots, at)
 		}
 	}
 }
@@ -572,7 +576,7 @@ func TestGroupCommit(t *testing.T) {
 	}
 	for _, nd := range ro.All() {
 		if nd.BootCount != 1 {
-			t.Errorf("%s: boot count %d on disk, want 1", nd.Node, nd.BootCount)
+			t.Errorf("%s: boot count %d on disk, want 1", nd.ID, nd.BootCount)
 		}
 	}
 }
@@ -591,19 +595,19 @@ func TestWriteFailure(t *testing.T) {
 	}
 
 	setFail(true)
-	if _, _, err := r.Allocate(name(0), "", "", nil); !errors.Is(err, injected) {
+	if _, _, err := r.Allocate(name(0), "", nil); !errors.Is(err, injected) {
 		t.Fatalf("Allocate with failing write = %v, want the write error", err)
 	}
 	// Still failing: asking again for the same node must not pretend it is
 	// on disk.
-	if _, _, err := r.Allocate(name(0), "", "", nil); !errors.Is(err, injected) {
+	if _, _, err := r.Allocate(name(0), "", nil); !errors.Is(err, injected) {
 		t.Fatalf("second Allocate with failing write = %v, want the write error", err)
 	}
 	if ro, err := OpenReadOnly(dir); err != nil || ro.Len() != 0 {
 		t.Fatalf("on disk after failed writes: %v nodes, %v", ro.Len(), err)
 	}
 	setFail(false)
-	n, created, err := r.Allocate(name(0), "", "", nil)
+	n, created, err := r.Allocate(name(0), "", nil)
 	if err != nil || created || n.FSID != 1 {
 		t.Fatalf("Allocate after recovery = fsid %d, created %v, %v; want fsid 1, not created", n.FSID, created, err)
 	}

@@ -8,34 +8,39 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 const (
 	fileName      = "nodes.json"
-	tempPattern   = fileName + ".tmp-*"
 	formatVersion = 1
 )
 
 // fileFormat is nodes.json on disk.
 type fileFormat struct {
-	Version      int      `json:"version"`
-	Nodes        []Node   `json:"nodes"`
-	RetiredFSIDs []uint32 `json:"retired_fsids"`
+	Version      int          `json:"version"`
+	Nodes        []diskRecord `json:"nodes"`
+	RetiredFSIDs []uint32     `json:"retired_fsids"`
+}
+
+// diskRecord is a Record as nodes.json stores it: with the address also
+// dotted, for admins reading the file (the hex name is the key).
+type diskRecord struct {
+	IP netip.Addr `json:"ip"`
+	Record
 }
 
 // state is the in-memory form of nodes.json, indexed for allocation.
 type state struct {
-	nodes   map[string]*entry
-	fsids   map[uint32]string   // fsid of every known node -> node
+	nodes   map[node.ID]*entry
+	fsids   map[uint32]node.ID  // fsid of every known node -> node
 	retired map[uint32]struct{} // fsids of forgotten nodes, never reused
 }
 
 type entry struct {
-	n Node
+	n Record
 	// gen is the generation that created the node: whoever returns it from
 	// Allocate must first see that generation on disk.
 	gen uint64
@@ -43,8 +48,8 @@ type entry struct {
 
 func newState() *state {
 	return &state{
-		nodes:   make(map[string]*entry),
-		fsids:   make(map[uint32]string),
+		nodes:   make(map[node.ID]*entry),
+		fsids:   make(map[uint32]node.ID),
 		retired: make(map[uint32]struct{}),
 	}
 }
@@ -76,24 +81,27 @@ func decodeState(b []byte) (*state, error) {
 		return nil, fmt.Errorf("unsupported version %d (want %d)", f.Version, formatVersion)
 	}
 	st := newState()
-	for _, n := range f.Nodes {
-		if err := checkNodeName(n.Node); err != nil {
-			return nil, err
+	for _, d := range f.Nodes {
+		n := d.Record
+		if !n.ID.IsValid() {
+			return nil, errors.New("a node record has no node name")
 		}
-		if _, dup := st.nodes[n.Node]; dup {
-			return nil, fmt.Errorf("node %s listed twice", n.Node)
+		if _, dup := st.nodes[n.ID]; dup {
+			return nil, fmt.Errorf("node %s listed twice", n.ID)
 		}
 		if n.FSID == 0 {
-			return nil, fmt.Errorf("node %s has fsid 0", n.Node)
+			return nil, fmt.Errorf("node %s has fsid 0", n.ID)
 		}
 		if other, dup := st.fsids[n.FSID]; dup {
-			return nil, fmt.Errorf("fsid %d used by both %s and %s", n.FSID, other, n.Node)
+			return nil, fmt.Errorf("fsid %d used by both %s and %s", n.FSID, other, n.ID)
 		}
-		if _, err := nodeIP(n.Node, n.IP); err != nil {
-			return nil, err
+		// A record whose name and address disagree would export one
+		// node's root to another: refuse rather than guess which is right.
+		if d.IP.IsValid() && d.IP != n.ID.Addr() {
+			return nil, fmt.Errorf("node %s: ip %s does not match the node name (want %s)", n.ID, d.IP, n.ID.Addr())
 		}
-		st.nodes[n.Node] = &entry{n: n}
-		st.fsids[n.FSID] = n.Node
+		st.nodes[n.ID] = &entry{n: n}
+		st.fsids[n.FSID] = n.ID
 	}
 	for _, id := range f.RetiredFSIDs {
 		if id == 0 {
@@ -107,121 +115,23 @@ func decodeState(b []byte) (*state, error) {
 	return st, nil
 }
 
-// encodeState renders a snapshot deterministically (nodes by name, fsids
+// encodeState renders a snapshot deterministically (nodes by address, fsids
 // ascending) so that the file diffs cleanly and tests can compare it.
-func encodeState(nodes []Node, retired []uint32) ([]byte, error) {
-	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.Node, b.Node) })
+func encodeState(nodes []Record, retired []uint32) ([]byte, error) {
+	slices.SortFunc(nodes, func(a, b Record) int { return a.ID.Compare(b.ID) })
 	slices.Sort(retired)
-	if nodes == nil {
-		nodes = []Node{}
+	disk := make([]diskRecord, len(nodes))
+	for i, n := range nodes {
+		disk[i] = diskRecord{IP: n.ID.Addr(), Record: n}
 	}
 	if retired == nil {
 		retired = []uint32{}
 	}
-	b, err := json.MarshalIndent(fileFormat{Version: formatVersion, Nodes: nodes, RetiredFSIDs: retired}, "", "\t")
+	b, err := json.MarshalIndent(fileFormat{Version: formatVersion, Nodes: disk, RetiredFSIDs: retired}, "", "\t")
 	if err != nil {
 		return nil, fmt.Errorf("encode: %w", err)
 	}
 	return append(b, '\n'), nil
-}
-
-// writeAtomic replaces dir/name with data so that a crash at any point
-// leaves either the old or the new content under that name: the data is
-// synced before the rename makes it visible, and the directory is synced so
-// the rename itself survives a power loss.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temp file: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	final := filepath.Join(dir, name)
-	if err := os.Rename(tmp, final); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, final, err)
-	}
-	if err := syncDir(dir); err != nil {
-		return err
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open %s for fsync: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
-}
-
-// removeStaleTemps deletes temp files a crashed writer left behind. Only the
-// lock holder may call it: another holder's temp file would be in use.
-func removeStaleTemps(dir string) ([]string, error) {
-	matches, err := filepath.Glob(filepath.Join(dir, tempPattern))
-	if err != nil {
-		return nil, fmt.Errorf("list temp files: %w", err)
-	}
-	for _, m := range matches {
-		if err := os.Remove(m); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("remove stale temp file: %w", err)
-		}
-	}
-	return matches, nil
-}
-
-// checkNodeName accepts exactly eight upper-case hex digits: the form
-// pxelinux asks for, and the only one we store, so that one node cannot be
-// recorded twice under two spellings.
-func checkNodeName(node string) error {
-	if len(node) != 8 {
-		return fmt.Errorf("invalid node name %q: want 8 upper-case hex digits", node)
-	}
-	for _, c := range []byte(node) {
-		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'F') {
-			return fmt.Errorf("invalid node name %q: want 8 upper-case hex digits", node)
-		}
-	}
-	return nil
-}
-
-// nodeIP returns the dotted IPv4 address node names. An empty ip is derived
-// from the name; a given one must agree with it, since a record whose name
-// and address disagree would export one node's root to another.
-func nodeIP(node, ip string) (string, error) {
-	v, err := strconv.ParseUint(node, 16, 32)
-	if err != nil {
-		return "", fmt.Errorf("invalid node name %q: %w", node, err)
-	}
-	want := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-	if ip == "" {
-		return want.String(), nil
-	}
-	got, err := netip.ParseAddr(ip)
-	if err != nil || !got.Is4() {
-		return "", fmt.Errorf("node %s: invalid IPv4 address %q", node, ip)
-	}
-	if got != want {
-		return "", fmt.Errorf("node %s: ip %s does not match the node name (want %s)", node, ip, want)
-	}
-	return want.String(), nil
 }
 
 // normMAC stores MACs in one spelling (lower-case, colon-separated) so that
