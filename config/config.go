@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,6 +52,10 @@ type Config struct {
 	ResetGuard    time.Duration // a node that booted this recently is not reset unless forced
 	ResetOnBoot   bool          // wipe a node's writable layer when it boots again after ResetGuard
 	MetricsListen string        // host:port of the Prometheus endpoint; "" when off
+
+	// values holds each key's value as written (or its default), for
+	// FixedChanged.
+	values map[string]string
 }
 
 // Values of overlay_type and export.
@@ -68,21 +73,35 @@ func (c *Config) FullMode() bool {
 	return c.NodeDir != ""
 }
 
-// Error is a problem with a config file. Key is "" when the problem is not
-// about one key (unreadable file, syntax, sections).
+// Error is a problem in a file pxebootfs reads (the config file, the
+// inventory), naming where it is: "FILE[:LINE]: [SECTION] KEY: REASON: ERR",
+// each part only when known. Parse errors of pxebootfs.cfg carry no line
+// (ini.v1 keeps none); a Key without a Section is one of [PXEBOOTFS].
 type Error struct {
-	File   string
-	Key    string
-	Reason string
-	Err    error
+	File    string
+	Line    int    // 0 when not about one line
+	Section string // e.g. "PXEBOOTFS" or `node "n1"`; "" when not in one
+	Key     string // "" when the problem is not about one key
+	Reason  string
+	Err     error
 }
 
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+	}
 	b.WriteString(": ")
+	switch {
+	case e.Section != "":
+		b.WriteString("[" + e.Section + "] ")
+	case e.Key != "":
+		// A key with no section named is one of pxebootfs.cfg's.
+		b.WriteString("[" + Section + "] ")
+	}
 	if e.Key != "" {
-		b.WriteString("[" + Section + "] " + e.Key + ": ")
+		b.WriteString(e.Key + ": ")
 	}
 	b.WriteString(e.Reason)
 	if e.Err != nil {
@@ -110,7 +129,7 @@ func Load(path string) (*Config, error) {
 // checked on disk.
 func Parse(file string, data []byte) (*Config, error) {
 	file = absOrSame(file)
-	p := &parser{file: file, dir: filepath.Dir(file), c: &Config{File: file}, set: map[string]bool{}}
+	p := &parser{file: file, dir: filepath.Dir(file), c: &Config{File: file, values: map[string]string{}}, set: map[string]bool{}}
 	vals, err := p.readINI(data)
 	if err != nil {
 		return nil, err
@@ -128,10 +147,12 @@ func Parse(file string, data []byte) (*Config, error) {
 			}
 			v = k.def
 		}
+		p.c.values[k.name] = v
 		if e := k.parse(p, v); e != nil {
 			if e.Key == "" {
 				e.Key = k.name
 			}
+			e.Section = Section
 			if !p.set[k.name] {
 				e.Reason = "default " + k.def + ": " + e.Reason
 			}
@@ -142,6 +163,9 @@ func Parse(file string, data []byte) (*Config, error) {
 	for _, check := range crossChecks {
 		if e := check(p); e != nil {
 			e.File = file
+			if e.Key != "" {
+				e.Section = Section
+			}
 			return nil, e
 		}
 	}
@@ -157,7 +181,7 @@ type parser struct {
 }
 
 func (p *parser) errf(key, format string, args ...any) *Error {
-	return &Error{File: p.file, Key: key, Reason: fmt.Sprintf(format, args...)}
+	return &Error{File: p.file, Section: Section, Key: key, Reason: fmt.Sprintf(format, args...)}
 }
 
 // path resolves a value against the config file's directory.
@@ -282,13 +306,29 @@ type KeyDoc struct {
 	Default  string // "" when the key has no default
 	Required bool
 	FullMode bool // only meaningful in full mode
+	Reload   bool // a reload of a running daemon may change it
+}
+
+// FixedChanged names, in table order, the keys whose values differ between
+// old and new although a running daemon cannot change them (everything but
+// the reloadable keys; see KeyDoc.Reload). nil means new may be applied by
+// a reload. Values are compared as written (after defaults), so both must
+// come from Load or Parse.
+func FixedChanged(old, new *Config) []string {
+	var changed []string
+	for _, k := range keys {
+		if !k.reload && old.values[k.name] != new.values[k.name] {
+			changed = append(changed, k.name)
+		}
+	}
+	return changed
 }
 
 // Keys lists every key the config file accepts, in documentation order.
 func Keys() []KeyDoc {
 	out := make([]KeyDoc, len(keys))
 	for i, k := range keys {
-		out[i] = KeyDoc{Name: k.name, Doc: k.doc, Default: k.def, Required: k.required, FullMode: k.full}
+		out[i] = KeyDoc{Name: k.name, Doc: k.doc, Default: k.def, Required: k.required, FullMode: k.full, Reload: k.reload}
 	}
 	return out
 }

@@ -23,7 +23,12 @@ type keySpec struct {
 	example  string
 	required bool
 	full     bool // belongs to full mode
-	parse    func(p *parser, v string) *Error
+	// reload: a running daemon's reload may change it (the catalog's
+	// snapshot and the reset policy are swapped atomically). Every other
+	// key is fixed until a restart, so a key added later is safe by
+	// default.
+	reload bool
+	parse  func(p *parser, v string) *Error
 }
 
 // Defaults, exported so help output and the lead's code agree with the table.
@@ -42,7 +47,7 @@ var fullModeKeys = []string{"node_dir", "root_dir", "overlay_dir", "start_fsid"}
 
 var keys = []keySpec{
 	{
-		name: "pxe_template", required: true, example: "pxelinux.cfg.template",
+		name: "pxe_template", reload: true, required: true, example: "pxelinux.cfg.template",
 		doc: "Template every node's pxelinux config is rendered from.",
 		parse: func(p *parser, v string) *Error {
 			p.c.PXETemplate = p.path(v)
@@ -50,7 +55,7 @@ var keys = []keySpec{
 		},
 	},
 	{
-		name: "static_dir", example: "/srv/tftp/pxelinux.static",
+		name: "static_dir", reload: true, example: "/srv/tftp/pxelinux.static",
 		doc: "Directory of hand-written files (menus, default) served as they are under pxelinux.cfg.",
 		parse: func(p *parser, v string) *Error {
 			p.c.StaticDir = p.path(v)
@@ -58,7 +63,7 @@ var keys = []keySpec{
 		},
 	},
 	{
-		name: "ethers", example: "/etc/ethers",
+		name: "ethers", reload: true, example: "/etc/ethers",
 		doc: "ethers(5) file mapping MAC addresses to IPv4 addresses, to serve 01-<mac> names.",
 		parse: func(p *parser, v string) *Error {
 			p.c.Ethers = p.path(v)
@@ -66,7 +71,7 @@ var keys = []keySpec{
 		},
 	},
 	{
-		name: "allow", example: "192.168.1.0/24, 10.0.0.5",
+		name: "allow", reload: true, example: "192.168.1.0/24, 10.0.0.5",
 		doc: "Comma-separated IPv4 prefixes (a bare address means /32) of nodes to serve.",
 		parse: func(p *parser, v string) *Error {
 			prefixes, e := parseAllow(v)
@@ -125,7 +130,7 @@ var keys = []keySpec{
 		},
 	},
 	{
-		name: "inventory", example: "/etc/pxebootfs/nodes.ini",
+		name: "inventory", reload: true, example: "/etc/pxebootfs/nodes.ini",
 		doc: "Node inventory (INI, one [node \"NAME\"] section per node): MACs, hostname, per-node template, provision, var.NAME.",
 		parse: func(p *parser, v string) *Error {
 			p.c.Inventory = p.path(v)
@@ -266,7 +271,7 @@ var keys = []keySpec{
 		},
 	},
 	{
-		name: "reset_guard", full: true, def: strconv.Itoa(int(DefaultResetGuard / time.Second)),
+		name: "reset_guard", reload: true, full: true, def: strconv.Itoa(int(DefaultResetGuard / time.Second)),
 		doc: "Seconds after a node's last boot during which `pxebootfs reset` refuses it (unless -force) and reset_on_boot does not wipe it again.",
 		parse: func(p *parser, v string) *Error {
 			n, err := strconv.ParseUint(v, 10, 32)
@@ -278,7 +283,7 @@ var keys = []keySpec{
 		},
 	},
 	{
-		name: "reset_on_boot", full: true, def: "false",
+		name: "reset_on_boot", reload: true, full: true, def: "false",
 		doc: "true: a node's writable layer is wiped when it fetches its config again at least reset_guard seconds after its last boot, so it starts clean on every boot.",
 		parse: func(p *parser, v string) *Error {
 			b, ok := parseBool(v)

@@ -29,6 +29,7 @@ fuzz() { go test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME:-10s}" "$1"; }
 fuzz ./internal/pxename FuzzParse
 fuzz ./internal/render FuzzRender
 fuzz ./internal/ethers FuzzParse
+fuzz ./internal/node FuzzParse
 
 mounts_after=$(grep -cE ' (fuse\.pxebootfs|overlay) ' /proc/self/mounts || true)
 if [ "$mounts_after" != "$mounts_before" ]; then

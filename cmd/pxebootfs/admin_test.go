@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/control"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
@@ -171,59 +170,6 @@ func TestWithCode(t *testing.T) {
 	}
 	if withCode(nil) != nil {
 		t.Error("withCode(nil) is not nil")
-	}
-}
-
-func TestKeyName(t *testing.T) {
-	tests := []struct{ field, key string }{
-		{"PXETemplate", "pxe_template"},
-		{"StartFSID", "start_fsid"},
-		{"NodeDir", "node_dir"},
-		{"OverlayOptions", "overlay_options"},
-		{"MetricsListen", "metrics_listen"},
-		{"ResetOnBoot", "reset_on_boot"},
-		{"NoSuchField", "NoSuchField"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.field, func(t *testing.T) {
-			if got := keyName(tt.field); got != tt.key {
-				t.Errorf("keyName(%q) = %q, want %q", tt.field, got, tt.key)
-			}
-		})
-	}
-}
-
-func TestFixedKeyChanged(t *testing.T) {
-	base := config.Config{
-		File: "/etc/pxebootfs/pxebootfs.cfg", PXETemplate: "/t", NodeDir: "/n", RootDir: "/r", OverlayDir: "/o",
-		StartFSID: 100, StateDir: "/s", MaxNodes: 10, Export: config.ExportFS, ResetGuard: time.Minute,
-	}
-	tests := []struct {
-		name   string
-		change func(c *config.Config)
-		want   string
-	}{
-		{"nothing", func(c *config.Config) {}, ""},
-		{"template", func(c *config.Config) { c.PXETemplate = "/t2" }, ""},
-		{"ethers, static_dir, allow", func(c *config.Config) {
-			c.Ethers, c.StaticDir, c.Allow = "/e", "/st", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-		}, ""},
-		{"reset policy", func(c *config.Config) { c.ResetGuard, c.ResetOnBoot = 0, true }, ""},
-		{"node_dir", func(c *config.Config) { c.NodeDir = "/n2" }, "node_dir"},
-		{"start_fsid", func(c *config.Config) { c.StartFSID = 200 }, "start_fsid"},
-		{"state_dir", func(c *config.Config) { c.StateDir = "/s2" }, "state_dir"},
-		{"export", func(c *config.Config) { c.Export = config.ExportNone }, "export"},
-		{"overlay_options", func(c *config.Config) { c.OverlayOptions = []string{"redirect_dir=on"} }, "overlay_options"},
-		{"metrics_listen", func(c *config.Config) { c.MetricsListen = "127.0.0.1:1" }, "metrics_listen"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			old, n := base, base
-			tt.change(&n)
-			if got := fixedKeyChanged(&old, &n); got != tt.want {
-				t.Errorf("fixedKeyChanged = %q, want %q", got, tt.want)
-			}
-		})
 	}
 }
 

@@ -7,12 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"reflect"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-	"unicode"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
@@ -165,8 +163,8 @@ func (o *daemonOps) reloadLocked() error {
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
-	if key := fixedKeyChanged(o.cfg, cfg); key != "" {
-		return fmt.Errorf("reload: %s: %s changed, which takes a restart (systemctl restart pxebootfs)", cfg.File, key)
+	if keys := config.FixedChanged(o.cfg, cfg); len(keys) > 0 {
+		return fmt.Errorf("reload: %s: %s changed, which takes a restart (systemctl restart pxebootfs)", cfg.File, strings.Join(keys, ", "))
 	}
 	if err := o.cat.SetConfig(cfg); err != nil {
 		return fmt.Errorf("reload: %w", err)
@@ -176,52 +174,6 @@ func (o *daemonOps) reloadLocked() error {
 	}
 	o.cfg = cfg
 	return nil
-}
-
-// reloadable are the Config fields a reload may change: what the catalog's
-// snapshot holds, and the reset policy. Every other field (node_dir,
-// state_dir, export, metrics_listen, keys added later, ...) is fixed while
-// running, so a new key is safe by default.
-var reloadable = map[string]bool{
-	"File": true, "PXETemplate": true, "StaticDir": true, "Ethers": true, "Allow": true,
-	"Inventory": true, "ResetGuard": true, "ResetOnBoot": true,
-}
-
-// fixedKeyChanged names the first key, other than the reloadable ones,
-// whose value differs between old and new; "" if none.
-func fixedKeyChanged(old, new *config.Config) string {
-	a, b := reflect.ValueOf(old).Elem(), reflect.ValueOf(new).Elem()
-	t := a.Type()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if reloadable[f.Name] || !f.IsExported() {
-			continue
-		}
-		if !reflect.DeepEqual(a.Field(i).Interface(), b.Field(i).Interface()) {
-			return keyName(f.Name)
-		}
-	}
-	return ""
-}
-
-// keyName maps a Config field to its config key (PXETemplate ->
-// pxe_template, StartFSID -> start_fsid), or the field name if no key has
-// that name.
-func keyName(field string) string {
-	r := []rune(field)
-	var b strings.Builder
-	for i, c := range r {
-		if i > 0 && unicode.IsUpper(c) && (unicode.IsLower(r[i-1]) || unicode.IsDigit(r[i-1]) || (i+1 < len(r) && unicode.IsLower(r[i+1]))) {
-			b.WriteByte('_')
-		}
-		b.WriteRune(unicode.ToLower(c))
-	}
-	for _, k := range config.Keys() {
-		if k.Name == b.String() {
-			return k.Name
-		}
-	}
-	return field
 }
 
 // countNodes feeds the node gauges at scrape time.

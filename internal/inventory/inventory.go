@@ -39,6 +39,7 @@ package inventory
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -49,8 +50,7 @@ import (
 	"strconv"
 	"strings"
 
-	"gopkg.in/ini.v1"
-
+	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
 	"github.com/pxebootfs/pxebootfs/internal/render"
@@ -90,40 +90,13 @@ type Inventory struct {
 	templates []string
 }
 
-// Error is a problem in an inventory, naming its place.
-type Error struct {
-	File   string
-	Line   int    // 0 when not about one line
-	Node   string // section NAME, "" when not in a node section
-	Key    string // "" when not about one key
-	Reason string
-	Err    error
-}
+// Error is a problem in an inventory, naming its file, line, section
+// ([node "NAME"]) and key: the same type as a config error, so both print
+// and unwrap alike.
+type Error = config.Error
 
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":" + strconv.Itoa(e.Line))
-	}
-	b.WriteString(": ")
-	if e.Node != "" {
-		b.WriteString("[node " + strconv.Quote(e.Node) + "] ")
-	}
-	if e.Key != "" {
-		b.WriteString(e.Key + ": ")
-	}
-	b.WriteString(e.Reason)
-	if e.Err != nil {
-		if e.Reason != "" {
-			b.WriteString(": ")
-		}
-		b.WriteString(e.Err.Error())
-	}
-	return b.String()
-}
-
-func (e *Error) Unwrap() error { return e.Err }
+// nodeSection is how an Error names node NAME's section.
+func nodeSection(name string) string { return "node " + strconv.Quote(name) }
 
 // Load reads and parses the inventory at path.
 func Load(path string) (*Inventory, error) {
@@ -155,8 +128,7 @@ var (
 // read relative to path's directory.
 func Parse(path string, data []byte) (*Inventory, error) {
 	p := &parser{
-		file:  path,
-		lines: indexLines(data),
+		file: path,
 		inv: &Inventory{
 			file:  path,
 			byID:  map[node.ID]*Host{},
@@ -164,44 +136,33 @@ func Parse(path string, data []byte) (*Inventory, error) {
 		},
 		tmpls: map[string]*render.Template{},
 	}
-	f, err := ini.LoadSources(ini.LoadOptions{
-		// " #" and " ;" start an inline comment, so values may hold # or ;.
-		SpaceBeforeInlineComment: true,
-		// Keep every occurrence, to allow repeated mac and report the rest.
-		AllowShadows:               true,
-		AllowDuplicateShadowValues: true,
-		AllowNonUniqueSections:     true,
-	}, data)
+	secs, err := parseINI(data)
 	if err != nil {
-		return nil, &Error{File: path, Reason: "syntax error", Err: err}
+		e := &Error{File: path, Reason: "syntax error", Err: err}
+		if se, ok := err.(*syntaxError); ok {
+			e.Line, e.Err = se.line, errors.New(se.msg)
+		}
+		return nil, e
+	}
+	if ks := secs[0].keys; len(ks) > 0 {
+		return nil, p.errf(ks[0].lineOf(0), "", "", "key %q is outside any [node \"NAME\"] section", ks[0].name)
 	}
 	seen := map[string]int{} // NAME -> header line
-	headerN := map[string]int{}
-	for _, s := range f.Sections() {
-		if s.Name() == ini.DefaultSection {
-			if ks := s.Keys(); len(ks) > 0 {
-				return nil, p.errf(p.lines.key("", 0, ks[0].Name(), 0), "", "", "key %q is outside any [node \"NAME\"] section", ks[0].Name())
-			}
-			continue
-		}
-		// The i-th section of a name is its i-th header in the text.
-		idx := headerN[s.Name()]
-		headerN[s.Name()]++
-		line := p.lines.header(s.Name(), idx)
-		m := sectionRE.FindStringSubmatch(s.Name())
+	for _, s := range secs[1:] {
+		m := sectionRE.FindStringSubmatch(s.name)
 		if m == nil {
-			return nil, p.errf(line, "", "", "unexpected section [%s]; want [node \"NAME\"]", s.Name())
+			return nil, p.errf(s.line, "", "", "unexpected section [%s]; want [node \"NAME\"]", s.name)
 		}
 		name := m[1]
 		if first, dup := seen[name]; dup {
-			return nil, p.errf(line, name, "", "node appears twice (first on line %d); merge the sections", first)
+			return nil, p.errf(s.line, name, "", "node appears twice (first on line %d); merge the sections", first)
 		}
-		seen[name] = line
-		n, err := p.node(s, name, line, idx)
+		seen[name] = s.line
+		n, err := p.node(s, name)
 		if err != nil {
 			return nil, err
 		}
-		if err := p.add(n, s.Name(), idx); err != nil {
+		if err := p.add(n, s); err != nil {
 			return nil, err
 		}
 	}
@@ -210,30 +171,34 @@ func Parse(path string, data []byte) (*Inventory, error) {
 
 type parser struct {
 	file  string
-	lines lineIndex
 	inv   *Inventory
 	tmpls map[string]*render.Template // by absolute path
 }
 
 func (p *parser) errf(line int, node, key, format string, args ...any) *Error {
-	return &Error{File: p.file, Line: line, Node: node, Key: key, Reason: fmt.Sprintf(format, args...)}
+	e := &Error{File: p.file, Line: line, Key: key, Reason: fmt.Sprintf(format, args...)}
+	if node != "" {
+		e.Section = nodeSection(node)
+	}
+	return e
 }
 
-// node builds the node of section s (the idx-th section named s.Name()).
-func (p *parser) node(s *ini.Section, name string, line, idx int) (*Host, error) {
+// node builds the node of section s, whose header names it name.
+func (p *parser) node(s *iniSection, name string) (*Host, error) {
+	line := s.line
 	n := &Host{Name: name, Line: line, Provision: true, Vars: map[string]string{}}
-	keyLine := func(key string, occ int) int { return p.lines.key(s.Name(), idx, key, occ) }
+	keyLine := s.keyLine
 	var named node.ID
 	if id, err := node.ParseHex(name); err == nil {
 		named = id
 	} else if err := checkHostname(name); err != nil {
 		return nil, p.errf(line, name, "", "node name must be 8 hex digits (its IPv4) or a host-name-like label: %v", err)
 	}
-	for _, k := range s.Keys() {
-		key := k.Name()
-		vals := k.ValueWithShadows()
-		if len(vals) == 0 { // ValueWithShadows drops empty values
-			vals = []string{""}
+	for _, k := range s.keys {
+		key := k.name
+		vals := make([]string, len(k.values))
+		for i, v := range k.values {
+			vals[i] = v.v
 		}
 		if len(vals) > 1 && key != "mac" {
 			return nil, p.errf(keyLine(key, 1), name, key, "set %d times; set it once", len(vals))
@@ -270,7 +235,7 @@ func (p *parser) node(s *ini.Section, name string, line, idx int) (*Host, error)
 		case key == "template":
 			t, abs, err := p.template(v)
 			if err != nil {
-				return nil, &Error{File: p.file, Line: keyLine(key, 0), Node: name, Key: key, Err: err}
+				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
 			}
 			n.Template, n.TemplateFile = t, abs
 		case key == "provision":
@@ -299,7 +264,7 @@ func (p *parser) node(s *ini.Section, name string, line, idx int) (*Host, error)
 		// A per-node template must render for this very node, so a missing
 		// var is a load error here rather than a failed boot later.
 		if _, err := n.Template.Render(n.TrialData()); err != nil {
-			return nil, &Error{File: p.file, Line: keyLine("template", 0), Node: name, Key: "template", Err: err}
+			return nil, &Error{File: p.file, Line: keyLine("template", 0), Section: nodeSection(name), Key: "template", Err: err}
 		}
 	}
 	return n, nil
@@ -341,17 +306,14 @@ func (p *parser) template(v string) (*render.Template, string, error) {
 }
 
 // add indexes n, refusing an IP or MAC another node already has.
-func (p *parser) add(n *Host, section string, idx int) error {
+func (p *parser) add(n *Host, s *iniSection) error {
 	if o, dup := p.inv.byID[n.ID]; dup {
-		line := p.lines.key(section, idx, "ip", 0)
-		if line == 0 {
-			line = n.Line
-		}
+		line := s.keyLine("ip", 0)
 		return p.errf(line, n.Name, "ip", "%s is also node %q's (line %d)", n.ID.Addr(), o.Name, o.Line)
 	}
 	for i, m := range n.MACs {
 		if o, dup := p.inv.byMAC[[6]byte(m)]; dup {
-			return p.errf(p.lines.keyValue(section, idx, "mac", m), n.Name, "mac", "%s is also node %q's (line %d)", m, o.Name, o.Line)
+			return p.errf(s.macLine(m), n.Name, "mac", "%s is also node %q's (line %d)", m, o.Name, o.Line)
 		}
 		p.inv.byMAC[[6]byte(n.MACs[i])] = n
 	}

@@ -167,7 +167,9 @@ func TestParseErrors(t *testing.T) {
 		{"template needs a var the node lacks", "[node \"n1\"]\nip = 1.2.3.4\ntemplate = vars.template\n", 3, "suite"},
 		{"ip of two nodes", "[node \"C0A80102\"]\n[node \"n2\"]\nip = 192.168.1.2\n", 3, `node "C0A80102"'s (line 1)`},
 		{"mac of two nodes", "[node \"n1\"]\nip = 1.2.3.4\nmac = 52:54:00:00:00:01\n[node \"n2\"]\nip = 1.2.3.5\nmac = 52:54:00:00:00:02\nmac = 52:54:00:00:00:01\n", 7, `node "n1"'s (line 1)`},
-		{"syntax", "[node \"n1\"\nip = 1.2.3.4\n", 0, "syntax error"},
+		{"syntax", "[node \"n1\"\nip = 1.2.3.4\n", 1, "syntax error"},
+		{"continuation", "[node \"n1\"]\nip = 1.2.3.4\nhostname = a\\\n", 3, "continuation lines"},
+		{"no delimiter", "[node \"n1\"]\nip 1.2.3.4\n", 2, "neither a [section] nor KEY = VALUE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,28 +3,96 @@ package inventory
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"net"
 	"strings"
 )
 
-// lineIndex finds where sections and keys are in the file text. ini.v1
-// parses values well but keeps no line numbers, so errors look the place
-// up here, scanning the text the way ini.v1 reads it.
-type lineIndex []sectionLines
+// The inventory is read by one parser, this one, so that the values used
+// and the line numbers in error messages can never disagree. It reads the
+// INI subset the inventory needs, the way ini.v1 (which reads
+// pxebootfs.cfg) reads it:
+//
+//   - blank lines and lines starting with # or ; are skipped;
+//   - "[NAME]" starts a section (the text between '[' and the last ']',
+//     trimmed); a section name may appear more than once;
+//   - "KEY = VALUE" or "KEY: VALUE" sets a key (split at the first '=' or
+//     ':'; both sides trimmed; a key may appear more than once);
+//   - in a value, " #" or " ;" starts a comment, and then a value wrapped
+//     in matching '…' or "…" loses the quotes.
+//
+// Continuation lines (a trailing '\') and multi-line quoted values are
+// errors rather than guesses: no inventory field needs them.
 
-type sectionLines struct {
-	name string // as ini.v1 names it; "" for the lines before any header
+// iniSection is one section: its header and its keys in order of first
+// appearance, each with all its values.
+type iniSection struct {
+	name string // "" for the lines before any header
 	line int    // of the header; 0 for ""
-	keys []keyLine
+	keys []*iniKey
 }
 
-type keyLine struct {
-	key, value string
-	line       int
+type iniKey struct {
+	name   string
+	values []iniValue // one per occurrence, in order
 }
 
-func indexLines(data []byte) lineIndex {
-	x := lineIndex{{}}
+type iniValue struct {
+	v    string
+	line int
+}
+
+// line is the line of the key's occ-th occurrence (its first if there are
+// fewer).
+func (k *iniKey) lineOf(occ int) int {
+	if occ >= len(k.values) {
+		occ = 0
+	}
+	return k.values[occ].line
+}
+
+// key returns the section's key called name, nil if absent.
+func (s *iniSection) key(name string) *iniKey {
+	for _, k := range s.keys {
+		if k.name == name {
+			return k
+		}
+	}
+	return nil
+}
+
+// keyLine is the line of key name's occ-th occurrence, or the header's.
+func (s *iniSection) keyLine(name string, occ int) int {
+	if k := s.key(name); k != nil {
+		return k.lineOf(occ)
+	}
+	return s.line
+}
+
+// macLine is the line of the mac value that lists m.
+func (s *iniSection) macLine(m net.HardwareAddr) int {
+	if k := s.key("mac"); k != nil {
+		for _, v := range k.values {
+			if ms, err := parseMACs(v.v); err == nil && containsMAC(ms, m) {
+				return v.line
+			}
+		}
+	}
+	return s.keyLine("mac", 0)
+}
+
+// syntaxError is a line the parser cannot read.
+type syntaxError struct {
+	line int
+	msg  string
+}
+
+func (e *syntaxError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
+
+// parseINI splits data into sections. The first section is always the
+// unnamed one of the lines before any header.
+func parseINI(data []byte) ([]*iniSection, error) {
+	secs := []*iniSection{{}}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, MaxFileSize)
 	for n := 1; sc.Scan(); n++ {
@@ -34,77 +102,50 @@ func indexLines(data []byte) lineIndex {
 		case line[0] == '[':
 			end := strings.LastIndexByte(line, ']')
 			if end < 0 {
-				end = len(line)
+				return nil, &syntaxError{n, fmt.Sprintf("section header %q has no closing ']'", line)}
 			}
-			x = append(x, sectionLines{name: strings.TrimSpace(line[1:end]), line: n})
+			secs = append(secs, &iniSection{name: strings.TrimSpace(line[1:end]), line: n})
 		default:
 			i := strings.IndexAny(line, "=:")
-			if i < 0 {
-				continue
+			if i <= 0 {
+				return nil, &syntaxError{n, fmt.Sprintf("%q is neither a [section] nor KEY = VALUE", line)}
 			}
-			cur := &x[len(x)-1]
-			cur.keys = append(cur.keys, keyLine{key: strings.TrimSpace(line[:i]), value: line[i+1:], line: n})
-		}
-	}
-	return x
-}
-
-// section returns the idx-th section called name.
-func (x lineIndex) section(name string, idx int) *sectionLines {
-	for i := range x {
-		if x[i].name == name {
-			if idx == 0 {
-				return &x[i]
+			v, err := value(line[i+1:])
+			if err != nil {
+				return nil, &syntaxError{n, err.Error()}
 			}
-			idx--
-		}
-	}
-	return nil
-}
-
-// header is the line of the idx-th header of section name, 0 if not found.
-func (x lineIndex) header(name string, idx int) int {
-	if s := x.section(name, idx); s != nil {
-		return s.line
-	}
-	return 0
-}
-
-// key is the line of the occ-th occurrence of key in that section; failing
-// that, the section's header line.
-func (x lineIndex) key(section string, idx int, key string, occ int) int {
-	s := x.section(section, idx)
-	if s == nil {
-		return 0
-	}
-	for _, k := range s.keys {
-		if k.key == key {
-			if occ == 0 {
-				return k.line
+			s := secs[len(secs)-1]
+			name := strings.TrimSpace(line[:i])
+			k := s.key(name)
+			if k == nil {
+				k = &iniKey{name: name}
+				s.keys = append(s.keys, k)
 			}
-			occ--
+			k.values = append(k.values, iniValue{v: v, line: n})
 		}
 	}
-	return s.line
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return secs, nil
 }
 
-// keyValue is the line of the key in that section whose value lists m.
-func (x lineIndex) keyValue(section string, idx int, key string, m net.HardwareAddr) int {
-	s := x.section(section, idx)
-	if s == nil {
-		return 0
+// value cleans a raw value: trimmed, inline comment cut, quotes removed.
+func value(raw string) (string, error) {
+	v := strings.TrimSpace(raw)
+	if strings.HasPrefix(v, `"""`) || strings.HasPrefix(v, "`") {
+		return "", fmt.Errorf("multi-line quoted values are not supported")
 	}
-	for _, k := range s.keys {
-		if k.key != key {
-			continue
-		}
-		v := k.value
-		if i := strings.IndexAny(v, "#;"); i >= 0 {
-			v = v[:i]
-		}
-		if ms, err := parseMACs(v); err == nil && containsMAC(ms, m) {
-			return k.line
-		}
+	if strings.HasSuffix(v, `\`) {
+		return "", fmt.Errorf("continuation lines (a trailing '\\') are not supported")
 	}
-	return x.key(section, idx, key, 0)
+	if i := strings.Index(v, " #"); i >= 0 {
+		v = strings.TrimSpace(v[:i])
+	} else if i := strings.Index(v, " ;"); i >= 0 {
+		v = strings.TrimSpace(v[:i])
+	}
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+		v = v[1 : len(v)-1]
+	}
+	return v, nil
 }

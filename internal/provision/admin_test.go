@@ -23,16 +23,41 @@ import (
 // fakeExporter records exports in memory. hold, when set, makes Export
 // block until it is closed, to catch work that overlaps a provisioning.
 type fakeExporter struct {
-	mu    sync.Mutex
-	set   map[nfsexport.Export]bool
-	calls []string
-	hold  chan struct{}
+	mu         sync.Mutex
+	set        map[nfsexport.Export]bool
+	calls      []string
+	hold       chan struct{}
+	failExport error // Export fails with it (fast tests)
+}
+
+// note adds an entry to the call log (fakeOverlays writes its steps here).
+func (f *fakeExporter) note(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, s)
+}
+
+func (f *fakeExporter) clearLog() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = nil
+}
+
+func (f *fakeExporter) setHold(c chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hold = c
 }
 
 func newFakeExporter() *fakeExporter { return &fakeExporter{set: map[nfsexport.Export]bool{}} }
 
 func (f *fakeExporter) Export(ctx context.Context, e nfsexport.Export) error {
 	f.mu.Lock()
+	if f.failExport != nil {
+		f.calls = append(f.calls, "export "+filepath.Base(e.Path)+" failed")
+		f.mu.Unlock()
+		return f.failExport
+	}
 	hold := f.hold
 	f.calls = append(f.calls, "export "+filepath.Base(e.Path)+" start")
 	f.mu.Unlock()

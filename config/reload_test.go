@@ -1,0 +1,87 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// TestFixedChanged: a reload may change only the reloadable keys; any
+// other change is named, so the daemon can say which key takes a restart.
+func TestFixedChanged(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"t", "t2", "e", "inv"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"st", "n", "n2", "r", "o"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := map[string]string{
+		"pxe_template": "t", "node_dir": "n", "root_dir": "r", "overlay_dir": "o",
+		"start_fsid": "100", "state_dir": "s", "max_nodes": "10", "reset_guard": "60",
+	}
+	load := func(t *testing.T, change map[string]string) *Config {
+		t.Helper()
+		text := "[PXEBOOTFS]\n"
+		for _, k := range Keys() {
+			v, ok := change[k.Name]
+			if !ok {
+				v, ok = base[k.Name]
+			}
+			if ok {
+				text += k.Name + ": " + v + "\n"
+			}
+		}
+		c, err := Parse(filepath.Join(dir, "pxebootfs.cfg"), []byte(text))
+		if err != nil {
+			t.Fatalf("Parse:\n%s\n%v", text, err)
+		}
+		return c
+	}
+	tests := []struct {
+		name   string
+		change map[string]string
+		want   []string
+	}{
+		{"nothing", nil, nil},
+		{"template", map[string]string{"pxe_template": "t2"}, nil},
+		{"ethers, static_dir, allow, inventory", map[string]string{"ethers": "e", "static_dir": "st", "allow": "10.0.0.0/8", "inventory": "inv"}, nil},
+		{"reset policy", map[string]string{"reset_guard": "0", "reset_on_boot": "true"}, nil},
+		{"default written out", map[string]string{"export": "exportfs"}, nil},
+		{"node_dir", map[string]string{"node_dir": "n2"}, []string{"node_dir"}},
+		{"start_fsid", map[string]string{"start_fsid": "200"}, []string{"start_fsid"}},
+		{"state_dir", map[string]string{"state_dir": "s2"}, []string{"state_dir"}},
+		{"export", map[string]string{"export": "none"}, []string{"export"}},
+		{"overlay_options", map[string]string{"overlay_options": "redirect_dir=on"}, []string{"overlay_options"}},
+		{"metrics_listen", map[string]string{"metrics_listen": "127.0.0.1:1"}, []string{"metrics_listen"}},
+		{"two, in table order", map[string]string{"max_nodes": "11", "node_dir": "n2"}, []string{"node_dir", "max_nodes"}},
+	}
+	old := load(t, nil)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := FixedChanged(old, load(t, tt.change)); !slices.Equal(got, tt.want) {
+				t.Errorf("FixedChanged = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestReloadableKeys pins which keys a reload may change: adding one to
+// the list is a decision (the daemon must then apply it live), not a typo.
+func TestReloadableKeys(t *testing.T) {
+	var got []string
+	for _, k := range Keys() {
+		if k.Reload {
+			got = append(got, k.Name)
+		}
+	}
+	want := []string{"pxe_template", "static_dir", "ethers", "allow", "inventory", "reset_guard", "reset_on_boot"}
+	if !slices.Equal(got, want) {
+		t.Errorf("reloadable keys %q, want %q", got, want)
+	}
+}
