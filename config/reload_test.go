@@ -1,9 +1,11 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -83,5 +85,54 @@ func TestReloadableKeys(t *testing.T) {
 	want := []string{"pxe_template", "static_dir", "ethers", "allow", "inventory", "reset_guard", "reset_on_boot"}
 	if !slices.Equal(got, want) {
 		t.Errorf("reloadable keys %q, want %q", got, want)
+	}
+}
+
+func TestCheckAndCreateDirs(t *testing.T) {
+	base := t.TempDir()
+	ro := filepath.Join(base, "ro")
+	if err := os.Mkdir(ro, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(base, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, state, want string // want: "" ok, else a substring of the error
+	}{
+		{"exists", base, ""},
+		{"created below a writable dir", filepath.Join(base, "a", "b"), ""},
+		{"a file", file, "not a directory"},
+		{"below a file", filepath.Join(file, "x"), "not a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Config{File: "/etc/p.cfg", StateDir: tt.state}
+			err := CheckDirs(c)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("CheckDirs = %v", err)
+				}
+				created, err := CreateDirs(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi, err := os.Stat(tt.state); err != nil || !fi.IsDir() {
+					t.Fatalf("state_dir not created: %v", err)
+				}
+				RemoveCreated(created)
+				if tt.state != base {
+					if _, err := os.Stat(filepath.Join(base, "a")); !os.IsNotExist(err) {
+						t.Errorf("RemoveCreated left %s: %v", filepath.Join(base, "a"), err)
+					}
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Key != "state_dir" || e.File != "/etc/p.cfg" || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("CheckDirs = %v, want an *Error for state_dir containing %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 	"github.com/moby/sys/mountinfo"
@@ -63,6 +64,66 @@ type Ganesha struct {
 	// mounted at their path; see Init.
 	staleMu sync.Mutex
 	stale   map[uint16]bool
+
+	// pending are exports Exported accepted from the managed file while
+	// Ganesha was not running; a watcher applies them once it answers.
+	pendingMu   sync.Mutex
+	pending     []Export
+	watching    bool
+	watchCtx    context.Context
+	watchCancel context.CancelFunc
+	watchDone   chan struct{}
+}
+
+// pendingPoll is how often the watcher asks whether Ganesha answers again.
+const pendingPoll = time.Second
+
+// checkLater queues e for the watcher, starting it if needed.
+func (g *Ganesha) checkLater(e Export) {
+	g.pendingMu.Lock()
+	defer g.pendingMu.Unlock()
+	if !slices.Contains(g.pending, e) {
+		g.pending = append(g.pending, e)
+	}
+	g.log.Info("ganesha is not running; the node's export is in its config file and is checked once ganesha answers",
+		"path", e.Path, "client", e.Client, "fsid", e.FSID)
+	if g.watching {
+		return
+	}
+	g.watching = true
+	g.watchDone = make(chan struct{})
+	go g.watch(g.watchCtx, g.watchDone)
+}
+
+// watch waits until Ganesha answers, then applies every pending export
+// (Export is idempotent: usually Ganesha already serves it from the file).
+func (g *Ganesha) watch(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	tick := time.NewTicker(pendingPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if _, err := g.show(ctx); err != nil {
+			continue
+		}
+		g.pendingMu.Lock()
+		todo := g.pending
+		g.pending, g.watching = nil, false
+		g.pendingMu.Unlock()
+		failed := 0
+		for _, e := range todo {
+			if err := g.Export(ctx, e); err != nil {
+				failed++
+				g.log.Error("ganesha answers again, but a node export could not be applied; the node's next boot retries", "export", e.String(), "err", err)
+			}
+		}
+		g.log.Info("ganesha answers again; node exports checked", "exports", len(todo), "failed", failed)
+		return
+	}
 }
 
 var (
@@ -75,6 +136,7 @@ var (
 // writes anything.
 func NewGanesha(o GaneshaOptions) (*Ganesha, error) {
 	g := &Ganesha{file: o.ConfigFile, bus: o.Bus, log: o.Logger, stale: map[uint16]bool{}}
+	g.watchCtx, g.watchCancel = context.WithCancel(context.Background())
 	if g.file == "" {
 		g.file = DefaultGaneshaConfig
 	}
@@ -262,7 +324,7 @@ var errIDConflict = errors.New("Export_Id in use")
 func (g *Ganesha) apply(ctx context.Context, e Export) (string, error) {
 	id := uint16(e.FSID)
 	for attempt := 0; ; attempt++ {
-		live, found, err := g.display(ctx, id)
+		live, found, err := g.lookup(ctx, id)
 		if err != nil {
 			return "", err
 		}
@@ -359,7 +421,7 @@ func (g *Ganesha) undo(ctx context.Context, e Export) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	id := uint16(e.FSID)
-	if live, found, err := g.display(ctx, id); err != nil {
+	if live, found, err := g.lookup(ctx, id); err != nil {
 		g.log.Warn("cannot check failed export", "export", e.String(), "err", err)
 	} else if found && live.Path == e.Path {
 		if _, err := g.removeExport(ctx, id); err != nil {
@@ -431,7 +493,18 @@ func (g *Ganesha) Exported(ctx context.Context, e Export) (bool, error) {
 		return false, nil
 	}
 	id := uint16(e.FSID)
-	live, found, err := g.display(ctx, id)
+	live, found, err := g.lookup(ctx, id)
+	if isUnreachable(err) {
+		// Ganesha is not running (yet): after a reboot pxebootfs may start
+		// first. An export whose block is in the managed file is what
+		// Ganesha will serve when it starts, so the node counts as
+		// exported now, and the export is checked once Ganesha answers.
+		blocks, ferr := g.fileBlocks()
+		if ferr == nil && slices.Contains(blocks, ganeshaBlock{ID: id, Path: e.Path, Client: e.Client}) {
+			g.checkLater(e)
+			return true, nil
+		}
+	}
 	if err != nil {
 		return false, fmt.Errorf("check export %s: %w", e, err)
 	}

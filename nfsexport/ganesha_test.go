@@ -371,7 +371,7 @@ func TestGaneshaUnreachable(t *testing.T) {
 
 	err = g.Export(ctx, e)
 	var be *BusError
-	if !errors.As(err, &be) || !strings.Contains(err.Error(), "org.ganesha.nfsd.exportmgr.DisplayExport(7) on "+bus) {
+	if !errors.As(err, &be) || !strings.Contains(err.Error(), "org.ganesha.nfsd.exportmgr.ShowExports() on "+bus) {
 		t.Fatalf("Export = %v, want a *BusError naming the call and the bus", err)
 	}
 	if b, err := g.fileBlocks(); err != nil || len(b) != 0 {

@@ -89,6 +89,19 @@ func isNoSuchExport(err error) bool {
 		strings.Contains(dbusErrorText(err), "not found")
 }
 
+// errBusDown marks a failure to reach the bus at all.
+var errBusDown = errors.New("D-Bus is not reachable")
+
+// isUnreachable reports an error that says Ganesha is not running (or its
+// bus is down), rather than that it refused something.
+func isUnreachable(err error) bool {
+	switch dbusErrorName(err) {
+	case "org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner":
+		return true
+	}
+	return errors.Is(err, errBusDown)
+}
+
 // isAlreadyActive reports Ganesha's answer to AddExport for an Export_Id it
 // already has.
 func isAlreadyActive(err error) bool {
@@ -130,7 +143,7 @@ func (g *Ganesha) connect(ctx context.Context) (*dbus.Conn, error) {
 			conn.Close()
 			err = ctx.Err()
 		}
-		return nil, fmt.Errorf("connect to %s: %w", g.busName(), err)
+		return nil, fmt.Errorf("connect to %s: %w: %w", g.busName(), errBusDown, err)
 	}
 	g.conn, g.connCancel = conn, cancel
 	return conn, nil
@@ -147,9 +160,27 @@ func (g *Ganesha) dropConn(conn *dbus.Conn) {
 	}
 }
 
+// stopWatch stops the watcher of pending exports, if it runs, and readies a
+// new one for later. Exports still pending are dropped: their nodes' next
+// boot or the next start checks them again.
+func (g *Ganesha) stopWatch() {
+	g.pendingMu.Lock()
+	cancel, done := g.watchCancel, g.watchDone
+	g.pending, g.watching, g.watchDone = nil, false, nil
+	g.pendingMu.Unlock()
+	cancel()
+	if done != nil {
+		<-done // the last watcher, running or already finished
+	}
+	g.pendingMu.Lock()
+	g.watchCtx, g.watchCancel = context.WithCancel(context.Background())
+	g.pendingMu.Unlock()
+}
+
 // Close closes the D-Bus connection, if any. The Ganesha stays usable: the
 // next call connects again.
 func (g *Ganesha) Close() error {
+	g.stopWatch()
 	g.connMu.Lock()
 	defer g.connMu.Unlock()
 	if g.conn == nil {
@@ -221,8 +252,23 @@ func (l liveExport) onlyClient() (netip.Addr, bool) {
 	return a, true
 }
 
+// lookup describes Ganesha's export id, if it has one. It asks ShowExports
+// first and DisplayExport only for an id that exists: DisplayExport of an
+// unknown id succeeds as an answer but makes Ganesha log a MAJ line
+// ("Export id not found"), and admins alert on those.
+func (g *Ganesha) lookup(ctx context.Context, id uint16) (l liveExport, found bool, err error) {
+	all, err := g.show(ctx)
+	if err != nil {
+		return liveExport{}, false, err
+	}
+	if _, ok := all[id]; !ok {
+		return liveExport{}, false, nil
+	}
+	return g.display(ctx, id)
+}
+
 // display runs DisplayExport(id); found is false when Ganesha has no such
-// export.
+// export. Callers that do not know id exists use lookup.
 func (g *Ganesha) display(ctx context.Context, id uint16) (l liveExport, found bool, err error) {
 	body, err := g.call(ctx, "DisplayExport", id)
 	if isNoSuchExport(err) {
@@ -322,8 +368,16 @@ func (g *Ganesha) updateExport(ctx context.Context, id uint16) error {
 }
 
 // removeExport runs RemoveExport(id); removed is false when there was no
-// such export.
+// such export. Like lookup, it asks ShowExports first, so that an id
+// Ganesha does not have costs no MAJ line in its log.
 func (g *Ganesha) removeExport(ctx context.Context, id uint16) (removed bool, err error) {
+	all, err := g.show(ctx)
+	if err != nil {
+		return false, err
+	}
+	if _, ok := all[id]; !ok {
+		return false, nil
+	}
 	_, err = g.call(ctx, "RemoveExport", id)
 	if isNoSuchExport(err) {
 		return false, nil

@@ -287,59 +287,81 @@ func refuseMounted(op, node string, p Paths) error {
 	return nil
 }
 
-// Wipe resets node's overlay to the golden root by discarding its upper and
-// work directories. It refuses while the node is mounted. Only the caller
-// decides when; nothing here wipes on its own.
+// Wipe resets node's overlay to the golden root by moving its upper and
+// work directories aside (upper.reset-<unixnano>, work.reset-<unixnano>) and
+// creating empty ones. It refuses while the node is mounted. Only the
+// caller decides when; nothing here wipes on its own.
 //
-// The directories are first renamed aside (upper.reset-<unixnano>), which
-// is atomic: a crash midway leaves either the old upper or an empty one,
-// never a half-deleted one in use.
-func (m *Manager) Wipe(id node.ID) error {
+// Wipe deletes nothing: renames are atomic and instant, so the node can be
+// mounted and exported again at once, and the caller deletes the returned
+// directories afterwards with Discard, however long that takes. They
+// include what an earlier, interrupted reset of the node set aside (it was
+// condemned by an explicit request too). A crash at any point leaves
+// either the old upper or an empty one, never a half-deleted one in use;
+// Leftovers finds what a crash left set aside.
+func (m *Manager) Wipe(id node.ID) (aside []string, err error) {
 	node := id.String()
 	p, err := m.Paths(id)
 	if err != nil {
-		return fmt.Errorf("wipe overlay: %w", err)
+		return nil, fmt.Errorf("wipe overlay: %w", err)
 	}
 	defer m.lock(id)()
 	if err := refuseMounted("wipe", node, p); err != nil {
-		return err
+		return nil, err
 	}
 	if err := mkdirChain(m.overlayDir, []string{node}, []os.FileMode{nodeDirMode}); err != nil {
-		return fmt.Errorf("wipe overlay of %s: %w", node, err)
+		return nil, fmt.Errorf("wipe overlay of %s: %w", node, err)
 	}
-
-	nodeOverlay := filepath.Dir(p.Upper)
 	stamp := time.Now().UnixNano()
 	for _, dir := range []string{p.Upper, p.Work} {
-		aside := fmt.Sprintf("%s.reset-%d", dir, stamp)
+		aside := fmt.Sprintf("%s%s%d", dir, resetInfix, stamp)
 		if err := os.Rename(dir, aside); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("wipe overlay of %s: move %s aside: %w", node, dir, err)
+			return nil, fmt.Errorf("wipe overlay of %s: move %s aside: %w", node, dir, err)
 		}
 	}
-	// Recreate before deleting, so a failure to delete still leaves a
-	// usable, empty node.
 	if err := mkdirChain(m.overlayDir, []string{node, "upper"}, []os.FileMode{nodeDirMode, upperDirMode}); err != nil {
-		return fmt.Errorf("wipe overlay of %s: recreate upper dir: %w", node, err)
+		return nil, fmt.Errorf("wipe overlay of %s: recreate upper dir: %w", node, err)
 	}
 	if err := mkdirChain(m.overlayDir, []string{node, "work"}, []os.FileMode{nodeDirMode, workDirMode}); err != nil {
-		return fmt.Errorf("wipe overlay of %s: recreate work dir: %w", node, err)
+		return nil, fmt.Errorf("wipe overlay of %s: recreate work dir: %w", node, err)
 	}
-	// This also takes what an earlier, interrupted Wipe set aside: it was
-	// already condemned by an explicit request.
-	aside, err := filepath.Glob(filepath.Join(nodeOverlay, "*.reset-*"))
+	aside, err = filepath.Glob(filepath.Join(filepath.Dir(p.Upper), "*"+resetInfix+"*"))
 	if err != nil {
-		return fmt.Errorf("wipe overlay of %s: %w", node, err)
+		return nil, fmt.Errorf("wipe overlay of %s: %w", node, err)
 	}
+	return aside, nil
+}
+
+// resetInfix marks a directory Wipe moved aside: NAME.reset-UNIXNANO.
+const resetInfix = ".reset-"
+
+// Leftovers lists every directory Wipe moved aside that is still there,
+// for every node: a daemon killed while deleting them leaves some.
+func (m *Manager) Leftovers() ([]string, error) {
+	dirs, err := filepath.Glob(filepath.Join(m.overlayDir, "*", "*"+resetInfix+"*"))
+	if err != nil {
+		return nil, fmt.Errorf("list reset leftovers: %w", err)
+	}
+	return dirs, nil
+}
+
+// Discard deletes directories that Wipe moved aside. It refuses any other
+// path: only what an explicit reset condemned is ever deleted here.
+func (m *Manager) Discard(dirs []string) error {
 	var errs []error
-	for _, dir := range aside {
+	for _, dir := range dirs {
+		rel, err := filepath.Rel(m.overlayDir, dir)
+		parts := strings.Split(rel, string(filepath.Separator))
+		if err != nil || len(parts) != 2 || !strings.Contains(parts[1], resetInfix) ||
+			!(strings.HasPrefix(parts[1], "upper"+resetInfix) || strings.HasPrefix(parts[1], "work"+resetInfix)) {
+			errs = append(errs, fmt.Errorf("discard %s: not a directory set aside by a reset; refusing to delete it", dir))
+			continue
+		}
 		if err := os.RemoveAll(dir); err != nil {
-			errs = append(errs, fmt.Errorf("remove %s: %w", dir, err))
+			errs = append(errs, fmt.Errorf("discard %s: %w", dir, err))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("wipe overlay of %s (the node is reset, but old data is left over): %w", node, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Remove deletes node's overlay directories and its (empty) mount point, for

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -183,7 +184,8 @@ func TestWipe(t *testing.T) {
 	writeFile(t, filepath.Join(p.Mount, "junk"), "x\n")
 	writeFile(t, filepath.Join(p.Mount, goldenFile), "changed\n")
 
-	wantErr(t, m.Wipe(nodeA), "refusing while overlay is mounted")
+	_, err := m.Wipe(nodeA)
+	wantErr(t, err, "refusing while overlay is mounted")
 	if !exists(t, filepath.Join(p.Upper, "junk")) {
 		t.Fatal("refused Wipe still deleted data")
 	}
@@ -196,8 +198,24 @@ func TestWipe(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(stale, "x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Wipe(nodeA); err != nil {
+	aside, err := m.Wipe(nodeA)
+	if err != nil {
 		t.Fatalf("Wipe: %v", err)
+	}
+	if len(aside) != 3 || !slices.Contains(aside, stale) {
+		t.Errorf("Wipe set aside %v, want upper, work and the stale %s", aside, stale)
+	}
+	if left, err := m.Leftovers(); err != nil || !slices.Equal(left, aside) {
+		t.Errorf("Leftovers = %v, %v; want %v", left, err, aside)
+	}
+	if !exists(t, filepath.Join(stale, "x")) {
+		t.Error("Wipe deleted data itself; deleting is Discard's job")
+	}
+	if err := m.Discard(append(aside, p.Upper, p.Mount, filepath.Join(m.overlayDir, "x.reset-1"))); err == nil {
+		t.Error("Discard accepted paths no reset set aside")
+	}
+	if err := m.Discard(aside); err != nil {
+		t.Fatalf("Discard: %v", err)
 	}
 	entries, err := os.ReadDir(filepath.Dir(p.Upper))
 	if err != nil {
@@ -324,7 +342,8 @@ func TestForeignMount(t *testing.T) {
 			wantErr(t, err, tt.wantErr)
 			_, err = m.Mounted(nodeA)
 			wantErr(t, err, tt.wantErr)
-			wantErr(t, m.Wipe(nodeA), "refusing while")
+			_, err = m.Wipe(nodeA)
+			wantErr(t, err, "refusing while")
 			wantErr(t, m.Remove(nodeA), "refusing while")
 			if nodes, err := m.MountedNodes(); err != nil || len(nodes) != 0 {
 				t.Errorf("MountedNodes = %v, %v; want none", nodes, err)

@@ -259,7 +259,7 @@ func TestBadNodeNames(t *testing.T) {
 		"Mounted": func(n node.ID) error { _, err := m.Mounted(n); return err },
 		"Unmount": m.Unmount,
 		"Detach":  m.UnmountDetach,
-		"Wipe":    m.Wipe,
+		"Wipe":    func(n node.ID) error { _, err := m.Wipe(n); return err },
 		"Remove":  m.Remove,
 	}
 	for _, op := range slices.Sorted(maps.Keys(ops)) {

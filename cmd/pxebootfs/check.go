@@ -17,8 +17,11 @@ type checkFlags struct {
 }
 
 // runCheck validates the config and the environment and prints each
-// problem on its own line; it exits 0 only if there is none. It changes
-// nothing, except for the short-lived test mounts of full-mode checks.
+// problem on its own line; it exits 0 only if there is none: 3 if any is a
+// problem of the config (a key, a file or directory it names), else 1 (the
+// machine cannot run pxebootfs: FUSE, exportfs, overlays, Ganesha). It
+// changes nothing, except for the short-lived test mounts of full-mode
+// checks.
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	var f checkFlags
 	fl := newFlagSet("check", "", stderr)
@@ -32,15 +35,22 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg, code := loadConfig(f.config, stdout)
 	if code >= 0 {
-		return exitFailure
+		return code
 	}
 	problems := checkAll(cfg)
+	code = exitOK
 	for _, p := range problems {
-		fmt.Fprintln(stdout, p)
+		fmt.Fprintln(stdout, p.msg)
+		switch {
+		case p.config:
+			code = exitConfig
+		case code == exitOK:
+			code = exitFailure
+		}
 	}
 	if len(problems) > 0 {
 		fmt.Fprintf(stdout, "%s: %d problem(s)\n", cfg.File, len(problems))
-		return exitFailure
+		return code
 	}
 	mode := "config-only mode"
 	if cfg.FullMode() {
@@ -50,26 +60,39 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func checkAll(cfg *config.Config) []string {
-	var problems []string
-	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+// problem is one line of check's report. config: the config is wrong (exit
+// 3); otherwise the machine is (exit 1).
+type problem struct {
+	msg    string
+	config bool
+}
 
+func checkAll(cfg *config.Config) []problem {
+	var problems []problem
+	add := func(config bool, format string, args ...any) {
+		problems = append(problems, problem{fmt.Sprintf(format, args...), config})
+	}
 	if _, err := catalog.New(cfg, nil, slog.New(slog.DiscardHandler)); err != nil {
-		add("%v", err)
+		add(true, "%v", err)
 	} else if t, err := render.Load(cfg.PXETemplate); err == nil {
 		if _, err := t.Render(render.SampleData()); err != nil {
-			add("pxe_template %s: %v", cfg.PXETemplate, err)
+			add(true, "pxe_template %s: %v", cfg.PXETemplate, err)
 		}
 	}
 	if cfg.StaticDir != "" {
 		if _, err := os.ReadDir(cfg.StaticDir); err != nil {
-			add("static_dir: %v", err)
+			add(true, "static_dir: %v", err)
 		}
 	}
-	if err := checkFUSE(); err != nil {
-		add("%v", err)
+	if err := config.CheckDirs(cfg); err != nil {
+		add(true, "%v", err)
 	}
-	problems = append(problems, checkFull(cfg)...)
+	if err := checkFUSE(); err != nil {
+		add(false, "%v", err)
+	}
+	for _, msg := range checkFull(cfg) {
+		add(false, "%s", msg)
+	}
 	return problems
 }
 

@@ -213,11 +213,11 @@ func (h controlHandler) Reset(ctx context.Context, id node.ID, force bool) error
 	return withCode(h.o.prov.Reset(ctx, id, force))
 }
 
-func (h controlHandler) Release(ctx context.Context, id node.ID, purge bool) error {
+func (h controlHandler) Release(ctx context.Context, id node.ID, purge, force bool) error {
 	if h.o.prov == nil {
 		return errConfigOnly
 	}
-	err := h.o.prov.Release(ctx, id, purge)
+	err := h.o.prov.Release(ctx, id, purge, force)
 	if !errors.Is(err, provision.ErrUnknownNode) {
 		h.o.met.Release(purge, err)
 	}

@@ -42,11 +42,7 @@ func newProvisioner(ctx context.Context, cfg *config.Config, log *slog.Logger) (
 			closeAll()
 		}
 	}()
-	for _, d := range []string{cfg.NodeDir, cfg.OverlayDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, nil, fmt.Errorf("create %s: %w", d, err)
-		}
-	}
+	// node_dir, overlay_dir and state_dir exist: config.CreateDirs made them.
 	reg, err := registry.Open(registry.Options{Dir: cfg.StateDir, StartFSID: cfg.StartFSID, MaxNodes: cfg.MaxNodes, Logger: log})
 	if err != nil {
 		return nil, nil, err
@@ -84,6 +80,7 @@ func newProvisioner(ctx context.Context, cfg *config.Config, log *slog.Logger) (
 		log.Error("restore: some nodes could not be restored; their next boot retries", "err", rerr)
 	}
 	log.Info("restore: done", "ready", n, "known", reg.Len())
+	p.DiscardLeftovers()
 	return p, closeAll, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/fs"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/node"
@@ -52,6 +53,31 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
+	// Everything that can be checked is checked before anything is
+	// created, and what a failed start created is removed again: a start
+	// that fails changes nothing on disk.
+	if _, err := catalog.New(cfg, nil, slog.New(slog.DiscardHandler)); err != nil {
+		log.Error("start", "err", err)
+		return exitConfig
+	}
+	if err := config.CheckDirs(cfg); err != nil {
+		log.Error("start", "err", err)
+		return exitConfig
+	}
+	created, err := config.CreateDirs(cfg)
+	if err != nil {
+		log.Error("start", "err", err)
+		return exitFailure
+	}
+	started := false
+	defer func() {
+		// Runs after everything below is closed (defers run last first).
+		if !started && len(created) > 0 {
+			config.RemoveCreated(created)
+			log.Info("start failed; removed the directories it had created", "dirs", created)
+		}
+	}()
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -82,6 +108,7 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return exitFailure
 	}
+	started = true
 	go cat.Watch(ctx, watchInterval)
 	log.Info("serving", "mountpoint", f.dir, "config", cfg.File, "full_mode", cfg.FullMode(), "version", versionString())
 	ops.ready()

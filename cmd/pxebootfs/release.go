@@ -11,6 +11,7 @@ import (
 type releaseFlags struct {
 	config string
 	purge  bool
+	force  bool
 }
 
 // runRelease asks the daemon to unexport and unmount nodes' roots, and with
@@ -20,9 +21,10 @@ func runRelease(args []string, stdout, stderr io.Writer) int {
 	fl := newFlagSet("release", "NODE...", stderr)
 	fl.StringVar(&f.config, "c", "", configFlagHelp)
 	fl.BoolVar(&f.purge, "purge", false, "also delete the nodes' overlay data and forget them (their fsids are retired, never reused)")
+	fl.BoolVar(&f.force, "force", false, "even if a node booted within reset_guard (it may be running on the root taken away)")
 	return runNodeCommand(fl, &f.config, args, stdout, stderr,
 		func(ctx context.Context, c *control.Client, nodes []node.ID) ([]control.Result, string, error) {
-			results, err := c.Release(ctx, nodes, f.purge)
+			results, err := c.Release(ctx, nodes, f.purge, f.force)
 			done := "released: unexported and unmounted; its data is kept and its next boot provisions it again"
 			if f.purge {
 				done = "purged: unexported, unmounted, data deleted, forgotten"

@@ -40,8 +40,8 @@ func (c *Client) Reset(ctx context.Context, nodes []node.ID, force bool) ([]Resu
 }
 
 // Release releases nodes, and purges them if purge; see Reset for errors.
-func (c *Client) Release(ctx context.Context, nodes []node.ID, purge bool) ([]Result, error) {
-	resp, err := c.do(ctx, Request{Op: OpRelease, Nodes: nodes, Purge: purge})
+func (c *Client) Release(ctx context.Context, nodes []node.ID, purge, force bool) ([]Result, error) {
+	resp, err := c.do(ctx, Request{Op: OpRelease, Nodes: nodes, Purge: purge, Force: force})
 	if err != nil {
 		return nil, err
 	}

@@ -72,8 +72,8 @@ func (h *fakeHandler) Reset(ctx context.Context, id node.ID, force bool) error {
 	return h.check(id)
 }
 
-func (h *fakeHandler) Release(ctx context.Context, id node.ID, purge bool) error {
-	h.record(fmt.Sprintf("release %s purge=%v", id, purge))
+func (h *fakeHandler) Release(ctx context.Context, id node.ID, purge, force bool) error {
+	h.record(fmt.Sprintf("release %s purge=%v force=%v", id, purge, force))
 	if h.release != nil {
 		<-h.release
 	}
@@ -138,8 +138,8 @@ func TestRoundTrip(t *testing.T) {
 			[]string{"reset C0A80102 force=false", "reset C0A80103 force=false", "reset 0A000001 force=false"}},
 		{"reset forced", func() ([]Result, error) { return c.Reset(ctx, ids("C0A80103"), true) },
 			[]error{nil}, []string{"reset C0A80103 force=true"}},
-		{"release purge", func() ([]Result, error) { return c.Release(ctx, ids("C0A80103", "0A000001"), true) },
-			[]error{nil, ErrUnknownNode}, []string{"release C0A80103 purge=true", "release 0A000001 purge=true"}},
+		{"release purge", func() ([]Result, error) { return c.Release(ctx, ids("C0A80103", "0A000001"), true, true) },
+			[]error{nil, ErrUnknownNode}, []string{"release C0A80103 purge=true force=true", "release 0A000001 purge=true force=true"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,7 +268,7 @@ func TestCloseWaitsAndRemoves(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		res, err := NewClient(path).Release(context.Background(), ids("C0A80102"), false)
+		res, err := NewClient(path).Release(context.Background(), ids("C0A80102"), false, false)
 		if err == nil {
 			err = res[0].Err()
 		}
@@ -317,7 +317,7 @@ func TestClientContext(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	if _, err := NewClient(path).Release(ctx, ids("C0A80102"), false); !errors.Is(err, context.Canceled) {
+	if _, err := NewClient(path).Release(ctx, ids("C0A80102"), false, false); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled call = %v, want context.Canceled", err)
 	}
 }

@@ -49,7 +49,7 @@ const (
 type Request struct {
 	Op    Op        `json:"op"`
 	Nodes []node.ID `json:"nodes,omitempty"` // reset, release: hex names
-	Force bool      `json:"force,omitempty"` // reset: even if the node booted within reset_guard
+	Force bool      `json:"force,omitempty"` // reset, release: even if the node booted within reset_guard
 	Purge bool      `json:"purge,omitempty"` // release: also delete the node's data and forget it
 }
 

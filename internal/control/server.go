@@ -25,7 +25,7 @@ import (
 type Handler interface {
 	Nodes(ctx context.Context) ([]NodeStatus, error)
 	Reset(ctx context.Context, id node.ID, force bool) error
-	Release(ctx context.Context, id node.ID, purge bool) error
+	Release(ctx context.Context, id node.ID, purge, force bool) error
 	Reload(ctx context.Context) error
 }
 
@@ -220,7 +220,7 @@ func (s *Server) handle(req Request) Response {
 			if req.Op == OpReset {
 				err = s.h.Reset(ctx, n, req.Force)
 			} else {
-				err = s.h.Release(ctx, n, req.Purge)
+				err = s.h.Release(ctx, n, req.Purge, req.Force)
 			}
 			results[i] = Result{Node: n}
 			if err != nil {

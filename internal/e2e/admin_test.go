@@ -22,6 +22,7 @@ import (
 
 // Exit codes of the admin commands (cmd/pxebootfs/exit.go).
 const (
+	exitFailure     = 1
 	exitConfig      = 3
 	exitNoDaemon    = 4
 	exitUnknownNode = 5
@@ -31,13 +32,13 @@ const (
 
 // admin runs an admin command against the site and returns stdout, stderr
 // and the exit code.
-func (f *fullSite) admin(t *testing.T, cmd string, args ...string) (string, string, int) {
+func (f *site) admin(t *testing.T, cmd string, args ...string) (string, string, int) {
 	t.Helper()
 	return run(t, append([]string{cmd, "-c", f.cfg}, args...)...)
 }
 
 // mustAdmin runs an admin command that must succeed.
-func (f *fullSite) mustAdmin(t *testing.T, cmd string, args ...string) string {
+func (f *site) mustAdmin(t *testing.T, cmd string, args ...string) string {
 	t.Helper()
 	out, errOut, code := f.admin(t, cmd, args...)
 	if code != 0 {
@@ -59,7 +60,7 @@ type nodeJSON struct {
 	LastError string    `json:"last_error"`
 }
 
-func (f *fullSite) nodesJSON(t *testing.T) map[string]nodeJSON {
+func (f *site) nodesJSON(t *testing.T) map[string]nodeJSON {
 	t.Helper()
 	var list []nodeJSON
 	out := f.mustAdmin(t, "nodes", "-json")
@@ -175,8 +176,17 @@ func TestAdminReset(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(n1, "etc", "golden")); string(b) != "golden\n" {
 		t.Errorf("after reset the node sees %q, want the golden root's", b)
 	}
-	if aside, _ := filepath.Glob(filepath.Join(f.overlays, "C0A80102", "*.reset-*")); len(aside) != 0 {
-		t.Errorf("old layers left: %v", aside)
+	// The old layer is deleted in the background, after the node got its
+	// fresh root.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		aside, _ := filepath.Glob(filepath.Join(f.overlays, "C0A80102", "*.reset-*"))
+		if len(aside) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("old layers left: %v", aside)
+			break
+		}
 	}
 	if !exists(filepath.Join(f.nodes, "C0A80103", "kept")) {
 		t.Error("reset of one node touched another")
@@ -261,7 +271,8 @@ func TestAdminRelease(t *testing.T) {
 	os.WriteFile(filepath.Join(n1, "kept"), []byte("node 1\n"), 0o644)
 	os.WriteFile(filepath.Join(n2, "doomed"), []byte("node 2\n"), 0o644)
 
-	f.mustAdmin(t, "release", "C0A80102")
+	// The nodes booted a moment ago: releasing them takes -force.
+	f.mustAdmin(t, "release", "-force", "C0A80102")
 	if _, ok := f.exports(t)[n1]; ok || f.overlayMounts(t)[n1] != 0 {
 		t.Errorf("released node still exported or mounted")
 	}
@@ -285,7 +296,7 @@ func TestAdminRelease(t *testing.T) {
 		t.Errorf("after the next boot: export %+v, data kept %v", e, exists(filepath.Join(n1, "kept")))
 	}
 
-	f.mustAdmin(t, "release", "C0A80103", "-purge")
+	f.mustAdmin(t, "release", "C0A80103", "-purge", "-force")
 	if _, ok := f.exports(t)[n2]; ok || f.overlayMounts(t)[n2] != 0 || exists(filepath.Join(f.overlays, "C0A80103")) || exists(n2) {
 		t.Error("purged node left an export, a mount or files")
 	}

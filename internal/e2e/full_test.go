@@ -532,7 +532,7 @@ func TestFullModeCheck(t *testing.T) {
 	}
 	// Missing node_dir: reported, not created.
 	os.Remove(f.nodes)
-	if out, _, code := run(t, "check", "-c", f.cfg); code == 0 || !strings.Contains(out, f.nodes) {
+	if out, _, code := run(t, "check", "-c", f.cfg); code != exitFailure || !strings.Contains(out, f.nodes) {
 		t.Errorf("check without node_dir: exit %d\n%s", code, out)
 	}
 }

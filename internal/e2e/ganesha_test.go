@@ -314,7 +314,7 @@ func TestGaneshaCheck(t *testing.T) {
 	}
 	f.srv.Stop(t)
 	out, _, code := run(t, "check", "-c", f.cfg)
-	if code == 0 || !strings.Contains(out, "export ganesha: ganesha is not reachable") || !strings.Contains(out, f.srv.Bus) {
+	if code != exitFailure || !strings.Contains(out, "export ganesha: ganesha is not reachable") || !strings.Contains(out, f.srv.Bus) {
 		t.Errorf("check with Ganesha stopped: exit %d:\n%s", code, out)
 	}
 	f.srv.Start(t)

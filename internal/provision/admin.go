@@ -87,8 +87,9 @@ func (p *Provisioner) bootResetDue(st *nodeState, id node.ID) bool {
 	return p.now().Sub(lastActive(st, rec)) >= guard
 }
 
-// Reset gives node a fresh root: unexport, unmount, wipe its writable
-// layer, mount and export again with the same fsid. It refuses, with an
+// Reset gives node a fresh root: unexport, unmount, move its writable layer
+// aside, mount and export again with the same fsid, then delete the old
+// layer in the background. It refuses, with an
 // error wrapping ErrRecentBoot, a node that booted less than reset_guard
 // ago, unless force. The work is not cancelled by ctx: a reset half done
 // would leave the node without a root.
@@ -102,13 +103,25 @@ func (p *Provisioner) Reset(ctx context.Context, id node.ID, force bool) error {
 	if !ok {
 		return fmt.Errorf("reset %s: %w", id, ErrUnknownNode)
 	}
-	if guard, _ := p.policy(); !force && !rec.LastBoot.IsZero() {
-		if ago := p.now().Sub(rec.LastBoot); ago < guard {
-			return fmt.Errorf("reset %s: it booted %s ago, within reset_guard (%s), and may be running on this root; wiping it would corrupt the node (use -force if it is down): %w",
-				id, ago.Round(time.Second), guard, ErrRecentBoot)
-		}
+	if err := p.guard("reset", "wiping it would corrupt the node", rec, force); err != nil {
+		return err
 	}
 	return p.resetLocked(context.WithoutCancel(ctx), st, rec, "admin")
+}
+
+// guard refuses, with an error wrapping ErrRecentBoot, an operation that
+// takes a node's root away while the node probably runs on it: it booted
+// less than reset_guard ago. force overrides (the admin knows it is down).
+func (p *Provisioner) guard(op, harm string, rec registry.Record, force bool) error {
+	guard, _ := p.policy()
+	if force || rec.LastBoot.IsZero() {
+		return nil
+	}
+	if ago := p.now().Sub(rec.LastBoot); ago < guard {
+		return fmt.Errorf("%s %s: it booted %s ago, within reset_guard (%s), and may be running on this root; %s (use -force if it is down): %w",
+			op, rec.ID, ago.Round(time.Second), guard, harm, ErrRecentBoot)
+	}
+	return nil
 }
 
 // resetLocked does the reset; the caller holds the node's lock. Whatever
@@ -149,13 +162,21 @@ func (p *Provisioner) resetLocked(ctx context.Context, st *nodeState, rec regist
 	log.Info("reset: unmounted", "duration", p.now().Sub(t))
 
 	t = p.now()
-	// A wipe that fails after moving the old layer aside has still reset
-	// the node; one that fails before has not. Either way the node gets a
-	// root back, and the error is reported.
-	wipeErr := p.ov.Wipe(rec.ID)
+	// The old layer is only moved aside here (instant, atomic): the node
+	// gets its fresh root at once and the old data is deleted afterwards,
+	// in the background, however large it is. A wipe that fails after
+	// moving the old layer aside has still reset the node; one that fails
+	// before has not. Either way the node gets a root back, and the error
+	// is reported.
+	aside, wipeErr := p.ov.Wipe(rec.ID)
 	if wipeErr == nil {
-		log.Info("reset: writable layer wiped", "duration", p.now().Sub(t))
+		log.Info("reset: writable layer moved aside", "duration", p.now().Sub(t))
 	}
+	defer func() {
+		if len(aside) > 0 {
+			p.discard(rec.ID, aside)
+		}
+	}()
 
 	t = p.now()
 	if _, err := p.ov.Mount(rec.ID); err != nil {
@@ -186,8 +207,9 @@ func (p *Provisioner) resetLocked(ctx context.Context, st *nodeState, rec regist
 // its next boot provisions it again (as does the next daemon start, which
 // restores every known node). With purge it also deletes the node's overlay
 // data and forgets the node: its fsid is retired, never handed out again.
-// Like Reset, the work is not cancelled by ctx.
-func (p *Provisioner) Release(ctx context.Context, id node.ID, purge bool) (err error) {
+// Like Reset, it refuses a node that booted within reset_guard unless
+// force, and the work is not cancelled by ctx.
+func (p *Provisioner) Release(ctx context.Context, id node.ID, purge, force bool) (err error) {
 	st, err := p.lockNode(ctx, id)
 	if err != nil {
 		return fmt.Errorf("release %s: %w", id, err)
@@ -197,6 +219,13 @@ func (p *Provisioner) Release(ctx context.Context, id node.ID, purge bool) (err 
 	rec, ok := p.reg.Get(id)
 	if !ok {
 		return fmt.Errorf("release %s: %w", id, ErrUnknownNode)
+	}
+	harm := "taking its root away would crash it"
+	if purge {
+		harm = "deleting its data under it would corrupt the node"
+	}
+	if err := p.guard("release", harm, rec, force); err != nil {
+		return err
 	}
 	start := p.now()
 	log := p.log.With("node", id, "fsid", rec.FSID, "purge", purge)

@@ -43,6 +43,18 @@ func (f *fakeExporter) clearLog() {
 	f.calls = nil
 }
 
+// isExported reports whether some export of id's root is in place.
+func (f *fakeExporter) isExported(id node.ID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for e := range f.set {
+		if filepath.Base(e.Path) == id.String() {
+			return true
+		}
+	}
+	return false
+}
+
 func (f *fakeExporter) setHold(c chan struct{}) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -213,6 +225,7 @@ func newTestProv(t *testing.T, guard time.Duration, onBoot bool) *testProv {
 	tp.opts = Options{Overlay: ov, Exporter: tp.ex, Registry: tp.reg, NodeDir: tp.nodes, StartFSID: 100,
 		Now: tp.clock.now, ResetGuard: guard, ResetOnBoot: onBoot, Metrics: tp.met}
 	tp.Provisioner = New(tp.opts)
+	t.Cleanup(tp.Wait) // background deletions end before the temp dir goes
 	return tp
 }
 
@@ -314,6 +327,7 @@ func TestResetWipesUpperKeepsFSID(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(tp.overlays, n1.ID.String(), "upper", "one")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("upper of %s still has the file: %v", n1.ID, err)
 	}
+	tp.Wait() // the old layers are deleted in the background
 	aside, _ := filepath.Glob(filepath.Join(tp.overlays, n1.ID.String(), "*.reset-*"))
 	if len(aside) != 0 {
 		t.Errorf("old layers left: %v", aside)
@@ -347,7 +361,8 @@ func TestRelease(t *testing.T) {
 			n := testNode(2)
 			r1 := tp.ensure(t, n)
 			tp.writeInRoot(t, n, "data")
-			if err := tp.Release(context.Background(), n.ID, tt.purge); err != nil {
+			tp.clock.advance(time.Hour) // past reset_guard: the node is down
+			if err := tp.Release(context.Background(), n.ID, tt.purge, false); err != nil {
 				t.Fatal(err)
 			}
 			if m, _ := mountinfo.Mounted(filepath.Join(tp.nodes, n.ID.String())); m {
@@ -379,7 +394,7 @@ func TestRelease(t *testing.T) {
 
 func TestReleaseUnknown(t *testing.T) {
 	tp := newTestProv(t, 0, false)
-	if err := tp.Release(context.Background(), node.MustParse("C0A801FF"), true); !errors.Is(err, ErrUnknownNode) {
+	if err := tp.Release(context.Background(), node.MustParse("C0A801FF"), true, false); !errors.Is(err, ErrUnknownNode) {
 		t.Errorf("Release of an unknown node = %v, want ErrUnknownNode", err)
 	}
 }
@@ -468,7 +483,7 @@ func TestStatus(t *testing.T) {
 	n1, n2 := testNode(2), testNode(3)
 	tp.ensure(t, n1)
 	tp.ensure(t, n2)
-	if err := tp.Release(context.Background(), n2.ID, false); err != nil {
+	if err := tp.Release(context.Background(), n2.ID, false, true); err != nil {
 		t.Fatal(err)
 	}
 	st := tp.Status(context.Background())

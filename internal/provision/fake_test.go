@@ -5,7 +5,9 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,7 +22,11 @@ type fakeOverlays struct {
 	ex      *fakeExporter
 	mu      sync.Mutex
 	mounted map[node.ID]bool
+	aside   []string         // set aside by Wipe, not yet discarded
 	fail    map[string]error // "mount", "unmount", "wipe", "remove"
+	// holdDiscard, when set, makes Discard wait until it is closed: a
+	// deletion of a large old layer still running.
+	holdDiscard chan struct{}
 }
 
 func newFakeOverlays(ex *fakeExporter) *fakeOverlays {
@@ -66,7 +72,45 @@ func (f *fakeOverlays) Unmount(id node.ID) error {
 	return nil
 }
 
-func (f *fakeOverlays) Wipe(id node.ID) error   { return f.do("wipe", id) }
+func (f *fakeOverlays) Wipe(id node.ID) ([]string, error) {
+	if err := f.do("wipe", id); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	dirs := []string{"/o/" + id.String() + "/upper.reset-1", "/o/" + id.String() + "/work.reset-1"}
+	f.aside = append(f.aside, dirs...)
+	return dirs, nil
+}
+
+func (f *fakeOverlays) Discard(dirs []string) error {
+	f.mu.Lock()
+	hold := f.holdDiscard
+	f.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range dirs {
+		f.aside = slices.DeleteFunc(f.aside, func(a string) bool { return a == d })
+	}
+	f.ex.note("discard " + strings.Join(dirs, " "))
+	return nil
+}
+
+func (f *fakeOverlays) Leftovers() ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.aside), nil
+}
+
+func (f *fakeOverlays) isMounted(id node.ID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mounted[id]
+}
+
 func (f *fakeOverlays) Remove(id node.ID) error { return f.do("remove", id) }
 
 func (f *fakeOverlays) MountedNodes() (map[node.ID]bool, error) {
@@ -172,7 +216,8 @@ func TestFastResetOrder(t *testing.T) {
 		wantSteps []string
 		wantErr   bool
 	}{
-		{"ok", "", []string{"unexport C0A80102", "unmount C0A80102", "wipe C0A80102", "mount C0A80102", "export C0A80102 start", "export C0A80102 done"}, false},
+		{"ok", "", []string{"unexport C0A80102", "unmount C0A80102", "wipe C0A80102", "mount C0A80102", "export C0A80102 start", "export C0A80102 done",
+			"discard /o/C0A80102/upper.reset-1 /o/C0A80102/work.reset-1"}, false},
 		// The root could not be taken down: it is exported again, untouched.
 		{"unmount fails", "unmount", []string{"unexport C0A80102", "unmount C0A80102 failed", "export C0A80102 start", "export C0A80102 done"}, true},
 		// The wipe failed, but the node gets its (old) root back at once.
@@ -190,6 +235,7 @@ func TestFastResetOrder(t *testing.T) {
 				fp.ov.setFail(tt.failOp, errors.New("injected"))
 			}
 			err := fp.Reset(context.Background(), fastNode.ID, false)
+			fp.Wait()
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("Reset = %v, want error %v", err, tt.wantErr)
 			}
@@ -219,9 +265,11 @@ func TestFastWaiterAbandons(t *testing.T) {
 	}
 	hold := make(chan struct{})
 	fp.ex.setHold(hold)
+	fp.ex.clearLog()
 	reset := make(chan error, 1)
 	go func() { reset <- fp.Reset(context.Background(), fastNode.ID, true) }()
-	for !slices.Contains(fp.ex.callLog(), "export C0A80102 start") || len(fp.ex.callLog()) < 3 {
+	// The reset holds the node's lock until its export, held here, ends.
+	for !slices.Contains(fp.ex.callLog(), "export C0A80102 start") {
 		time.Sleep(time.Millisecond)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -234,5 +282,127 @@ func TestFastWaiterAbandons(t *testing.T) {
 	close(hold)
 	if err := <-reset; err != nil {
 		t.Errorf("reset = %v", err)
+	}
+}
+
+// TestFastResetServesBeforeDeleting: the node gets its fresh root, mounted
+// and exported, while its old layer is still being deleted; a restart then
+// finds the leftovers and deletes them.
+func TestFastResetServesBeforeDeleting(t *testing.T) {
+	fp := newFastProv(t, time.Minute)
+	if _, err := fp.Ensure(context.Background(), fastNode); err != nil {
+		t.Fatal(err)
+	}
+	fp.clock.advance(time.Hour)
+	hold := make(chan struct{})
+	fp.ov.holdDiscard = hold
+	if err := fp.Reset(context.Background(), fastNode.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	// Reset returned while the deletion is blocked: the node is served.
+	if !fp.ov.isMounted(fastNode.ID) || !fp.ex.isExported(fastNode.ID) {
+		t.Fatal("reset returned before the fresh root was mounted and exported")
+	}
+	fp.ex.clearLog()
+	if _, err := fp.Ensure(context.Background(), fastNode); err != nil {
+		t.Fatal(err)
+	}
+	if got := fp.steps(); len(got) != 0 {
+		t.Errorf("boot during the deletion did work: %q", got)
+	}
+	// The daemon "dies" here: a new provisioner over the same state finds
+	// the old layer and deletes it.
+	left, _ := fp.ov.Leftovers()
+	if len(left) != 2 {
+		t.Fatalf("leftovers %v, want the two dirs set aside", left)
+	}
+	close(hold)
+	fp.Wait()
+	fp.ov.aside = left // as a kill -9 would have left them
+	p2 := New(Options{Overlay: fp.ov, Exporter: fp.ex, Registry: fp.reg, NodeDir: "/srv/nodes", Now: fp.clock.now})
+	p2.DiscardLeftovers()
+	p2.Wait()
+	if left, _ := fp.ov.Leftovers(); len(left) != 0 {
+		t.Errorf("after restart leftovers %v remain", left)
+	}
+}
+
+// TestFastOpensRaceReset: 64 opens racing resets are each served while
+// the node's root is mounted and exported (the old one before a reset
+// starts, or the fresh one after), never in between.
+func TestFastOpensRaceReset(t *testing.T) {
+	fp := newFastProv(t, 0)
+	if _, err := fp.Ensure(context.Background(), fastNode); err != nil {
+		t.Fatal(err)
+	}
+	var bad, served atomic.Int64
+	fp.served = func(id node.ID) {
+		served.Add(1)
+		if !fp.ov.isMounted(id) || !fp.ex.isExported(id) {
+			bad.Add(1)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 64 {
+		wg.Go(func() {
+			for range 20 {
+				if _, err := fp.Ensure(context.Background(), fastNode); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	for range 20 {
+		if err := fp.Reset(context.Background(), fastNode.ID, true); err != nil {
+			t.Error(err)
+		}
+	}
+	wg.Wait()
+	fp.Wait()
+	if served.Load() != 64*20 || bad.Load() != 0 {
+		t.Errorf("%d opens served, %d of them without a mounted and exported root", served.Load(), bad.Load())
+	}
+}
+
+// TestFastReleaseGuard: release and release -purge of a node that booted
+// within reset_guard are refused unless forced, and change nothing then.
+func TestFastReleaseGuard(t *testing.T) {
+	tests := []struct {
+		name         string
+		since        time.Duration
+		purge, force bool
+		wantErr      error
+	}{
+		{"release within the guard", time.Second, false, false, ErrRecentBoot},
+		{"purge within the guard", time.Second, true, false, ErrRecentBoot},
+		{"release within the guard, forced", time.Second, false, true, nil},
+		{"purge within the guard, forced", time.Second, true, true, nil},
+		{"release after the guard", time.Hour, false, false, nil},
+		{"purge after the guard", time.Hour, true, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fp := newFastProv(t, 5*time.Minute)
+			if _, err := fp.Ensure(context.Background(), fastNode); err != nil {
+				t.Fatal(err)
+			}
+			fp.clock.advance(tt.since)
+			fp.ex.clearLog()
+			err := fp.Release(context.Background(), fastNode.ID, tt.purge, tt.force)
+			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+				t.Fatalf("Release = %v, want %v", err, tt.wantErr)
+			}
+			_, known := fp.reg.Get(fastNode.ID)
+			if tt.wantErr != nil {
+				if got := fp.steps(); len(got) != 0 || !known || !fp.ov.isMounted(fastNode.ID) {
+					t.Errorf("refused release did %q (known %v, mounted %v)", got, known, fp.ov.isMounted(fastNode.ID))
+				}
+				return
+			}
+			if fp.ov.isMounted(fastNode.ID) || fp.ex.isExported(fastNode.ID) || known == tt.purge {
+				t.Errorf("after release: mounted %v, exported %v, known %v", fp.ov.isMounted(fastNode.ID), fp.ex.isExported(fastNode.ID), known)
+			}
+		})
 	}
 }

@@ -38,8 +38,13 @@ type Overlays interface {
 	Mount(id node.ID) (adopted bool, err error)
 	// Unmount unmounts id's overlay; not mounted is success.
 	Unmount(id node.ID) error
-	// Wipe discards id's writable layer; id must not be mounted.
-	Wipe(id node.ID) error
+	// Wipe moves id's writable layer aside and returns the directories to
+	// delete; id must not be mounted.
+	Wipe(id node.ID) (aside []string, err error)
+	// Discard deletes what Wipe moved aside.
+	Discard(dirs []string) error
+	// Leftovers lists what Wipe moved aside and nobody deleted (a crash).
+	Leftovers() ([]string, error)
 	// Remove deletes id's overlay directories; id must not be mounted.
 	Remove(id node.ID) error
 	// MountedNodes lists the nodes whose overlay is mounted, from one
@@ -87,6 +92,12 @@ type Provisioner struct {
 	usedMu   sync.Mutex
 	used     map[uint32]string
 	usedTime time.Time
+
+	// bg counts background deletions of reset nodes' old layers.
+	bg sync.WaitGroup
+	// served, if set (tests), is called under the node's lock just before
+	// Ensure returns its root: the moment the config is served.
+	served func(id node.ID)
 }
 
 // nodeState is everything provisioning keeps in memory about one node.
@@ -183,6 +194,9 @@ func (p *Provisioner) Ensure(ctx context.Context, n node.Node) (node.Root, error
 	}
 	if err := p.reg.RecordBoot(n.ID, p.now(), n.MAC); err != nil {
 		p.log.Warn("record boot", "node", n.ID, "err", err)
+	}
+	if p.served != nil {
+		p.served(n.ID)
 	}
 	return p.root(rec), nil
 }
@@ -310,6 +324,38 @@ func (p *Provisioner) Nodes() []node.Node {
 	}
 	return nodes
 }
+
+// discard deletes a reset node's old layers in the background. A daemon
+// that dies meanwhile leaves them for DiscardLeftovers at its next start.
+func (p *Provisioner) discard(id node.ID, dirs []string) {
+	p.bg.Go(func() {
+		start := p.now()
+		if err := p.ov.Discard(dirs); err != nil {
+			p.log.Error("reset: deleting the old writable layer failed; the node has its fresh root", "node", id, "err", err)
+			return
+		}
+		p.log.Info("reset: old writable layer deleted", "node", id, "dirs", len(dirs), "duration", p.now().Sub(start))
+	})
+}
+
+// DiscardLeftovers deletes, in the background, the old layers of resets
+// whose deletion a crash interrupted. Start-up calls it.
+func (p *Provisioner) DiscardLeftovers() {
+	dirs, err := p.ov.Leftovers()
+	if err != nil {
+		p.log.Error("list old layers of interrupted resets", "err", err)
+		return
+	}
+	if len(dirs) == 0 {
+		return
+	}
+	p.log.Info("deleting old writable layers left by an interrupted reset", "dirs", dirs)
+	p.discard(node.ID{}, dirs)
+}
+
+// Wait waits for background deletions to finish (tests, and a daemon that
+// wants to leave nothing behind).
+func (p *Provisioner) Wait() { p.bg.Wait() }
 
 // restoreWorkers bounds parallel restores: mounts and exportfs calls are
 // cheap but not free, and a server coming back up has other work too.
