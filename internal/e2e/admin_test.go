@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
@@ -303,12 +304,8 @@ func TestAdminRelease(t *testing.T) {
 	if _, ok := f.nodesJSON(t)["C0A80103"]; ok {
 		t.Error("purged node still listed")
 	}
-	var st struct {
-		Retired []uint32 `json:"retired_fsids"`
-	}
-	b, _ := os.ReadFile(filepath.Join(f.state, "nodes.json"))
-	if json.Unmarshal(b, &st) != nil || !slices.Contains(st.Retired, 10001) {
-		t.Errorf("fsid 10001 not retired: %s", b)
+	if reg, err := registry.OpenReadOnly(f.state); err != nil || !slices.Contains(reg.Retired(), 10001) {
+		t.Errorf("fsid 10001 not retired (%v)", err)
 	}
 	mustFetch(t, addr, "C0A80103")
 	if e := f.exports(t)[n2]; e.FSID != 10002 || exists(filepath.Join(n2, "doomed")) {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
 	"github.com/pxebootfs/pxebootfs/nfsexport"
 )
@@ -119,26 +119,30 @@ func (f *fullSite) overlayMounts(t testing.TB) map[string]int {
 }
 
 type registryFile struct {
-	Nodes []struct {
-		Node      string `json:"node"`
-		IP        string `json:"ip"`
-		FSID      uint32 `json:"fsid"`
-		BootCount uint64 `json:"boot_count"`
-	} `json:"nodes"`
+	Nodes []registryNode
 }
 
+type registryNode struct {
+	Node      string
+	IP        string
+	FSID      uint32
+	BootCount uint64
+}
+
+// registry reads the site's node registry the way admin commands do
+// without a daemon (snapshot plus journal, without the lock).
 func (f *fullSite) registry(t testing.TB) registryFile {
 	t.Helper()
 	var r registryFile
-	b, err := os.ReadFile(filepath.Join(f.state, "nodes.json"))
+	reg, err := registry.OpenReadOnly(f.state)
 	if errors.Is(err, os.ErrNotExist) {
 		return r
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatalf("registry does not parse: %v\n%s", err, b)
+	for _, rec := range reg.All() {
+		r.Nodes = append(r.Nodes, registryNode{Node: rec.ID.String(), IP: rec.ID.Addr().String(), FSID: rec.FSID, BootCount: rec.BootCount})
 	}
 	return r
 }

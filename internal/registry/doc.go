@@ -13,16 +13,25 @@
 //
 // # File format
 //
-// The state lives in one JSON file, state_dir/nodes.json:
+// The state lives in state_dir/nodes.json, a snapshot, and
+// state_dir/nodes.journal, the changes made since (see journal.go):
 //
-//	{"version": 1, "nodes": [...], "retired_fsids": [...]}
+//	nodes.json     {"version": 1, "seq": S, "nodes": [...], "retired_fsids": [...]}
+//	nodes.journal  {"base": S} then one line per change: {"seq": N, "put": {...}} or {"seq": N, "forget": ...}
 //
-// It is replaced atomically (temp file in the same directory, fsync, rename,
-// fsync of the directory), so a crash at any instant leaves either the old or
-// the new state. Leftover temp files of a crashed writer are ignored when
-// reading and removed by [Open]. A file that does not parse or breaks an
-// invariant (duplicate node or fsid, bad node name, fsid 0) is an error: the
-// registry never starts over silently, since that would hand out fsids again.
+// A change appends one line to the journal, so its cost does not grow with
+// the number of nodes. The journal is compacted into a new snapshot when it
+// grows to four times the snapshot (and at least 1 MiB), at Open and at
+// Close, so after a clean shutdown nodes.json holds everything and the
+// journal is empty. Both files are replaced atomically (temp file, fsync,
+// rename, fsync of the directory), and replay skips journal lines a newer
+// snapshot already holds, so a crash at any instant leaves the old or the
+// new state; a last journal line a crash cut short was never acknowledged
+// and is ignored. A nodes.json of a version without the journal is read as
+// it is and migrated at Open. A file that does not parse or breaks an
+// invariant (duplicate node or fsid, bad node name, fsid 0) is an error:
+// the registry never starts over silently, since that would hand out fsids
+// again.
 //
 // # Locking
 //
@@ -33,8 +42,8 @@
 //
 // # Durability and group commit
 //
-// Every mutating method returns only once the change is on disk. Writes are
-// coalesced: a caller whose change is not yet written either becomes the
+// Every mutating method returns only once the change is on disk (its
+// journal line appended and fsynced). Writes are coalesced: a caller whose change is not yet written either becomes the
 // writer (if no write is in flight) or waits for the write in flight and then
 // checks again; a writer always writes the newest state. A boot storm of a
 // thousand concurrent [Registry.RecordBoot] calls thus costs a handful of

@@ -76,6 +76,18 @@ type Registry struct {
 	closed       bool // Close was called: no more changes
 	released     bool // the lock is gone: no more writes
 
+	// The journal (see journal.go): pending holds the lines of changes made
+	// in memory and not yet written; jf is the journal open for appending,
+	// jsize its size, snapBytes the size of the last snapshot.
+	pending   []byte
+	jf        *os.File
+	jsize     int64
+	jempty    int64 // size of the journal holding no change (its base line)
+	snapBytes int64
+	// minCompact is the journal size below which it is not compacted
+	// (minCompact by default; tests lower it).
+	minCompact int64
+
 	// Instrumentation for tests of the group commit.
 	writes  uint64 // write attempts made
 	waiting int    // callers parked behind an in-flight write
@@ -128,7 +140,7 @@ func openLocked(opts Options, log *slog.Logger, lock *os.File) (*Registry, error
 	if len(stale) > 0 {
 		log.Warn("removed temp files of an interrupted registry write", "files", stale)
 	}
-	st, err := readState(filepath.Join(opts.Dir, fileName))
+	st, err := loadDir(opts.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -136,8 +148,18 @@ func openLocked(opts Options, log *slog.Logger, lock *os.File) (*Registry, error
 	if start == 0 {
 		start = 1
 	}
-	r := &Registry{dir: opts.Dir, start: start, max: opts.MaxNodes, log: log, lock: lock, st: st}
+	r := &Registry{dir: opts.Dir, start: start, max: opts.MaxNodes, log: log, lock: lock, st: st, minCompact: minCompact}
 	r.cond.L = &r.mu
+	// Start from a fresh snapshot and an empty journal: this also migrates
+	// a nodes.json of a version without the journal, and drops a journal
+	// line a crash cut short.
+	nodes, retired := r.snapshotLocked()
+	if r.snapBytes, err = compact(opts.Dir, nodes, retired, st.seq); err != nil {
+		return nil, err
+	}
+	if err := r.openJournal(); err != nil {
+		return nil, err
+	}
 	log.Info("registry loaded", "state_dir", opts.Dir, "nodes", len(st.nodes), "retired_fsids", len(st.retired))
 	return r, nil
 }
@@ -155,7 +177,7 @@ func OpenReadOnly(dir string) (*Registry, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open registry read-only: %s is not a directory", dir)
 	}
-	st, err := readState(filepath.Join(dir, fileName))
+	st, err := loadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open registry read-only: %w", err)
 	}
@@ -178,7 +200,19 @@ func (r *Registry) Close() error {
 		return nil
 	}
 	err := r.commitLocked(r.gen)
+	if err == nil && r.jf != nil && r.jsize > r.jempty {
+		// A clean shutdown leaves one complete nodes.json, as older
+		// versions wrote it, and an empty journal.
+		nodes, retired := r.snapshotLocked()
+		_, err = compact(r.dir, nodes, retired, r.st.seq)
+	}
 	r.released = true
+	if r.jf != nil {
+		if cerr := r.jf.Close(); err == nil {
+			err = cerr
+		}
+		r.jf = nil
+	}
 	r.mu.Unlock()
 	if uerr := unlockDir(r.lock); err == nil {
 		err = uerr
@@ -273,6 +307,7 @@ func (r *Registry) Allocate(id node.ID, mac string, used map[uint32]string) (Rec
 	}
 	r.st.nodes[id] = e
 	r.st.fsids[fsid] = id
+	r.logLocked(func(seq uint64) []byte { return putLine(seq, e.n) })
 	// On failure the record stays in memory, fsid reserved: a retry of
 	// Allocate for this node tries the write again and returns it then.
 	if err := r.commitLocked(e.gen); err != nil {
@@ -358,6 +393,7 @@ func (r *Registry) update(what string, id node.ID, change func(*Record)) error {
 		return fmt.Errorf("%s %s: %w", what, id, ErrUnknownNode)
 	}
 	change(&e.n)
+	r.logLocked(func(seq uint64) []byte { return putLine(seq, e.n) })
 	r.gen++
 	if err := r.commitLocked(r.gen); err != nil {
 		return fmt.Errorf("%s %s: persist: %w", what, id, err)
@@ -379,6 +415,7 @@ func (r *Registry) Forget(id node.ID) error {
 	}
 	delete(r.st.nodes, id)
 	delete(r.st.fsids, e.n.FSID)
+	r.logLocked(func(seq uint64) []byte { return forgetLine(seq, id, e.n.FSID) })
 	r.st.retired[e.n.FSID] = struct{}{}
 	r.gen++
 	if err := r.commitLocked(r.gen); err != nil {
@@ -425,12 +462,15 @@ func (r *Registry) commitLocked(g uint64) error {
 	return nil
 }
 
-// writeLocked writes a snapshot of the current state. r.mu must be held and
-// no write in flight; mu is released during the I/O.
-func (r *Registry) writeLocked() error {
-	r.writing = true
-	r.writes++
-	gen := r.gen
+// logLocked queues the journal line of a change just made in memory,
+// under the change's sequence number.
+func (r *Registry) logLocked(line func(seq uint64) []byte) {
+	r.st.seq++
+	r.pending = append(r.pending, line(r.st.seq)...)
+}
+
+// snapshotLocked copies the state for a snapshot.
+func (r *Registry) snapshotLocked() ([]Record, []uint32) {
 	nodes := make([]Record, 0, len(r.st.nodes))
 	for _, e := range r.st.nodes {
 		nodes = append(nodes, e.n)
@@ -439,26 +479,98 @@ func (r *Registry) writeLocked() error {
 	for id := range r.st.retired {
 		retired = append(retired, id)
 	}
+	return nodes, retired
+}
+
+// openJournal opens the journal for appending.
+func (r *Registry) openJournal() error {
+	f, err := os.OpenFile(filepath.Join(r.dir, journalName), os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open journal: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open journal: %w", err)
+	}
+	if r.jf != nil {
+		r.jf.Close()
+	}
+	// Always called right after compact: the journal holds its base line.
+	r.jf, r.jsize, r.jempty = f, fi.Size(), fi.Size()
+	return nil
+}
+
+// minCompact is the journal size below which it is never compacted; above
+// it, the journal is compacted once it is four times the snapshot, so a
+// change costs its own line plus, amortized, a quarter of a line of
+// snapshot, however many nodes there are.
+const minCompact = 1 << 20
+
+// writeLocked makes every change made so far durable: it appends the
+// pending journal lines and fsyncs, or, when the journal has grown large,
+// writes a new snapshot and starts an empty journal. r.mu must be held and
+// no write in flight; mu is released during the I/O.
+func (r *Registry) writeLocked() error {
+	r.writing = true
+	r.writes++
+	gen := r.gen
+	data := r.pending
+	r.pending = nil
+	compactNow := r.jf == nil || r.jsize+int64(len(data)) > max(r.minCompact, 4*r.snapBytes)
+	var nodes []Record
+	var retired []uint32
+	seq := r.st.seq
+	if compactNow {
+		nodes, retired = r.snapshotLocked()
+	}
 	hook := r.beforeWrite
+	size := r.jsize
 	r.mu.Unlock()
 
+	var snapBytes int64
 	err := func() error {
 		if hook != nil {
 			if err := hook(); err != nil {
 				return err
 			}
 		}
-		data, err := encodeState(nodes, retired)
-		if err != nil {
+		if compactNow {
+			var err error
+			snapBytes, err = compact(r.dir, nodes, retired, seq)
 			return err
 		}
-		return atomicfile.Write(filepath.Join(r.dir, fileName), data, 0o600)
+		if _, err := r.jf.Write(data); err != nil {
+			// Cut a partial line off, so the next append starts a line.
+			r.jf.Truncate(size)
+			return fmt.Errorf("append to journal: %w", err)
+		}
+		if err := r.jf.Sync(); err != nil {
+			return fmt.Errorf("fsync journal: %w", err)
+		}
+		return nil
 	}()
 
 	r.mu.Lock()
 	r.writing = false
+	switch {
+	case err == nil && compactNow:
+		r.snapBytes = snapBytes
+		if oerr := r.openJournal(); oerr != nil {
+			// The old journal was replaced: never append to it again.
+			r.jf.Close()
+			r.jf = nil
+			err = oerr
+		}
+	case err == nil:
+		r.jsize += int64(len(data))
+	}
 	if err == nil {
 		r.durable = gen
+	} else {
+		// Not written: the lines go out with the next write (their order
+		// is kept, and replay skips what a snapshot already holds).
+		r.pending = append(data, r.pending...)
 	}
 	r.cond.Broadcast()
 	return err

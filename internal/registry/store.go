@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 
+	"github.com/pxebootfs/pxebootfs/internal/atomicfile"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
@@ -20,7 +22,10 @@ const (
 
 // fileFormat is nodes.json on disk.
 type fileFormat struct {
-	Version      int          `json:"version"`
+	Version int `json:"version"`
+	// Seq is the sequence number of the last journal change the snapshot
+	// includes (0 in files of versions before the journal).
+	Seq          uint64       `json:"seq,omitempty"`
 	Nodes        []diskRecord `json:"nodes"`
 	RetiredFSIDs []uint32     `json:"retired_fsids"`
 }
@@ -37,6 +42,7 @@ type state struct {
 	nodes   map[node.ID]*entry
 	fsids   map[uint32]node.ID  // fsid of every known node -> node
 	retired map[uint32]struct{} // fsids of forgotten nodes, never reused
+	seq     uint64              // last change applied (see journal.go)
 }
 
 type entry struct {
@@ -81,6 +87,7 @@ func decodeState(b []byte) (*state, error) {
 		return nil, fmt.Errorf("unsupported version %d (want %d)", f.Version, formatVersion)
 	}
 	st := newState()
+	st.seq = f.Seq
 	for _, d := range f.Nodes {
 		n := d.Record
 		if !n.ID.IsValid() {
@@ -117,7 +124,7 @@ func decodeState(b []byte) (*state, error) {
 
 // encodeState renders a snapshot deterministically (nodes by address, fsids
 // ascending) so that the file diffs cleanly and tests can compare it.
-func encodeState(nodes []Record, retired []uint32) ([]byte, error) {
+func encodeState(nodes []Record, retired []uint32, seq uint64) ([]byte, error) {
 	slices.SortFunc(nodes, func(a, b Record) int { return a.ID.Compare(b.ID) })
 	slices.Sort(retired)
 	disk := make([]diskRecord, len(nodes))
@@ -127,7 +134,7 @@ func encodeState(nodes []Record, retired []uint32) ([]byte, error) {
 	if retired == nil {
 		retired = []uint32{}
 	}
-	b, err := json.MarshalIndent(fileFormat{Version: formatVersion, Nodes: disk, RetiredFSIDs: retired}, "", "\t")
+	b, err := json.MarshalIndent(fileFormat{Version: formatVersion, Seq: seq, Nodes: disk, RetiredFSIDs: retired}, "", "\t")
 	if err != nil {
 		return nil, fmt.Errorf("encode: %w", err)
 	}
@@ -145,4 +152,15 @@ func normMAC(mac string) (string, error) {
 		return "", fmt.Errorf("invalid MAC %q: %w", mac, err)
 	}
 	return hw.String(), nil
+}
+
+// writeSnapshot replaces nodes.json atomically.
+func writeSnapshot(dir string, data []byte) error {
+	return atomicfile.Write(filepath.Join(dir, fileName), data, 0o600)
+}
+
+// writeJournalHeader replaces the journal with an empty one continuing
+// snapshot base, atomically.
+func writeJournalHeader(dir string, base uint64) error {
+	return atomicfile.Write(filepath.Join(dir, journalName), headerLine(base), 0o600)
 }
