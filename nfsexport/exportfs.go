@@ -13,7 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -70,8 +70,11 @@ type Exportfs struct {
 	etcExportsD string
 	log         *slog.Logger
 
-	// fileMu serializes read-modify-write cycles of file.
-	fileMu sync.Mutex
+	// fileBatch coalesces rewrites of the exports file (see updateFile).
+	fileBatch batcher[fileEdit]
+	// For tests: rewrites of the file, and a hook run before each.
+	fileWrites      atomic.Int64
+	beforeFileWrite func()
 }
 
 // NewExportfs checks o, fills in its defaults and finds the exportfs binary.

@@ -18,38 +18,58 @@ const exportsFileHeader = `# Written by pxebootfs: one line per node export, so 
 `
 
 // updateFile records (add) or forgets the export of e.Path to e.Client in
-// the exports file, replacing any earlier line for that pair. It is a no-op
-// without an exports file, or when nothing changes.
+// the exports file, replacing any earlier line for that pair, and returns
+// once the file on disk has the change. It is a no-op without an exports
+// file, or when nothing changes.
+//
+// Concurrent updates share writes (group commit): while one rewrite is in
+// flight, the updates that arrive queue up, and the next rewrite applies
+// them all at once. A boot storm of new nodes thus rewrites the file (which
+// holds every export, O(exports) bytes) a few times, not once per node.
 func (x *Exportfs) updateFile(e Export, opts string, add bool) error {
 	if x.file == "" {
 		return nil
 	}
-	x.fileMu.Lock()
-	defer x.fileMu.Unlock()
-
-	old, err := os.ReadFile(x.file)
-	if errors.Is(err, fs.ErrNotExist) {
-		if !add {
-			return nil
+	return x.fileBatch.do(fileEdit{e: e, opts: opts, add: add}, func(batch []fileEdit) []error {
+		err := x.applyEdits(batch)
+		errs := make([]error, len(batch))
+		for i := range errs {
+			errs[i] = err
 		}
-	} else if err != nil {
+		return errs
+	})
+}
+
+// fileEdit is one queued updateFile.
+type fileEdit struct {
+	e    Export
+	opts string
+	add  bool
+}
+
+// applyEdits rewrites the exports file once with every edit of batch, in
+// order.
+func (x *Exportfs) applyEdits(batch []fileEdit) error {
+	if x.beforeFileWrite != nil {
+		x.beforeFileWrite()
+	}
+	old, err := os.ReadFile(x.file)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	client := e.Client.String()
-	var keep []entry
-	for _, en := range parseExportsFile(string(old)) {
-		if en.Path == e.Path && en.Client == client {
-			continue
+	entries := parseExportsFile(string(old))
+	for _, ed := range batch {
+		client := ed.e.Client.String()
+		entries = slices.DeleteFunc(entries, func(en entry) bool { return en.Path == ed.e.Path && en.Client == client })
+		if ed.add {
+			entries = append(entries, entry{Path: ed.e.Path, Client: client, Options: splitOptions(ed.opts)})
 		}
-		keep = append(keep, en)
 	}
-	if add {
-		keep = append(keep, entry{Path: e.Path, Client: client, Options: splitOptions(opts)})
-	}
-	data := renderExportsFile(keep)
-	if bytes.Equal(data, old) {
+	data := renderExportsFile(entries)
+	if bytes.Equal(data, old) || (old == nil && len(entries) == 0) {
 		return nil
 	}
+	x.fileWrites.Add(1)
 	return writeFileAtomic(x.file, data, 0o644)
 }
 

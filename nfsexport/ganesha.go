@@ -53,8 +53,10 @@ type Ganesha struct {
 	bus  string
 	log  *slog.Logger
 
-	// fileMu serializes read-modify-write cycles of file.
-	fileMu sync.Mutex
+	// fileMu serializes reads and rewrites of file; fileBatch coalesces
+	// rewrites (see editFile).
+	fileMu    sync.Mutex
+	fileBatch batcher[blockEdit]
 
 	connMu     sync.Mutex
 	conn       *dbus.Conn
@@ -519,7 +521,7 @@ func (g *Ganesha) Exported(ctx context.Context, e Export) (bool, error) {
 }
 
 // List returns Ganesha's exports that an Export can describe (exactly one
-// IPv4 client), whoever made them, with their Export_Id as fsid, sorted by
+// IPv4 client, not stale), whoever made them, with their Export_Id as fsid, sorted by
 // path and client.
 func (g *Ganesha) List(ctx context.Context) ([]Export, error) {
 	all, err := g.show(ctx)
@@ -535,7 +537,10 @@ func (g *Ganesha) List(ctx context.Context) ([]Export, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list exports: %w", err)
 		}
-		if c, ok := live.onlyClient(); found && ok {
+		// An export Ganesha made before its overlay was mounted (see
+		// Init) serves the wrong directory: it is not listed as exported,
+		// so that a restore re-adds it.
+		if c, ok := live.onlyClient(); found && ok && !g.isStale(id) {
 			out = append(out, Export{Path: live.Path, Client: c, FSID: uint32(id)})
 		}
 	}

@@ -182,25 +182,52 @@ func (g *Ganesha) readFile() ([]ganeshaBlock, []byte, error) {
 	return blocks, data, nil
 }
 
-// editFile applies edit to the managed file's blocks under the file lock and
-// writes the result atomically if it changed. edit may return an error to
-// leave the file alone.
-func (g *Ganesha) editFile(edit func([]ganeshaBlock) ([]ganeshaBlock, error)) error {
+// blockEdit changes the managed file's blocks, or returns an error to
+// leave them alone.
+type blockEdit func([]ganeshaBlock) ([]ganeshaBlock, error)
+
+// editFile applies edit to the managed file's blocks and returns once the
+// file on disk has the result (written atomically, if it changed).
+// Concurrent edits share one rewrite (see batcher); an edit that fails is
+// left out, and only its caller sees its error.
+func (g *Ganesha) editFile(edit blockEdit) error {
+	return g.fileBatch.do(edit, g.applyEdits)
+}
+
+// applyEdits applies a batch of edits in order with one read and one
+// write of the file.
+func (g *Ganesha) applyEdits(batch []blockEdit) []error {
+	errs := make([]error, len(batch))
+	fail := func(err error) []error {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+		return errs
+	}
 	g.fileMu.Lock()
 	defer g.fileMu.Unlock()
 	blocks, old, err := g.readFile()
 	if err != nil {
-		return err
+		return fail(err)
 	}
-	blocks, err = edit(blocks)
-	if err != nil {
-		return err
+	for i, edit := range batch {
+		next, err := edit(slices.Clone(blocks))
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		blocks = next
 	}
 	data := renderGaneshaFile(g.file, blocks)
 	if old != nil && bytes.Equal(data, old) {
-		return nil
+		return errs
 	}
-	return writeFileAtomic(g.file, data, 0o644)
+	if err := writeFileAtomic(g.file, data, 0o644); err != nil {
+		return fail(err)
+	}
+	return errs
 }
 
 // fileBlocks reads the managed file's blocks under the file lock.

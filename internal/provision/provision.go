@@ -380,6 +380,20 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("restore: read mount table: %w", err)
 	}
+	// The server's exports are listed once (one exportfs -v, one
+	// ShowExports), not once per node: a restart with every node in place
+	// then costs no command per node. Backends whose list says nothing
+	// (export = none), or a list that fails (Ganesha not running), fall
+	// back to asking per node.
+	var exported map[nfsexport.Export]bool
+	if _, unlisted := p.ex.(nfsexport.Unlisted); !unlisted {
+		if list, err := p.ex.List(ctx); err == nil {
+			exported = make(map[nfsexport.Export]bool, len(list))
+			for _, e := range list {
+				exported[e] = true
+			}
+		}
+	}
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -393,7 +407,7 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := p.restoreOne(ctx, rec, mounted[rec.ID])
+			err := p.restoreOne(ctx, rec, mounted[rec.ID], exported)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -407,7 +421,9 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 	return ready, errors.Join(errs...)
 }
 
-func (p *Provisioner) restoreOne(ctx context.Context, rec registry.Record, mounted bool) (err error) {
+// restoreOne restores one node. exported is the server's exports as listed
+// at the start of the restore, nil to ask the exporter.
+func (p *Provisioner) restoreOne(ctx context.Context, rec registry.Record, mounted bool, exported map[nfsexport.Export]bool) (err error) {
 	log := p.log.With("node", rec.ID, "fsid", rec.FSID)
 	defer func() {
 		if err != nil {
@@ -433,9 +449,14 @@ func (p *Provisioner) restoreOne(ctx context.Context, rec registry.Record, mount
 		log.Info("restore: overlay mounted")
 	}
 	e := p.export(rec)
-	ok, err := p.ex.Exported(ctx, e)
-	if err != nil {
-		return err
+	ok := exported[e]
+	if exported == nil || !ok {
+		// Not listed: ask, so a backend can say why (Ganesha down, its
+		// block in the file; an export made before its overlay was
+		// mounted).
+		if ok, err = p.ex.Exported(ctx, e); err != nil {
+			return err
+		}
 	}
 	if !ok {
 		if err := p.ex.Export(ctx, e); err != nil {
