@@ -148,11 +148,16 @@ func (f *fullSite) registry(t testing.TB) registryFile {
 }
 
 func fetch(t testing.TB, addr, name string) ([]byte, error) {
+	return fetchFrom(t, addr, "pxelinux.cfg", name)
+}
+
+// fetchFrom fetches dir/name, checking that tsize was exact.
+func fetchFrom(t testing.TB, addr, dir, name string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// pxelinux waits longer and longer between resends; a 3 s wait per
 	// packet is closer to it than 1 s when a storm makes provisioning slow.
-	res, err := testenv.Get(ctx, addr, "pxelinux.cfg/"+name, testenv.GetOptions{Tsize: true, Blksize: 1428, Timeout: 3 * time.Second})
+	res, err := testenv.Get(ctx, addr, dir+"/"+name, testenv.GetOptions{Tsize: true, Blksize: 1428, Timeout: 3 * time.Second})
 	if err == nil && res.Tsize != int64(len(res.Data)) {
 		err = fmt.Errorf("%s: tsize %d but %d bytes", name, res.Tsize, len(res.Data))
 	}
@@ -308,17 +313,22 @@ func TestFullModeConcurrentOneNode(t *testing.T) {
 // fetchStorm fetches n distinct nodes with the given concurrency and
 // returns the names that got a config.
 func fetchStorm(t testing.TB, addr string, n, clients int) (served []string, failed int) {
+	return fetchStormFrom(t, addr, "pxelinux.cfg", 1, n, clients)
+}
+
+// fetchStormFrom fetches dir/NAME for nodes first..first+n-1 (see hexNode).
+func fetchStormFrom(t testing.TB, addr, dir string, first, n, clients int) (served []string, failed int) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, clients)
-	for i := 1; i <= n; i++ {
+	for i := first; i < first+n; i++ {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
 			name, _ := hexNode(i)
-			_, err := fetch(t, addr, name)
+			_, err := fetchFrom(t, addr, dir, name)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
