@@ -111,13 +111,18 @@ func newPeeker(cfg *config.Config) (node.Provisioner, error) {
 	if !cfg.FullMode() {
 		return nil, nil
 	}
+	o := provision.Options{NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID}
 	reg, err := registry.OpenReadOnly(cfg.StateDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		reg = nil // never mounted in full mode yet
-	} else if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Never mounted in full mode yet: no registry (and no typed nil
+		// inside the interface).
+	case err != nil:
 		return nil, err
+	default:
+		o.Registry = reg
 	}
-	return provision.New(provision.Options{Registry: reg, NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID}), nil
+	return provision.New(o), nil
 }
 
 // checkFull checks what full mode needs: overlay support with upper and

@@ -52,11 +52,32 @@ type Overlays interface {
 	MountedNodes() (map[node.ID]bool, error)
 }
 
+// Registry is the node state provisioning keeps: a record and an fsid per
+// node. *registry.Registry implements it (a journal in state_dir); the
+// interface leaves room for a store shared by several servers.
+type Registry interface {
+	Get(id node.ID) (registry.Record, bool)
+	All() []registry.Record
+	// Allocate returns id's record, creating it with a new fsid (none of
+	// used) if id is new; it returns once the record is durable.
+	Allocate(id node.ID, mac string, used map[uint32]string) (registry.Record, bool, error)
+	RecordBoot(id node.ID, at time.Time, mac string) error
+	RecordError(id node.ID, msg string) error
+	SetReleased(id node.ID, released bool) error
+	// Forget removes id and retires its fsid for good.
+	Forget(id node.ID) error
+	// NextFSID previews the fsid a new node would get, without side effects.
+	NextFSID(from uint32, used map[uint32]string) uint32
+}
+
+var _ Registry = (*registry.Registry)(nil)
+
 // Options wires a Provisioner.
 type Options struct {
 	Overlay  Overlays
 	Exporter nfsexport.Exporter
-	Registry *registry.Registry
+	// Registry is nil for a view of a state_dir never used in full mode.
+	Registry Registry
 	// NodeDir is node_dir: a node's root is NodeDir/NODE.
 	NodeDir string
 	// StartFSID is start_fsid, for previews from a read-only registry.
@@ -76,7 +97,7 @@ type Options struct {
 type Provisioner struct {
 	ov      Overlays
 	ex      nfsexport.Exporter
-	reg     *registry.Registry
+	reg     Registry
 	nodeDir string
 	start   uint32
 	log     *slog.Logger
