@@ -77,6 +77,24 @@ func (f *site) nodesJSON(t *testing.T) map[string]nodeJSON {
 
 func isTrue(b *bool) bool { return b != nil && *b }
 
+// oldLayers lists what resets of node set aside and nobody deleted yet.
+func (f *fullSite) oldLayers(node string) []string {
+	aside, _ := filepath.Glob(filepath.Join(f.overlays, node, "*.reset-*"))
+	return aside
+}
+
+// waitOldLayersGone waits until the background deletion of node's old
+// layers has finished; the test fails if it has not within timeout.
+func (f *fullSite) waitOldLayersGone(t *testing.T, node string, timeout time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); len(f.oldLayers(node)) > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("old layers of %s still there after %v: %v", node, timeout, f.oldLayers(node))
+			return
+		}
+	}
+}
+
 func mustFetch(t *testing.T, addr, name string) string {
 	t.Helper()
 	b, err := fetch(t, addr, name)
@@ -179,16 +197,7 @@ func TestAdminReset(t *testing.T) {
 	}
 	// The old layer is deleted in the background, after the node got its
 	// fresh root.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		aside, _ := filepath.Glob(filepath.Join(f.overlays, "C0A80102", "*.reset-*"))
-		if len(aside) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("old layers left: %v", aside)
-			break
-		}
-	}
+	f.waitOldLayersGone(t, "C0A80102", 10*time.Second)
 	if !exists(filepath.Join(f.nodes, "C0A80103", "kept")) {
 		t.Error("reset of one node touched another")
 	}

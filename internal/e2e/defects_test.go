@@ -182,7 +182,7 @@ func TestResetLargeLayerThenKill(t *testing.T) {
 	start := time.Now()
 	f.mustAdmin(t, "reset", "-force", "C0A80102")
 	took := time.Since(start)
-	aside, _ := filepath.Glob(filepath.Join(f.overlays, "C0A80102", "*.reset-*"))
+	aside := f.oldLayers("C0A80102")
 	d.cmd.Process.Kill() // at once, while the old layer may be being deleted
 	<-d.done
 	t.Logf("reset returned after %v; %d old layer dirs were still there at the kill", took, len(aside))
@@ -197,17 +197,7 @@ func TestResetLargeLayerThenKill(t *testing.T) {
 	if len(aside) > 0 {
 		d.waitLog(t, "deleting old writable layers left by an interrupted reset")
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		left, _ := filepath.Glob(filepath.Join(f.overlays, "C0A80102", "*.reset-*"))
-		if len(left) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("old layers still there a minute after the restart: %v", left)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	f.waitOldLayersGone(t, "C0A80102", 60*time.Second)
 	mustFetch(t, addr, "C0A80102")
 	if exists(filepath.Join(root, "data")) || f.overlayMounts(t)[root] != 1 {
 		t.Error("after restart the node is not served fresh")

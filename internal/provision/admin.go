@@ -8,7 +8,6 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
-	"github.com/pxebootfs/pxebootfs/nfsexport"
 )
 
 // Admin operations: what `pxebootfs reset`, `release` and `nodes` do in
@@ -284,17 +283,9 @@ func (p *Provisioner) Status(ctx context.Context) []NodeStatus {
 			mounted = m
 		}
 	}
-	var exported map[nfsexport.Export]bool
-	if _, unlisted := p.ex.(nfsexport.Unlisted); p.ex != nil && !unlisted {
-		list, err := p.ex.List(ctx)
-		if err != nil {
-			p.log.Warn("status: list exports", "err", err)
-		} else {
-			exported = make(map[nfsexport.Export]bool, len(list))
-			for _, e := range list {
-				exported[e] = true
-			}
-		}
+	exported, err := p.listExports(ctx)
+	if err != nil {
+		p.log.Warn("status: list exports", "err", err)
 	}
 	out := make([]NodeStatus, len(recs))
 	for i, rec := range recs {

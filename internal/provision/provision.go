@@ -378,6 +378,24 @@ func (p *Provisioner) DiscardLeftovers() {
 // wants to leave nothing behind).
 func (p *Provisioner) Wait() { p.bg.Wait() }
 
+// listExports lists the server's exports once, as a set. It returns nil
+// (unknown) without an exporter, for a backend whose list says nothing
+// (export = none), and with the error when the list fails.
+func (p *Provisioner) listExports(ctx context.Context) (map[nfsexport.Export]bool, error) {
+	if _, unlisted := p.ex.(nfsexport.Unlisted); p.ex == nil || unlisted {
+		return nil, nil
+	}
+	list, err := p.ex.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	set := make(map[nfsexport.Export]bool, len(list))
+	for _, e := range list {
+		set[e] = true
+	}
+	return set, nil
+}
+
 // restoreWorkers bounds parallel restores: mounts and exportfs calls are
 // cheap but not free, and a server coming back up has other work too.
 const restoreWorkers = 8
@@ -406,15 +424,7 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 	// then costs no command per node. Backends whose list says nothing
 	// (export = none), or a list that fails (Ganesha not running), fall
 	// back to asking per node.
-	var exported map[nfsexport.Export]bool
-	if _, unlisted := p.ex.(nfsexport.Unlisted); !unlisted {
-		if list, err := p.ex.List(ctx); err == nil {
-			exported = make(map[nfsexport.Export]bool, len(list))
-			for _, e := range list {
-				exported[e] = true
-			}
-		}
-	}
+	exported, _ := p.listExports(ctx)
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex

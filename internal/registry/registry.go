@@ -126,9 +126,14 @@ func Open(opts Options) (*Registry, error) {
 }
 
 func openLocked(opts Options, log *slog.Logger, lock *os.File) (*Registry, error) {
-	stale, err := atomicfile.RemoveStale(filepath.Join(opts.Dir, fileName))
-	if err != nil {
-		return nil, err
+	// Temp files of a snapshot or journal rewrite a crash interrupted.
+	var stale []string
+	for _, name := range []string{fileName, journalName} {
+		files, err := atomicfile.RemoveStale(filepath.Join(opts.Dir, name))
+		if err != nil {
+			return nil, err
+		}
+		stale = append(stale, files...)
 	}
 	// Versions before atomicfile named their temp files without the dot.
 	legacy, _ := filepath.Glob(filepath.Join(opts.Dir, fileName+".tmp-*"))
@@ -164,9 +169,10 @@ func openLocked(opts Options, log *slog.Logger, lock *os.File) (*Registry, error
 	return r, nil
 }
 
-// OpenReadOnly loads dir's nodes.json without taking the lock, for admin
-// commands that must work whether or not a daemon runs. Because the file is
-// only ever replaced by rename, it sees a complete state. Mutating methods of
+// OpenReadOnly loads dir's snapshot and journal without taking the lock,
+// for admin commands that must work whether or not a daemon runs. Both
+// files are only ever replaced by rename and the journal only appended to,
+// so it sees a complete state (a read that races a compaction is retried). Mutating methods of
 // the result fail with ErrReadOnly. A missing dir is an error (a mistyped
 // state_dir should not look like an empty one); a missing file is not.
 func OpenReadOnly(dir string) (*Registry, error) {

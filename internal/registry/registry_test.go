@@ -339,6 +339,11 @@ func TestStaleTempFiles(t *testing.T) {
 	if err := os.WriteFile(stale, []byte(`{"version":1,"nod`), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A journal rewrite (compaction) a crash interrupted leaves one too.
+	staleJournal := filepath.Join(dir, "."+journalName+".tmp-6789")
+	if err := os.WriteFile(staleJournal, []byte(`{"ba`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	ro, err := OpenReadOnly(dir)
 	if err != nil {
@@ -357,6 +362,9 @@ func TestStaleTempFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stale temp file not removed by Open: %v", err)
+	}
+	if _, err := os.Stat(staleJournal); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale journal temp file not removed by Open: %v", err)
 	}
 }
 
