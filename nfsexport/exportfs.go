@@ -50,6 +50,8 @@ type ExportfsOptions struct {
 	// `exportfs -ra` keeps it. Its name must end in ".exports" and not
 	// start with "." (exportfs ignores other files there). Its directory
 	// is created if missing. It is rewritten atomically on every change.
+	// When it lies in EtcExportsD, exports are batched: concurrent Export
+	// calls share one rewrite of the file and one `exportfs -a`.
 	ExportsFile string
 	// EtcExports and EtcExportsD are read by UsedFSIDs. Defaults
 	// DefaultEtcExports and DefaultEtcExportsD; tests override them.
@@ -74,6 +76,7 @@ type Exportfs struct {
 	fileBatch batcher[fileEdit]
 	// For tests: rewrites of the file, and a hook run before each.
 	fileWrites      atomic.Int64
+	exportRuns      atomic.Int64
 	beforeFileWrite func()
 }
 
@@ -158,6 +161,16 @@ func validateOptions(opts string) error {
 	return nil
 }
 
+// batched reports whether exports go through the exports file and one
+// `exportfs -a` per batch instead of one `exportfs -o` each. Every exportfs
+// run rewrites all of etab under a lock, O(exports), so one run per node
+// makes a storm of new nodes quadratic; exportfs -a exports a whole batch
+// in one run, but reads only the files in /etc/exports.d, so the exports
+// file must be there.
+func (x *Exportfs) batched() bool {
+	return x.file != "" && filepath.Dir(x.file) == x.etcExportsD
+}
+
 // Name returns "exportfs".
 func (x *Exportfs) Name() string { return "exportfs" }
 
@@ -194,6 +207,13 @@ func (x *Exportfs) Export(ctx context.Context, e Export) error {
 		return fmt.Errorf("export %s: %s (file type %v): %w", e, e.Path, fi.Mode().Type(), syscall.ENOTDIR)
 	}
 	opts := x.exportOptions(e)
+	if x.batched() {
+		if err := x.fileBatch.do(fileEdit{e: e, opts: opts, add: true, export: true}, x.runBatch); err != nil {
+			return fmt.Errorf("export %s: %w", e, err)
+		}
+		x.log.Info("exported", "path", e.Path, "client", e.Client, "fsid", e.FSID, "options", opts)
+		return nil
+	}
 	if _, err := x.run(ctx, "-o", opts, target(e)); err != nil {
 		x.undo(ctx, e)
 		return fmt.Errorf("export %s: %w", e, err)
@@ -224,6 +244,13 @@ func (x *Exportfs) undo(ctx context.Context, e Export) {
 func (x *Exportfs) Unexport(ctx context.Context, e Export) error {
 	if err := e.Validate(); err != nil {
 		return fmt.Errorf("unexport %s: %w", e, err)
+	}
+	// In batched mode the file goes first: a batch's `exportfs -a` run
+	// after our -u would otherwise export the node again from its line.
+	if x.batched() {
+		if err := x.updateFile(e, "", false); err != nil {
+			return fmt.Errorf("unexport %s: remove from %s: %w", e, x.file, err)
+		}
 	}
 	removed, err := x.unexportfs(ctx, e)
 	if err != nil {

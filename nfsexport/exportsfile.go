@@ -2,6 +2,7 @@ package nfsexport
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -30,21 +31,139 @@ func (x *Exportfs) updateFile(e Export, opts string, add bool) error {
 	if x.file == "" {
 		return nil
 	}
-	return x.fileBatch.do(fileEdit{e: e, opts: opts, add: add}, func(batch []fileEdit) []error {
-		err := x.applyEdits(batch)
-		errs := make([]error, len(batch))
-		for i := range errs {
-			errs[i] = err
-		}
-		return errs
-	})
+	return x.fileBatch.do(fileEdit{e: e, opts: opts, add: add}, x.runBatch)
 }
 
-// fileEdit is one queued updateFile.
+// fileEdit is one queued edit of the exports file.
 type fileEdit struct {
 	e    Export
 	opts string
 	add  bool
+	// export: in batched mode, the edit is an Export, done by the
+	// batch's `exportfs -a` once the file has its line.
+	export bool
+}
+
+// runBatch applies one batch of edits: one rewrite of the file, then, if
+// any edit is an export, one `exportfs -a` for all of them. It returns
+// one error per edit.
+func (x *Exportfs) runBatch(batch []fileEdit) []error {
+	errs := make([]error, len(batch))
+	if err := x.applyEdits(batch); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	var exports []int
+	for i, ed := range batch {
+		if ed.export {
+			exports = append(exports, i)
+		}
+	}
+	if len(exports) == 0 {
+		return errs
+	}
+	x.exportRuns.Add(1)
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	failed := x.exportAll(ctx, batch, exports, errs)
+	if len(failed) == 0 {
+		return errs
+	}
+	// Take back what failed: its line, and what exportfs may have put
+	// in etab anyway (it writes etab even for a path it cannot stat).
+	undo := make([]fileEdit, len(failed))
+	for k, i := range failed {
+		undo[k] = fileEdit{e: batch[i].e}
+	}
+	if err := x.applyEdits(undo); err != nil {
+		x.log.Warn("cannot remove failed exports from exports file", "file", x.file, "err", err)
+	}
+	for _, ed := range undo {
+		if _, err := x.unexportfs(ctx, ed.e); err != nil {
+			x.log.Warn("cannot remove failed export", "export", ed.e.String(), "err", err)
+		}
+	}
+	return errs
+}
+
+// exportAll runs `exportfs -a`, which exports every line of /etc/exports
+// and /etc/exports.d (ours included) in one rewrite of etab, and sets
+// errs[i] for each exports[i] that did not come out right. It returns the
+// indices that failed.
+//
+// exportfs -a goes on past a line it cannot export and exits 1, naming
+// the path on standard error; etab then lists that export all the same.
+// So a node's export fails when a stderr line names its path, or when the
+// listing afterwards lacks it; a failure that names none of ours (a bad
+// line of the admin's in /etc/exports) is logged, not charged to us.
+func (x *Exportfs) exportAll(ctx context.Context, batch []fileEdit, exports []int, errs []error) (failed []int) {
+	_, runErr := x.run(ctx, "-a")
+	var ee *ExecError
+	errors.As(runErr, &ee)
+	live, listErr := x.listed(ctx)
+	have := make(map[Export]bool, len(live))
+	for _, en := range live {
+		if e, ok := en.toExport(); ok {
+			have[e] = true
+		}
+	}
+	charged := false
+	for _, i := range exports {
+		e := batch[i].e
+		var lines []string
+		if ee != nil {
+			lines = linesNaming(ee.Stderr, e.Path)
+		}
+		switch {
+		case len(lines) > 0:
+			one := *ee
+			one.Stderr = strings.Join(lines, "\n")
+			errs[i] = &one
+			charged = true
+		case runErr != nil && ee == nil:
+			errs[i] = runErr // not run at all, or timed out
+		case listErr != nil:
+			errs[i] = listErr
+		case !have[e]:
+			errs[i] = fmt.Errorf("%s -a did not export it", x.bin)
+			if runErr != nil {
+				errs[i] = fmt.Errorf("%s -a did not export it: %w", x.bin, runErr)
+			}
+		default:
+			continue
+		}
+		failed = append(failed, i)
+	}
+	if runErr != nil && !charged && len(failed) == 0 {
+		x.log.Warn("exportfs -a failed for exports that are not ours; ours are in place", "err", runErr)
+	}
+	return failed
+}
+
+// linesNaming returns the lines of text that name path as a whole path
+// (not as the prefix of a longer one).
+func linesNaming(text, path string) []string {
+	var out []string
+	for line := range strings.Lines(text) {
+		for rest := line; ; {
+			i := strings.Index(rest, path)
+			if i < 0 {
+				break
+			}
+			rest = rest[i+len(path):]
+			if rest == "" || !isPathByte(rest[0]) {
+				out = append(out, strings.TrimRight(line, "\n"))
+				break
+			}
+		}
+	}
+	return out
+}
+
+func isPathByte(c byte) bool {
+	return c == '/' || c == '.' || c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z'
 }
 
 // applyEdits rewrites the exports file once with every edit of batch, in

@@ -7,9 +7,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // fakeExportfs writes a stand-in for exportfs that appends its arguments to
@@ -291,5 +294,79 @@ func noTempFiles(t testing.TB, dir string) {
 		if strings.Contains(de.Name(), ".tmp-") {
 			t.Errorf("temporary file left behind: %s", de.Name())
 		}
+	}
+}
+
+// TestBatchedExportFailures: in batched mode one `exportfs -a` exports a
+// whole batch; a failure is charged to the exports whose paths exportfs
+// names, whose lines are then taken back and which are unexported, while
+// the rest of the batch stands. A failure that names none of ours (a bad
+// line of the admin's) fails nobody.
+func TestBatchedExportFailures(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	good, bad := filepath.Join(root, "good"), filepath.Join(root, "bad")
+	for _, d := range []string{good, bad, bad + "2"} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eGood := Export{Path: good, Client: netip.MustParseAddr("127.0.0.2"), FSID: 7}
+	eBad := Export{Path: bad, Client: netip.MustParseAddr("127.0.0.3"), FSID: 8}
+	// -v lists whatever the file holds, as etab would after -a.
+	list := `[ "$1" = -v ] && { sed -n 's/^\(\/[^ ]*\) \([^(]*\)(\(.*\))$/\1 \2(\3)/p' "$FILE"; exit 0; }; `
+	tests := []struct {
+		name     string
+		aBody    string
+		wantBad  bool // eBad's Export fails
+		wantGood bool // eGood's Export fails
+	}{
+		{"all exported", "exit 0", false, false},
+		{"one path named", `echo "exportfs: Failed to stat ` + bad + `: No such file or directory" >&2; exit 1`, true, false},
+		{"a longer path named", `echo "exportfs: Failed to stat ` + bad + `2: No such file" >&2; exit 1`, false, false},
+		{"not run", `exit 1`, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			file := filepath.Join(dir, "pxebootfs.exports")
+			body := "FILE=" + file + "\n" + list + tt.aBody
+			x, bin := newFake(t, body, ExportfsOptions{ExportsFile: file, EtcExportsD: dir})
+			if !x.batched() {
+				t.Fatal("not batched")
+			}
+			var errGood, errBad error
+			entered, release := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			x.beforeFileWrite = func() { once.Do(func() { close(entered); <-release }) }
+			var wg sync.WaitGroup
+			// A first export holds the batcher so that the two under
+			// test share the next batch.
+			other := Export{Path: root, Client: netip.MustParseAddr("127.0.0.4"), FSID: 9}
+			wg.Go(func() { x.Export(ctx, other) })
+			<-entered
+			wg.Go(func() { errGood = x.Export(ctx, eGood) })
+			wg.Go(func() { errBad = x.Export(ctx, eBad) })
+			for x.fileBatch.queuedLen() != 2 {
+				time.Sleep(time.Millisecond)
+			}
+			close(release)
+			wg.Wait()
+			if (errGood != nil) != tt.wantGood || (errBad != nil) != tt.wantBad {
+				t.Fatalf("good: %v, bad: %v; want failures %v, %v", errGood, errBad, tt.wantGood, tt.wantBad)
+			}
+			data, _ := os.ReadFile(file)
+			if got := strings.Contains(string(data), bad+" "); got == tt.wantBad {
+				t.Errorf("bad export's line in file = %v:\n%s", got, data)
+			}
+			if tt.wantBad {
+				if !strings.Contains(errBad.Error(), bin+" -a") || !strings.Contains(errBad.Error(), "Failed to stat "+bad) {
+					t.Errorf("error %q lacks the command or its stderr line", errBad)
+				}
+				if !slices.Contains(fakeCalls(t, bin), "-u 127.0.0.3:"+bad) {
+					t.Errorf("failed export not removed: calls %q", fakeCalls(t, bin))
+				}
+			}
+		})
 	}
 }

@@ -223,7 +223,7 @@ func (p *Provisioner) Ensure(ctx context.Context, n node.Node) (node.Root, error
 }
 
 func (p *Provisioner) root(rec registry.Record) node.Root {
-	return node.Root{FSID: rec.FSID, Dir: p.dir(rec.ID)}
+	return node.Root{FSID: rec.FSID, Dir: p.dir(rec.ID), Known: true}
 }
 
 // dir is the node's mount point and export path. A node's String is 8
@@ -396,9 +396,11 @@ func (p *Provisioner) listExports(ctx context.Context) (map[nfsexport.Export]boo
 	return set, nil
 }
 
-// restoreWorkers bounds parallel restores: mounts and exportfs calls are
-// cheap but not free, and a server coming back up has other work too.
-const restoreWorkers = 8
+// restoreWorkers bounds parallel restores. Mounts are cheap; exports are
+// batched by the backends (one exportfs -a, one rewrite of Ganesha's file
+// for all exports waiting), so the more nodes wait at once, the fewer runs
+// a server reboot costs.
+const restoreWorkers = 64
 
 // Restore re-mounts missing overlays and re-adds missing exports of every
 // node in the registry, with their recorded fsids, so nodes that were
@@ -481,10 +483,9 @@ func (p *Provisioner) restoreOne(ctx context.Context, rec registry.Record, mount
 	}
 	e := p.export(rec)
 	ok := exported[e]
-	if exported == nil || !ok {
-		// Not listed: ask, so a backend can say why (Ganesha down, its
-		// block in the file; an export made before its overlay was
-		// mounted).
+	if exported == nil {
+		// No listing (export = none, or the server did not answer):
+		// ask per node, so that the backend can say why.
 		if ok, err = p.ex.Exported(ctx, e); err != nil {
 			return err
 		}
