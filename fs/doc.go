@@ -5,18 +5,35 @@
 //
 // # Caching
 //
-// Entries are cached by the kernel for EntryTimeout (1 s) and unknown names
-// for NegativeTimeout (1 s), so pxelinux's walk through UUID, MAC and hex
-// prefixes costs one LOOKUP per name per second. Attributes are never cached
-// (AttrTimeout 0): every stat and fstat asks us, and we render, so the size a
-// tftpd announces as tsize is exactly what its reads return, even right
-// after the template changed. Page-cache content is dropped on every open
-// (no FOPEN_KEEP_CACHE), so a new open never sees an old render.
+// A node's config whose content changes only with an announced change
+// (catalog.Stat.Stable: a registered node, or any node in config-only mode)
+// is cached by the kernel for StableTimeout: entry, attributes and page
+// cache, so a warm node's fetch costs one OPEN (which records the boot)
+// and nothing else. Every change is invalidated explicitly:
+//
+//   - a reload of the template, ethers, inventory or config: the catalog's
+//     OnChange callback notifies the kernel (NotifyContent, NotifyEntry)
+//     for every name it knows, after the new content is served;
+//   - a change only an open can see (a node registered with another fsid):
+//     Open compares the size it is about to serve with the size the kernel
+//     caches and, if they differ, invalidates the attributes before it
+//     replies, so the tftpd's fstat after its open announces the size this
+//     open reads (tsize stays exact);
+//   - the page cache is kept only by an open whose content equals the last
+//     open's (FOPEN_KEEP_CACHE).
+//
+// Everything else (static files, which admins edit in place; generated
+// content; a node not yet registered, whose fsid is not yet its own) keeps
+// the old rules: entries and unknown names cached 1 s (pxelinux's walk
+// through UUID, MAC and hex prefixes costs one LOOKUP per name per second),
+// attributes never, page cache dropped on every open.
 //
 // # Inodes
 //
 // Inode numbers come from the name's identity (IPv4, MAC, or a hash of a
 // static name, with a kind tag), so concurrent lookups of one name merge and
-// a re-lookup after expiry finds the same inode. Nothing is hung on the Go
-// node objects but their name: the kernel may hand back an existing one.
+// a re-lookup after expiry finds the same inode. The Go node objects carry
+// their name and what the kernel was last told (a cached size, the content
+// of the last open); a lookup may get back an existing one, so it updates
+// the one it gets.
 package fs

@@ -1,20 +1,58 @@
 package fs
 
 import (
+	"bytes"
 	"context"
+	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 )
 
-// file is one served name. It keeps only the name: what the name means
-// (which node, which static file) is resolved again on every operation, so
-// a reload of ethers or the template is seen at once.
+// file is one served name. What the name means (which node, which static
+// file) is resolved again on every operation, so a reload of ethers or the
+// template is seen at once. It remembers what the kernel may hold for it.
 type file struct {
 	fusefs.Inode
 	src  Source
 	name string
+
+	mu sync.Mutex
+	// cached is the last size given to the kernel with StableTimeout, -1
+	// if none. It is not reset when the kernel's copy is invalidated: a
+	// reply racing with the invalidation may still have planted it, and
+	// an extra invalidation costs little.
+	cached int64
+	// served is the content of the last open, which the page cache may
+	// hold; an open with the same content keeps the page cache.
+	served []byte
+}
+
+// reported notes the attributes just given to the kernel.
+func (f *file) reported(st catalog.Stat) {
+	if !st.Stable {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cached = st.Size
+}
+
+// opened notes the content one open serves. It returns whether the page
+// cache may be kept (it can only hold this content) and whether the size
+// the kernel caches is no longer right: the caller must then invalidate it
+// before the open returns, so that the tftpd's fstat, which follows its
+// open, asks again and announces the size this open reads.
+func (f *file) opened(b []byte) (keep, stale bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	stale = f.cached >= 0 && f.cached != int64(len(b))
+	keep = f.served != nil && bytes.Equal(f.served, b)
+	f.served = b
+	return keep, stale
 }
 
 var (
@@ -23,10 +61,11 @@ var (
 	_ = (fusefs.NodeSetattrer)((*file)(nil))
 )
 
-// Getattr serves stat and fstat. It always renders the current content
-// rather than trusting an open handle, because the kernel does not say which
-// handle an fstat came from (go-fuse guesses the first open one): this way
-// the size announced as tsize matches what the same open reads.
+// Getattr serves stat and fstat when the kernel has no valid attributes. It
+// renders the current content rather than trusting an open handle, because
+// the kernel does not say which handle an fstat came from (go-fuse guesses
+// the first open one): this way the size announced as tsize matches what
+// the same open reads.
 func (f *file) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	e, err := f.src.Resolve(ctx, f.name)
 	if err != nil {
@@ -37,6 +76,10 @@ func (f *file) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.Attr
 		return toErrno(err)
 	}
 	setFileAttr(&out.Attr, e.Ino, st)
+	f.reported(st)
+	if st.Stable {
+		out.SetTimeout(StableTimeout)
+	}
 	return 0
 }
 
@@ -49,7 +92,8 @@ func (f *file) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 // mode this provisions its root first and blocks until it is ready; the
 // provisioner makes concurrent opens of one node share one provisioning.
 // The content is rendered once per open, so every read of this open sees
-// one consistent version.
+// one consistent version. An open of the same content as the last keeps
+// the page cache, so a warm node's reads never reach the daemon.
 func (f *file) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
@@ -62,7 +106,17 @@ func (f *file) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	return &handle{data: b}, 0, 0
+	keep, stale := f.opened(b)
+	if stale {
+		// The kernel processes the notification before it gets our
+		// reply, so no fstat can see the old size after this open.
+		f.NotifyContent(0, 0)
+	}
+	var fuseFlags uint32
+	if keep {
+		fuseFlags = fuse.FOPEN_KEEP_CACHE
+	}
+	return &handle{data: b}, fuseFlags, 0
 }
 
 // handle is one open's content.

@@ -25,6 +25,9 @@ type Source interface {
 	Nodes() []node.Node
 	NodeDir(id node.ID) string
 	FullMode() bool
+	// OnChange registers a function to run after what names hold
+	// changed (a reload), once the new content is served.
+	OnChange(f func())
 }
 
 // Cache timeouts; see the package documentation for why.
@@ -32,6 +35,10 @@ const (
 	EntryTimeout    = time.Second
 	AttrTimeout     = 0
 	NegativeTimeout = time.Second
+	// StableTimeout is how long the kernel keeps the entry and attributes
+	// of a stable name (catalog.Stat.Stable): every change of its content
+	// is invalidated explicitly, so this only bounds the harm of a bug.
+	StableTimeout = time.Hour
 )
 
 // byIPName is the directory of per-node symlinks by dotted IP, kept from the

@@ -56,10 +56,12 @@ func Mount(dir string, src Source, o MountOptions) (*Server, error) {
 			MaxBackground: 64,
 		},
 	}
-	srv, err := fusefs.Mount(dir, NewRoot(src), opts)
+	r := &root{src: src}
+	srv, err := fusefs.Mount(dir, r, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount pxebootfs at %s: %w", dir, err)
 	}
+	src.OnChange(r.invalidate)
 	return &Server{Server: srv, dir: dir, log: log}, nil
 }
 

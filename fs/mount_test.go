@@ -5,14 +5,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/node"
@@ -25,7 +28,10 @@ type fakeSource struct {
 	files   map[string][]byte
 	nodes   []node.Node
 	opens   atomic.Int64
+	stats   atomic.Int64
 	openErr error
+	stable  bool // Stat reports Stable: the kernel may cache
+	subs    []func()
 }
 
 func (s *fakeSource) Resolve(ctx context.Context, name string) (catalog.Entry, error) {
@@ -38,9 +44,27 @@ func (s *fakeSource) Resolve(ctx context.Context, name string) (catalog.Entry, e
 }
 
 func (s *fakeSource) Stat(e catalog.Entry) (catalog.Stat, error) {
+	s.stats.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return catalog.Stat{Size: int64(len(s.files[e.Name]))}, nil
+	return catalog.Stat{Size: int64(len(s.files[e.Name])), Stable: s.stable}, nil
+}
+
+func (s *fakeSource) OnChange(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subs = append(s.subs, f)
+}
+
+// change sets name's content and announces it, as a catalog reload does.
+func (s *fakeSource) change(name, content string) {
+	s.set(name, content)
+	s.mu.Lock()
+	subs := slices.Clone(s.subs)
+	s.mu.Unlock()
+	for _, f := range subs {
+		f()
+	}
 }
 
 func (s *fakeSource) Open(ctx context.Context, e catalog.Entry) ([]byte, error) {
@@ -276,5 +300,95 @@ func TestMountConcurrentReaders(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestMountStableCaching: the kernel caches a stable name's attributes and
+// pages (a warm node's fetch costs one OPEN), and still every open's fstat
+// announces exactly the size its reads return: after an announced change
+// (a reload), after an unannounced one that only an open can see (a
+// node's fsid changed), and while changes race with readers.
+func TestMountStableCaching(t *testing.T) {
+	src := &fakeSource{stable: true, files: map[string][]byte{"C0A80102": []byte("first\n")}}
+	dir := testMount(t, src)
+	p := filepath.Join(dir, "C0A80102")
+
+	fetch := func() (int64, string) {
+		t.Helper()
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size(), string(b)
+	}
+	want := func(what, content string) {
+		t.Helper()
+		size, got := fetch()
+		if got != content || size != int64(len(content)) {
+			t.Fatalf("%s: fstat %d, read %q; want %d, %q", what, size, got, len(content), content)
+		}
+	}
+
+	want("first fetch", "first\n")
+	stats := src.stats.Load()
+	for range 5 {
+		want("warm fetch", "first\n")
+	}
+	if got := src.stats.Load(); got != stats {
+		t.Errorf("warm fetches asked for attributes %d times, want 0 (cached)", got-stats)
+	}
+
+	src.change("C0A80102", "after a reload, longer\n")
+	want("after an announced change", "after a reload, longer\n")
+
+	src.set("C0A80102", "seen by open only\n")
+	want("after an unannounced change", "seen by open only\n")
+
+	// Races: readers fetch while the content flips between two sizes,
+	// announced and not. A fetch that straddles a change may see the
+	// size of one version and the bytes of the other (as without any
+	// caching, or on a plain tftpd whose file is replaced), but once the
+	// changes stop no stale size or page may be left behind anywhere.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var straddled atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if size, got := fetch(); size != int64(len(got)) {
+					straddled.Add(1)
+				}
+			}
+		})
+	}
+	for i := range 200 {
+		c := strings.Repeat("x", 10+i%2*50)
+		if i%3 == 0 {
+			src.set("C0A80102", c)
+		} else {
+			src.change("C0A80102", c)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d fetches straddled a change", straddled.Load())
+	src.change("C0A80102", "final\n")
+	for range 8 {
+		want("after the races", "final\n")
 	}
 }

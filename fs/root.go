@@ -60,7 +60,27 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		return nil, toErrno(err)
 	}
 	setFileAttr(&out.Attr, e.Ino, st)
-	return r.NewInode(ctx, &file{src: r.src, name: name}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino}), 0
+	ch := r.NewInode(ctx, &file{src: r.src, name: name, cached: -1}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino})
+	// The kernel may hand back an inode it already has (same number).
+	if f, ok := ch.Operations().(*file); ok {
+		f.reported(st)
+	}
+	if st.Stable {
+		out.SetEntryTimeout(StableTimeout)
+		out.SetAttrTimeout(StableTimeout)
+	}
+	return ch, 0
+}
+
+// invalidate drops what the kernel caches of every name it knows: entries,
+// attributes and page cache. It runs after a change of the catalog.
+func (r *root) invalidate() {
+	for name, ch := range r.Children() {
+		if _, ok := ch.Operations().(*file); ok {
+			ch.NotifyContent(0, 0)
+		}
+		r.NotifyEntry(name)
+	}
 }
 
 // Readdir serves ls: static files, provisioned nodes by hex name, by-ip/.

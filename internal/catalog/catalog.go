@@ -39,6 +39,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -123,6 +124,9 @@ type Catalog struct {
 	log  *slog.Logger
 	cur  atomic.Pointer[snapshot]
 	gen  *contentGen // nil without content_generator
+
+	subMu sync.Mutex
+	subs  []func() // OnChange
 }
 
 // New loads the template and ethers named by cfg. prov may be nil
@@ -197,7 +201,9 @@ func (c *Catalog) Reload() error {
 	if err != nil {
 		return err
 	}
-	c.cur.CompareAndSwap(old, s)
+	if c.cur.CompareAndSwap(old, s) {
+		c.changed()
+	}
 	return nil
 }
 
@@ -380,6 +386,12 @@ func (c *Catalog) renderNode(e Entry, root node.Root) ([]byte, error) {
 type Stat struct {
 	Size  int64 // exactly len(Render(e)), so tftpd's tsize is right
 	Mtime time.Time
+	// Stable: the content changes only with a change announced to
+	// OnChange callbacks (a node's config, its root known). Static files
+	// (edited in place by admins, unwatched), generated content and
+	// the config of a node not yet registered (its fsid is not yet its
+	// own) are not stable.
+	Stable bool
 }
 
 // Stat sizes e. A node's mtime is the template's, so tools that compare
@@ -395,12 +407,17 @@ func (c *Catalog) Stat(e Entry) (Stat, error) {
 		}
 		return Stat{Size: fi.Size(), Mtime: fi.ModTime()}, nil
 	}
-	b, err := c.Render(e)
+	root, stable := node.Root{}, true
+	if c.prov != nil && e.provisioned() {
+		root = c.prov.Peek(e.Node.ID)
+		stable = root.Known
+	}
+	b, err := c.renderNode(e, root)
 	if err != nil {
 		return Stat{}, err
 	}
 	s := c.cur.Load()
-	return Stat{Size: int64(len(b)), Mtime: s.stamps[s.cfg.PXETemplate].mtime}, nil
+	return Stat{Size: int64(len(b)), Mtime: s.stamps[s.cfg.PXETemplate].mtime, Stable: stable}, nil
 }
 
 // maxStatic bounds what one open of a static file holds in memory. pxelinux

@@ -189,14 +189,17 @@ func TestWatchPicksUpChange(t *testing.T) {
 type fakeProv struct {
 	ensured []node.Node
 	err     error
+	known   bool // Peek finds the node registered
 }
 
 func (p *fakeProv) Ensure(ctx context.Context, n node.Node) (node.Root, error) {
 	p.ensured = append(p.ensured, n)
 	return node.Root{FSID: 10000, Dir: "/netboot/node/" + n.ID.String()}, p.err
 }
-func (p *fakeProv) Peek(id node.ID) node.Root { return node.Root{Dir: "/netboot/node/" + id.String()} }
-func (p *fakeProv) Nodes() []node.Node        { return nil }
+func (p *fakeProv) Peek(id node.ID) node.Root {
+	return node.Root{Dir: "/netboot/node/" + id.String(), Known: p.known}
+}
+func (p *fakeProv) Nodes() []node.Node { return nil }
 
 func TestOpenProvisionsRenderDoesNot(t *testing.T) {
 	_, cfg := newTestCatalog(t, "nfsroot={{.NodeDir}} fsid={{.FSID}} <NODE>\n")
@@ -216,5 +219,68 @@ func TestOpenProvisionsRenderDoesNot(t *testing.T) {
 	p.err = errors.New("exportfs failed")
 	if _, err := c.Open(context.Background(), e); err == nil {
 		t.Fatal("Open succeeded though provisioning failed")
+	}
+}
+
+// TestStatStable: the kernel may cache a name's size only when its content
+// changes by nothing but an announced reload.
+func TestStatStable(t *testing.T) {
+	_, cfg := newTestCatalog(t, twoNodes, "192.168.0.0/16")
+	write(t, filepath.Join(cfg.StaticDir, "menu"), "MENU\n")
+	tests := []struct {
+		name   string
+		prov   *fakeProv // nil: config-only mode
+		lookup string
+		want   bool
+	}{
+		{"node, config-only mode", nil, "C0A80102", true},
+		{"registered node, full mode", &fakeProv{known: true}, "C0A80102", true},
+		{"new node, full mode (its fsid is not yet its own)", &fakeProv{}, "C0A80102", false},
+		{"static file (edited in place, unwatched)", nil, "menu", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var prov node.Provisioner
+			if tt.prov != nil {
+				prov = tt.prov
+			}
+			c, err := New(cfg, prov, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := c.Stat(mustResolve(t, c, tt.lookup))
+			if err != nil || st.Stable != tt.want {
+				t.Fatalf("Stat = %+v, %v; want Stable %v", st, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestOnChange: callbacks run after a reload or SetConfig that changed
+// something, once the new content is served; not after a failed one.
+func TestOnChange(t *testing.T) {
+	c, cfg := newTestCatalog(t, twoNodes, "192.168.0.0/16")
+	var seen []string
+	c.OnChange(func() {
+		var b []byte
+		if e, err := c.Resolve(t.Context(), "C0A80102"); err == nil {
+			b, _ = c.Render(e)
+		}
+		seen = append(seen, string(b))
+	})
+	write(t, cfg.PXETemplate, "NEW <NODE>\n")
+	if err := c.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	write(t, cfg.PXETemplate, "{{ broken")
+	if err := c.Reload(); err == nil {
+		t.Fatal("broken template loaded")
+	}
+	if err := c.SetConfig(otherConfig(t, cfg, "OTHER <NODE>\n")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"NEW C0A80102\n", ""}
+	if len(seen) != 2 || seen[0] != want[0] {
+		t.Errorf("callbacks saw %q, want the new content once per change (%q, then a config without this node)", seen, want)
 	}
 }

@@ -175,6 +175,10 @@ type Node struct {
 type Root struct {
 	FSID uint32
 	Dir  string // exported path, node_dir/NODE
+	// Known: the node is registered, so FSID is its own for good. Peek
+	// of a new node gives the next free fsid, which a concurrent new
+	// node may take first; a config rendered from it may still change.
+	Known bool
 }
 
 // Provisioner prepares nodes' roots; the filesystem calls it. Ensure runs
