@@ -18,7 +18,10 @@
 //     Open compares the size it is about to serve with the size the kernel
 //     caches and, if they differ, invalidates the attributes before it
 //     replies, so the tftpd's fstat after its open announces the size this
-//     open reads (tsize stays exact);
+//     open reads (tsize stays exact). The size the kernel holds is also
+//     the length of a read that ended early (the kernel takes a short read
+//     as a shrunk file): an open that straddled a change can plant the old
+//     size that way, and the next open clears it the same way;
 //   - the page cache is kept only by an open whose content equals the last
 //     open's (FOPEN_KEEP_CACHE).
 //

@@ -116,12 +116,25 @@ func (f *file) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if keep {
 		fuseFlags = fuse.FOPEN_KEEP_CACHE
 	}
-	return &handle{data: b}, fuseFlags, 0
+	return &handle{data: b, f: f}, fuseFlags, 0
+}
+
+// shortRead notes that a read of an open of n bytes ended early: the
+// kernel then takes n as the file's size (it assumes the file shrank),
+// whatever its cached attributes said. An open that straddled a change
+// can so plant the old size; the next open must see it.
+func (f *file) shortRead(n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cached >= 0 {
+		f.cached = n
+	}
 }
 
 // handle is one open's content.
 type handle struct {
 	data []byte
+	f    *file
 }
 
 var _ = (fusefs.FileReader)((*handle)(nil))
@@ -129,11 +142,13 @@ var _ = (fusefs.FileReader)((*handle)(nil))
 // Read serves READ from the content rendered at open.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off >= int64(len(h.data)) {
+		h.f.shortRead(int64(len(h.data)))
 		return fuse.ReadResultData(nil), 0
 	}
 	end := off + int64(len(dest))
 	if end > int64(len(h.data)) {
 		end = int64(len(h.data))
+		h.f.shortRead(end)
 	}
 	return fuse.ReadResultData(h.data[off:end]), 0
 }

@@ -25,8 +25,10 @@ func BenchmarkColdProvision(b *testing.B) {
 	if _, err := fetch(b, addr, warmName); err != nil {
 		b.Fatal(err)
 	}
+	fl := newBareFloor(b, f)
 	cold := make([]time.Duration, 0, b.N)
 	warm := make([]time.Duration, 0, b.N)
+	floor := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for i := 1; i <= b.N; i++ {
 		name, _ := hexNode(i)
@@ -40,12 +42,19 @@ func BenchmarkColdProvision(b *testing.B) {
 			b.Fatal(err)
 		}
 		warm = append(warm, time.Since(start))
+		floor = append(floor, fl.one(b, i))
 	}
 	b.StopTimer()
+	// The goal: cold p50 within warm p50 + 1.5 x (one bare overlay
+	// mount + one exportfs -o), p99 within 3 x that budget.
+	budget := percentile(warm, 50) + percentile(floor, 50)*3/2
 	b.ReportMetric(ms(percentile(cold, 50)), "cold-p50-ms")
 	b.ReportMetric(ms(percentile(cold, 99)), "cold-p99-ms")
 	b.ReportMetric(ms(percentile(warm, 50)), "warm-p50-ms")
 	b.ReportMetric(ms(percentile(warm, 99)), "warm-p99-ms")
+	b.ReportMetric(ms(percentile(floor, 50)), "bare-mount+export-p50-ms")
+	b.ReportMetric(float64(percentile(cold, 50))/float64(budget), "cold-p50/budget")
+	b.ReportMetric(float64(percentile(cold, 99))/float64(3*budget), "cold-p99/3budget")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -76,6 +85,13 @@ func BenchmarkStorm1000(b *testing.B) {
 		start = time.Now()
 		_, warmFailed := fetchStorm(b, addr, n, clients)
 		warm := time.Since(start)
+		// The same with one client: latency, not throughput.
+		start = time.Now()
+		_, static1Failed := fetchStormFrom(b, addr, "static", 1, n, 1)
+		static1 := time.Since(start)
+		start = time.Now()
+		_, warm1Failed := fetchStorm(b, addr, n, 1)
+		warm1 := time.Since(start)
 		b.StopTimer()
 
 		exps, mounts := f.exports(b), f.overlayMounts(b)
@@ -91,7 +107,10 @@ func BenchmarkStorm1000(b *testing.B) {
 		b.ReportMetric(cold.Seconds()/static.Seconds(), "cold/static")
 		b.ReportMetric(warm.Seconds(), "warm-s")
 		b.ReportMetric(warm.Seconds()/static.Seconds(), "warm/static")
-		b.ReportMetric(float64(failed+warmFailed+staticFailed), "errors")
+		b.ReportMetric(static1.Seconds(), "static-1client-s")
+		b.ReportMetric(warm1.Seconds(), "warm-1client-s")
+		b.ReportMetric(warm1.Seconds()/static1.Seconds(), "warm/static-1client")
+		b.ReportMetric(float64(failed+warmFailed+staticFailed+static1Failed+warm1Failed), "errors")
 		b.ReportMetric(float64(len(mounts)), "mounts")
 		b.ReportMetric(float64(len(exps)), "exports")
 		b.ReportMetric(float64(ok), "served-with-root")
@@ -147,10 +166,47 @@ func BenchmarkRestart1000(b *testing.B) {
 		reboot := time.Since(start)
 		b.StopTimer()
 		exps, mounts := f.exports(b), f.overlayMounts(b)
+		// The floor: 1,000 bare overlay mounts + one exportfs -a for all.
+		floor := newBareFloor(b, f).batch(b, 1, 1000)
 		b.ReportMetric(inPlace.Seconds(), "restart-in-place-s")
 		b.ReportMetric(reboot.Seconds(), "restart-after-reboot-s")
+		b.ReportMetric(floor.Seconds(), "bare-mounts+exports-s")
+		b.ReportMetric(reboot.Seconds()/floor.Seconds(), "reboot/bare")
 		b.ReportMetric(float64(len(mounts)), "mounts")
 		b.ReportMetric(float64(len(exps)), "exports")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+// BenchmarkStorm10000: is the cost per node flat as the fleet grows? A
+// storm of 1,000 new nodes (64 clients) on an empty server, then 8,000
+// more (not timed), then a storm of the last 1,000 with 9,000 already
+// mounted and exported; the ratio of the two per-node costs.
+//
+//	go test -run '^$' -bench Storm10000 -benchtime 1x -timeout 60m ./internal/e2e
+func BenchmarkStorm10000(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		f := newFullSite(b, "max_nodes = 20000\n")
+		f.start()
+		addr := testenv.StartTFTPD(b, f.tftpRoot)
+		const clients = 64
+		storm := func(first, n int) time.Duration {
+			start := time.Now()
+			if _, failed := fetchStormFrom(b, addr, "pxelinux.cfg", first, n, clients); failed > 0 {
+				b.Fatalf("%d of nodes %d..%d failed", failed, first, first+n-1)
+			}
+			return time.Since(start)
+		}
+		first := storm(1, 1000)
+		storm(1001, 8000)
+		last := storm(9001, 1000)
+		if got := len(f.exports(b)); got != 10000 {
+			b.Fatalf("%d exports, want 10000", got)
+		}
+		b.ReportMetric(first.Seconds(), "first-1000-s")
+		b.ReportMetric(last.Seconds(), "last-1000-after-9000-s")
+		b.ReportMetric(last.Seconds()/first.Seconds(), "per-node-10000/1000")
 		b.ReportMetric(0, "ns/op")
 	}
 }

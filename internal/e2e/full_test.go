@@ -418,20 +418,28 @@ func TestFullModeRestart(t *testing.T) {
 	}
 }
 
-// TestFullModeCrash kills the daemon with -9 during a 100-node storm and
-// checks the state a new daemon starts from.
+// TestFullModeCrash kills the daemon with -9 during a 100-node storm of 64
+// clients, while batches of exports are being written (exports file, then
+// one exportfs -a), and checks the state a new daemon starts from: no node
+// that got a config is lost, no fsid is shared, and the exports file
+// names exactly what is exported.
 func TestFullModeCrash(t *testing.T) {
 	f := newFullSite(t, "")
 	d := f.start()
 	addr := testenv.StartTFTPD(t, f.tftpRoot)
-	var served []string
+	// 30 nodes served before, so that some batches are complete.
+	served, failed := fetchStorm(t, addr, 30, 64)
+	if failed > 0 {
+		t.Fatalf("%d fetches failed before the kill", failed)
+	}
+	var during []string
 	done := make(chan struct{})
 	go func() {
-		served, _ = fetchStorm(t, addr, 100, 32)
+		during, _ = fetchStormFrom(t, addr, "pxelinux.cfg", 31, 100, 64)
 		close(done)
 	}()
-	// Kill once some nodes are registered, mid-storm.
-	for len(f.registry(t).Nodes) < 20 {
+	// Kill once some nodes of the storm are registered, mid-storm.
+	for len(f.registry(t).Nodes) < 50 {
 		select {
 		case <-done:
 		case <-time.After(10 * time.Millisecond):
@@ -442,6 +450,7 @@ func TestFullModeCrash(t *testing.T) {
 	d.cmd.Process.Kill()
 	<-d.done
 	<-done
+	served = append(served, during...)
 	f.start()
 	r := f.registry(t)
 	fsids := map[uint32]string{}
@@ -458,8 +467,21 @@ func TestFullModeCrash(t *testing.T) {
 			t.Errorf("%s got a config but after restart exported=%v mounts=%d", name, ok, mounts[p])
 		}
 	}
+	data, err := os.ReadFile("/etc/exports.d/pxebootfs.exports")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := 0
+	for l := range strings.Lines(string(data)) {
+		if strings.HasPrefix(l, f.nodes+"/") {
+			lines++
+		}
+	}
+	if lines != len(exps) {
+		t.Errorf("exports file has %d node lines, %d node exports are live", lines, len(exps))
+	}
 	t.Logf("%d nodes served before the kill, %d in the registry", len(served), len(r.Nodes))
-	if len(served) == 100 {
+	if len(during) == 100 {
 		t.Error("the storm finished before the kill: nothing was tested mid-storm")
 	}
 }
