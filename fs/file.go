@@ -137,7 +137,15 @@ type handle struct {
 	f    *file
 }
 
-var _ = (fusefs.FileReader)((*handle)(nil))
+var (
+	_ = (fusefs.FileReader)((*handle)(nil))
+	_ = (fusefs.FileFlusher)((*handle)(nil))
+)
+
+// Flush answers ENOSYS: a read-only file has nothing to flush, and after
+// the first ENOSYS the kernel stops sending FLUSH on every close, which
+// saves a round trip per tftpd transfer.
+func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
 
 // Read serves READ from the content rendered at open.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

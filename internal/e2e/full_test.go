@@ -252,9 +252,18 @@ func TestFullModeProvisionOnFetch(t *testing.T) {
 	if got := f.overlayMounts(t)[n1]; got != 1 {
 		t.Errorf("%d overlays after refetch", got)
 	}
-	r := f.registry(t)
-	if len(r.Nodes) != 2 || r.Nodes[0].BootCount < 2 {
-		t.Errorf("registry %+v", r)
+	// Boot records reach the disk within a second (they are not fsynced
+	// per boot).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := f.registry(t)
+		if len(r.Nodes) == 2 && r.Nodes[0].BootCount >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("registry %+v", r)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

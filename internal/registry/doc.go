@@ -42,12 +42,18 @@
 //
 // # Durability and group commit
 //
-// Every mutating method returns only once the change is on disk (its
-// journal line appended and fsynced). Writes are coalesced: a caller whose change is not yet written either becomes the
-// writer (if no write is in flight) or waits for the write in flight and then
-// checks again; a writer always writes the newest state. A boot storm of a
-// thousand concurrent [Registry.RecordBoot] calls thus costs a handful of
-// fsyncs rather than a thousand, without a background goroutine.
+// Every mutating method but [Registry.RecordBoot] returns only once the
+// change is on disk (its journal line appended and fsynced): a node, its
+// fsid, a release, an error. Writes are coalesced: a caller whose change is
+// not yet written either becomes the writer (if no write is in flight) or
+// waits for the write in flight and then checks again; a writer always
+// writes the newest state. A storm of a thousand new nodes thus costs a
+// handful of fsyncs rather than a thousand.
+//
+// A boot record (count, last boot, MAC) is written within bootFlushDelay
+// (1 s) by a timer, or sooner with the next durable change: every open of a
+// node's config records a boot, and an fsync per open made a warm boot
+// storm disk-bound. A crash loses at most the last second of boot counts.
 //
 // All methods are safe for concurrent use.
 package registry

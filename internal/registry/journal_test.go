@@ -126,6 +126,9 @@ func TestJournalCostPerChange(t *testing.T) {
 			if err := r.RecordBoot(name(0), at, ""); err != nil {
 				t.Fatal(err)
 			}
+			if err := r.flush(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		return (journalSize(t, dir) - before) / 10
 	}
@@ -144,6 +147,9 @@ func TestJournalCostPerChange(t *testing.T) {
 	}
 	for range 400 {
 		if err := r.RecordBoot(name(3), time.Now(), ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.flush(); err != nil {
 			t.Fatal(err)
 		}
 	}

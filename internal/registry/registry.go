@@ -88,6 +88,9 @@ type Registry struct {
 	// (minCompact by default; tests lower it).
 	minCompact int64
 
+	// flushTimer writes boot records within bootFlushDelay.
+	flushTimer *time.Timer
+
 	// Instrumentation for tests of the group commit.
 	writes  uint64 // write attempts made
 	waiting int    // callers parked behind an in-flight write
@@ -201,6 +204,10 @@ func (r *Registry) Close() error {
 		return nil
 	}
 	r.closed = true
+	if r.flushTimer != nil {
+		r.flushTimer.Stop()
+		r.flushTimer = nil
+	}
 	if r.readOnly {
 		r.mu.Unlock()
 		return nil
@@ -362,13 +369,14 @@ func (r *Registry) NextFSID(from uint32, used map[uint32]string) uint32 {
 
 // RecordBoot notes that the node booted at at (its config was served): the last
 // boot time, the boot count, and its MAC if mac is not empty. It returns
-// once the change is on disk.
+// once the change is in memory; it reaches the disk within bootFlushDelay
+// (or with the next durable change, or Close).
 func (r *Registry) RecordBoot(id node.ID, at time.Time, mac string) error {
 	mac, err := normMAC(mac)
 	if err != nil {
 		return fmt.Errorf("record boot of %s: %w", id, err)
 	}
-	return r.update("record boot of", id, func(n *Record) {
+	return r.update("record boot of", id, false, func(n *Record) {
 		n.LastBoot = at.UTC()
 		n.BootCount++
 		if mac != "" {
@@ -377,18 +385,51 @@ func (r *Registry) RecordBoot(id node.ID, at time.Time, mac string) error {
 	})
 }
 
+// bootFlushDelay is how long a boot record may wait in memory. A boot is
+// recorded on every open of a node's config: waiting for an fsync each
+// time made a warm boot storm disk-bound. A crash loses at most this much
+// of boot counts and times, never a node or an fsid (those are durable
+// before their config is served).
+const bootFlushDelay = time.Second
+
+// flushLater makes the changes made so far durable within bootFlushDelay,
+// unless a durable change or Close writes them first.
+func (r *Registry) flushLaterLocked() {
+	if r.flushTimer != nil {
+		return
+	}
+	r.flushTimer = time.AfterFunc(bootFlushDelay, func() {
+		if err := r.flush(); err != nil {
+			r.log.Warn("write boot records", "err", err)
+		}
+	})
+}
+
+// flush writes every change made so far.
+func (r *Registry) flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.flushTimer = nil
+	if r.closed || r.released {
+		return nil // Close wrote everything
+	}
+	return r.commitLocked(r.gen)
+}
+
 // RecordError sets node's last error; "" clears it. It returns once the
 // change is on disk.
 func (r *Registry) RecordError(id node.ID, msg string) error {
-	return r.update("record error of", id, func(n *Record) { n.LastError = msg })
+	return r.update("record error of", id, true, func(n *Record) { n.LastError = msg })
 }
 
 // SetReleased marks node released (or not), durably.
 func (r *Registry) SetReleased(id node.ID, released bool) error {
-	return r.update("mark released", id, func(n *Record) { n.Released = released })
+	return r.update("mark released", id, true, func(n *Record) { n.Released = released })
 }
 
-func (r *Registry) update(what string, id node.ID, change func(*Record)) error {
+// update changes node id's record; with durable it returns once the
+// change is on disk, else once it is in memory (see flushLaterLocked).
+func (r *Registry) update(what string, id node.ID, durable bool, change func(*Record)) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.writableLocked(); err != nil {
@@ -401,6 +442,10 @@ func (r *Registry) update(what string, id node.ID, change func(*Record)) error {
 	change(&e.n)
 	r.logLocked(func(seq uint64) []byte { return putLine(seq, e.n) })
 	r.gen++
+	if !durable {
+		r.flushLaterLocked()
+		return nil
+	}
 	if err := r.commitLocked(r.gen); err != nil {
 		return fmt.Errorf("%s %s: persist: %w", what, id, err)
 	}

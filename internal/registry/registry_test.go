@@ -554,10 +554,10 @@ func TestGroupCommit(t *testing.T) {
 
 	var wg sync.WaitGroup
 	errs := make([]error, n+1)
-	wg.Go(func() { errs[n] = r.RecordBoot(name(n), time.Now(), "") })
+	wg.Go(func() { errs[n] = r.RecordError(name(n), "failed") })
 	<-entered
 	for i := range n {
-		wg.Go(func() { errs[i] = r.RecordBoot(name(i), time.Now(), "") })
+		wg.Go(func() { errs[i] = r.RecordError(name(i), "failed") })
 	}
 	// Wait (without a deadline) until every caller is parked behind the
 	// blocked write.
@@ -583,9 +583,55 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, nd := range ro.All() {
-		if nd.BootCount != 1 {
-			t.Errorf("%s: boot count %d on disk, want 1", nd.ID, nd.BootCount)
+		if nd.LastError != "failed" {
+			t.Errorf("%s: last error %q on disk, want it written", nd.ID, nd.LastError)
 		}
+	}
+}
+
+// TestBootRecordsLazy: a boot record returns without a write and reaches
+// the disk within bootFlushDelay, or at Close.
+func TestBootRecordsLazy(t *testing.T) {
+	for _, closeFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("close=%v", closeFirst), func(t *testing.T) {
+			dir := t.TempDir()
+			r := openT(t, Options{Dir: dir})
+			mustAllocate(t, r, name(0), nil)
+			r.mu.Lock()
+			writes := r.writes
+			r.mu.Unlock()
+			if err := r.RecordBoot(name(0), time.Now(), ""); err != nil {
+				t.Fatal(err)
+			}
+			r.mu.Lock()
+			got := r.writes - writes
+			r.mu.Unlock()
+			if got != 0 {
+				t.Errorf("RecordBoot wrote %d times before returning, want 0", got)
+			}
+			if n, _ := r.Get(name(0)); n.BootCount != 1 {
+				t.Errorf("boot count %d in memory, want 1", n.BootCount)
+			}
+			if closeFirst {
+				if err := r.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(bootFlushDelay + 5*time.Second)
+			for {
+				ro, err := OpenReadOnly(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n, _ := ro.Get(name(0)); n.BootCount == 1 {
+					return
+				}
+				if closeFirst || time.Now().After(deadline) {
+					t.Fatal("boot record not on disk")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
 	}
 }
 
@@ -625,16 +671,16 @@ func TestWriteFailure(t *testing.T) {
 
 	// A change whose write failed is written by Close.
 	setFail(true)
-	if err := r.RecordBoot(name(0), time.Now(), ""); !errors.Is(err, injected) {
-		t.Fatalf("RecordBoot with failing write = %v", err)
+	if err := r.RecordError(name(0), "boom"); !errors.Is(err, injected) {
+		t.Fatalf("RecordError with failing write = %v", err)
 	}
 	setFail(false)
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
 	r2 := openT(t, Options{Dir: dir})
-	if n, _ := r2.Get(name(0)); n.BootCount != 1 {
-		t.Errorf("boot count %d after Close flushed, want 1", n.BootCount)
+	if n, _ := r2.Get(name(0)); n.LastError != "boom" {
+		t.Errorf("last error %q after Close flushed, want it written", n.LastError)
 	}
 }
 
