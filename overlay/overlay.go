@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pxebootfs/pxebootfs/internal/node"
 )
@@ -60,6 +61,9 @@ type Manager struct {
 	// locks holds one *sync.Mutex per node, so that two callers
 	// cannot both find a node unmounted and stack two overlays.
 	locks sync.Map
+	// verified: a mount of this Manager was found in the mount table
+	// with the options asked for (see Mount).
+	verified atomic.Bool
 }
 
 // Directory modes. The work directory holds overlayfs's private state and

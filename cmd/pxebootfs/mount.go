@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/fs"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
-	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 type mountFlags struct {
@@ -56,7 +57,8 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	// Everything that can be checked is checked before anything is
 	// created, and what a failed start created is removed again: a start
 	// that fails changes nothing on disk.
-	if _, err := catalog.New(cfg, nil, slog.New(slog.DiscardHandler)); err != nil {
+	cat, err := catalog.New(cfg, nil, log)
+	if err != nil {
 		log.Error("start", "err", err)
 		return exitConfig
 	}
@@ -80,6 +82,9 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if stopProfile := startCPUProfile(log); stopProfile != nil {
+		defer stopProfile()
+	}
 
 	prov, closeProv, err := newProvisioner(ctx, cfg, log)
 	if err != nil {
@@ -87,14 +92,8 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer closeProv()
-	var np node.Provisioner // stays a nil interface in config-only mode
-	if prov != nil {
-		np = prov
-	}
-	cat, err := catalog.New(cfg, np, log)
-	if err != nil {
-		log.Error("start", "err", err)
-		return exitConfig
+	if prov != nil { // else a nil interface: config-only mode
+		cat.SetProvisioner(prov)
 	}
 	cat.SetMountpoint(f.dir) // the content generator's --file is MOUNTPOINT/NAME
 	ops, err := startOps(ctx, cfg, cat, prov, log)
@@ -137,4 +136,24 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("unmounted", "mountpoint", f.dir)
 	return exitOK
+}
+
+// startCPUProfile writes a CPU profile of the daemon to the file named by
+// PXEBOOTFS_CPUPROFILE, if set, until it exits: how the benchmarks'
+// figures were read (go tool pprof). It returns the function that stops it.
+func startCPUProfile(log *slog.Logger) func() {
+	path := os.Getenv("PXEBOOTFS_CPUPROFILE")
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		log.Warn("cpu profile", "file", path, "err", err)
+		return nil
+	}
+	log.Info("writing cpu profile", "file", path)
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }

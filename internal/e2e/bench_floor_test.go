@@ -30,6 +30,11 @@ type bareFloor struct {
 func newBareFloor(b *testing.B, f *fullSite) *bareFloor {
 	b.Helper()
 	base := b.TempDir()
+	for _, d := range []string{"node", "overlay"} {
+		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
 	m, err := overlay.New(overlay.Options{RootDir: f.root, NodeDir: filepath.Join(base, "node"), OverlayDir: filepath.Join(base, "overlay")})
 	if err != nil {
 		b.Fatal(err)
