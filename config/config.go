@@ -53,6 +53,11 @@ type Config struct {
 	ResetOnBoot   bool          // wipe a node's writable layer when it boots again after ResetGuard
 	MetricsListen string        // host:port of the Prometheus endpoint; "" when off
 
+	TFTPRoot   string        // the tftpd's root; "" when images are not used
+	ImagesDir  string        // boot image versions, inside TFTPRoot
+	ImageKeep  int           // newest versions of an image always kept
+	ImageGrace time.Duration // a version served this recently is kept
+
 	// values holds each key's value as written (or its default), for
 	// FixedChanged.
 	values map[string]string

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -295,6 +296,46 @@ var keys = []keySpec{
 		},
 	},
 	{
+		name: "tftp_root", example: "/srv/tftp",
+		doc: "The tftpd's root directory. Needed for boot images (`pxebootfs image`), which the tftpd serves from images_dir inside it.",
+		parse: func(p *parser, v string) *Error {
+			p.c.TFTPRoot = p.path(v)
+			return existingDir(p.c.TFTPRoot)
+		},
+	},
+	{
+		name: "images_dir", example: "/srv/tftp/images",
+		doc: "Where boot image versions are kept, inside tftp_root and outside the FUSE mount. Default: tftp_root/images.",
+		parse: func(p *parser, v string) *Error {
+			p.c.ImagesDir = p.path(v)
+			return dirIfExists(p.c.ImagesDir)
+		},
+	},
+	{
+		name: "image_keep", def: "3",
+		doc: "How many newest versions of each image garbage collection always keeps.",
+		parse: func(p *parser, v string) *Error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return &Error{Reason: fmt.Sprintf("%q is not a positive integer", v)}
+			}
+			p.c.ImageKeep = n
+			return nil
+		},
+	},
+	{
+		name: "image_grace", def: "3600",
+		doc: "Seconds a version stays after a config naming it was last served (or after it stopped being current), so a booting node always finds its kernel and initrd.",
+		parse: func(p *parser, v string) *Error {
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return &Error{Reason: fmt.Sprintf("%q is not a number of seconds (0 or more)", v)}
+			}
+			p.c.ImageGrace = time.Duration(n) * time.Second
+			return nil
+		},
+	},
+	{
 		name: "metrics_listen", example: "127.0.0.1:9123",
 		doc: "host:port on which Prometheus metrics are served at /metrics; the host is an IP address, localhost or empty (every address). Default: unset (no metrics endpoint).",
 		parse: func(p *parser, v string) *Error {
@@ -353,6 +394,24 @@ var crossChecks = []func(p *parser) *Error{
 	checkGaneshaFSIDRange,
 	checkDistinctDirs,
 	checkGeneratorSet,
+	checkImagesDir,
+}
+
+// checkImagesDir defaults images_dir to tftp_root/images and keeps it inside
+// tftp_root: the templates name image files by paths relative to it.
+func checkImagesDir(p *parser) *Error {
+	switch {
+	case p.c.ImagesDir != "" && p.c.TFTPRoot == "":
+		return p.errf("images_dir", "needs tftp_root (the paths in configs are relative to it)")
+	case p.c.TFTPRoot == "":
+		return nil
+	case p.c.ImagesDir == "":
+		p.c.ImagesDir = filepath.Join(p.c.TFTPRoot, "images")
+	}
+	if !inside(resolveExisting(p.c.ImagesDir), resolveExisting(p.c.TFTPRoot)) {
+		return p.errf("images_dir", "%s is not inside tftp_root (%s)", p.c.ImagesDir, p.c.TFTPRoot)
+	}
+	return nil
 }
 
 func checkFullModeSet(p *parser) *Error {

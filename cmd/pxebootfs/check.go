@@ -9,6 +9,7 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/image"
 	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 
@@ -75,8 +76,16 @@ func checkAll(cfg *config.Config) []problem {
 	if _, err := catalog.New(cfg, nil, slog.New(slog.DiscardHandler)); err != nil {
 		add(true, "%v", err)
 	} else if t, err := render.Load(cfg.PXETemplate); err == nil {
-		if _, err := t.Render(render.SampleData()); err != nil {
+		d := render.SampleData()
+		if cfg.TFTPRoot != "" {
+			// Whether the images exist is checked below, by name.
+			d.SetImages(func(name, file string) (string, error) { return "images/" + name + "/00000000/" + file, nil })
+		}
+		if _, err := t.Render(d); err != nil {
 			add(true, "pxe_template %s: %v", cfg.PXETemplate, err)
+		}
+		for _, msg := range checkTemplateImages(cfg, t) {
+			add(true, "pxe_template %s: %s", cfg.PXETemplate, msg)
 		}
 	}
 	if cfg.StaticDir != "" {
@@ -111,4 +120,27 @@ func checkFUSE() error {
 	}
 	syscall.Close(fd)
 	return nil
+}
+
+// checkTemplateImages reports the {{image "NAME" "FILE"}} calls of t that
+// name an image or file not imported (yet).
+func checkTemplateImages(cfg *config.Config, t *render.Template) []string {
+	if !t.UsesImages() || cfg.TFTPRoot == "" {
+		return nil // without tftp_root, the sample render above failed already
+	}
+	st, err := image.New(cfg.TFTPRoot, cfg.ImagesDir, cfg.StateDir)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	ix, err := st.Load()
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var msgs []string
+	for _, ref := range t.Images() {
+		if _, err := ix.Path(st.Rel(), ref.Name, ref.File); err != nil {
+			msgs = append(msgs, fmt.Sprintf("{{image %q %q}}: %v (pxebootfs image import %s %s=SOURCE)", ref.Name, ref.File, err, ref.Name, ref.File))
+		}
+	}
+	return msgs
 }

@@ -62,6 +62,9 @@ func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, pro
 		if o.prov != nil {
 			o.prov.SetMetrics(o.met)
 		}
+		if cfg.TFTPRoot != "" {
+			o.met.RegisterImages(imageState(cfg))
+		}
 		o.metricsSrv, err = o.met.Serve(cfg.MetricsListen, log)
 		if err != nil {
 			return o, err

@@ -25,6 +25,7 @@ func commands() []command {
 		{"reset", "give nodes a fresh root (wipe their writable layer), same fsid", runReset},
 		{"release", "unexport and unmount nodes' roots; -purge also deletes and forgets them", runRelease},
 		{"reload", "make the daemon re-read its config, template, ethers (as SIGHUP)", runReload},
+		{"image", "boot images: import, use (roll back), list, remove, prune versions", runImage},
 		{"version", "print the version", runVersion},
 	}
 }

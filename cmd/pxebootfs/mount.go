@@ -66,6 +66,10 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return exitConfig
 	}
+	if err := checkImagesOutsideMount(cfg, f.dir); err != nil {
+		log.Error("start", "err", err)
+		return exitConfig
+	}
 	created, err := config.CreateDirs(cfg)
 	if err != nil {
 		log.Error("start", "err", err)
@@ -102,6 +106,12 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer ops.close()
+	stopImages, err := startImages(ctx, cfg, cat, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		return exitFailure
+	}
+	defer stopImages()
 	srv, err := fs.Mount(f.dir, ops.source(), fs.MountOptions{Debug: f.debugFUSE, Logger: log})
 	if err != nil {
 		log.Error("start", "err", err)

@@ -46,6 +46,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/ethers"
 	"github.com/pxebootfs/pxebootfs/internal/generator"
+	"github.com/pxebootfs/pxebootfs/internal/image"
 	"github.com/pxebootfs/pxebootfs/internal/inventory"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
@@ -109,6 +110,8 @@ type snapshot struct {
 	staticDir string
 	stamps    map[string]stamp     // files watched for changes
 	inv       *inventory.Inventory // nil without an inventory
+	images    *image.Index         // nil without tftp_root
+	imagesRel string               // images_dir relative to tftp_root
 }
 
 type stamp struct {
@@ -127,6 +130,9 @@ type Catalog struct {
 
 	subMu sync.Mutex
 	subs  []func() // OnChange
+
+	servedMu sync.Mutex
+	served   map[string]string // image versions named by configs served since TakeServed
 }
 
 // New loads the template and ethers named by cfg. prov may be nil
@@ -176,6 +182,9 @@ func load(cfg *config.Config) (*snapshot, error) {
 		s.ethers = e
 	}
 	if err := loadInventory(cfg, s); err != nil {
+		return nil, err
+	}
+	if err := loadImages(cfg, s); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -375,11 +384,36 @@ func (c *Catalog) Render(e Entry) ([]byte, error) {
 }
 
 func (c *Catalog) renderNode(e Entry, root node.Root) ([]byte, error) {
-	b, err := c.templateFor(e).Render(data(e, root))
-	if err != nil {
-		return nil, fmt.Errorf("render %s for node %s: %w", e.Name, e.Node.ID, err)
+	b, _, err := c.renderNodeImages(e, root)
+	return b, err
+}
+
+// renderNodeImages renders e and also returns the image versions the
+// config names (image name -> version). Every {{image}} of one render
+// resolves against one snapshot of the image index, so a config names one
+// version of each image: the kernel and initrd a node fetches next always
+// match.
+func (c *Catalog) renderNodeImages(e Entry, root node.Root) ([]byte, map[string]string, error) {
+	s := c.cur.Load()
+	d := data(e, root)
+	var used map[string]string
+	if s.images != nil {
+		d.SetImages(func(name, file string) (string, error) {
+			p, err := s.images.Path(s.imagesRel, name, file)
+			if err == nil {
+				if used == nil {
+					used = map[string]string{}
+				}
+				used[name] = s.images.Images[name].Current
+			}
+			return p, err
+		})
 	}
-	return b, nil
+	b, err := c.templateFor(e).Render(d)
+	if err != nil {
+		return nil, nil, fmt.Errorf("render %s for node %s: %w", e.Name, e.Node.ID, err)
+	}
+	return b, used, nil
 }
 
 // Stat is what stat reports for a served file.
@@ -463,8 +497,12 @@ func (c *Catalog) Open(ctx context.Context, e Entry) ([]byte, error) {
 		if c.prov != nil && e.provisioned() {
 			root, err = c.prov.Ensure(ctx, e.Node)
 		}
+		var used map[string]string
 		if err == nil {
-			b, err = c.renderNode(e, root)
+			b, used, err = c.renderNodeImages(e, root)
+		}
+		if err == nil {
+			c.noteServed(used)
 		}
 	case KindGenerated:
 		b, err = c.openGenerated(ctx, e)

@@ -265,3 +265,56 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descMounted, prometheus.GaugeValue, float64(n.Mounted))
 	ch <- prometheus.MustNewConstMetric(descExported, prometheus.GaugeValue, float64(n.Exported))
 }
+
+// ImageState is what the image gauges show, read from the image index at
+// scrape time: imports run in their own processes and leave their counts
+// there.
+type ImageState struct {
+	Current                              map[string]string // image -> current version
+	Versions                             map[string]int    // image -> versions kept
+	Imported, Unchanged, Failed, Fetched int64
+}
+
+// ReadImages reads the image state; ok false when there is none to show.
+type ReadImages func() (ImageState, bool)
+
+// RegisterImages adds the image metrics, computed from read when scraped.
+func (m *Metrics) RegisterImages(read ReadImages) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(&imageCollector{read: read})
+}
+
+var (
+	descImageCurrent  = prometheus.NewDesc(namespace+"_image_current", "1 for the current version of each boot image.", []string{"image", "version"}, nil)
+	descImageVersions = prometheus.NewDesc(namespace+"_image_versions", "Versions kept of each boot image.", []string{"image"}, nil)
+	descImageImports  = prometheus.NewDesc(namespace+"_image_imports_total", "Image imports by result: imported (a new version), unchanged (identical bytes), failed.", []string{"result"}, nil)
+	descImageFetched  = prometheus.NewDesc(namespace+"_image_fetched_bytes_total", "Bytes downloaded over HTTP by image imports.", nil, nil)
+)
+
+type imageCollector struct{ read ReadImages }
+
+func (c *imageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descImageCurrent
+	ch <- descImageVersions
+	ch <- descImageImports
+	ch <- descImageFetched
+}
+
+func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
+	st, ok := c.read()
+	if !ok {
+		return
+	}
+	for name, v := range st.Current {
+		ch <- prometheus.MustNewConstMetric(descImageCurrent, prometheus.GaugeValue, 1, name, v)
+	}
+	for name, n := range st.Versions {
+		ch <- prometheus.MustNewConstMetric(descImageVersions, prometheus.GaugeValue, float64(n), name)
+	}
+	for r, n := range map[string]int64{"imported": st.Imported, "unchanged": st.Unchanged, "failed": st.Failed} {
+		ch <- prometheus.MustNewConstMetric(descImageImports, prometheus.CounterValue, float64(n), r)
+	}
+	ch <- prometheus.MustNewConstMetric(descImageFetched, prometheus.CounterValue, float64(st.Fetched))
+}

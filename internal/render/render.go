@@ -52,6 +52,28 @@ type Data struct {
 	NodeDir  string            // full mode: the node's exported root, e.g. /netboot/node/C0A80102; "" in config-only mode
 	Hostname string            // from an inventory; "" without one
 	Vars     map[string]string // free-form inventory vars; a missing key is a render error
+
+	// images resolves {{image "NAME" "FILE"}} for this render; see
+	// SetImages.
+	images ImageFunc
+}
+
+// ImageFunc gives the path, relative to the TFTP root, of FILE of image
+// NAME's version for one render. The caller binds it to one snapshot of the
+// image index, so every call of one render names one version per image.
+type ImageFunc func(name, file string) (string, error)
+
+// SetImages sets what {{image}} calls resolve with in renders of d.
+func (d *Data) SetImages(f ImageFunc) { d.images = f }
+
+// noImages is {{image}} when no images are configured.
+func noImages(name, file string) (string, error) {
+	return "", fmt.Errorf("image %q: no boot images (tftp_root is not set)", name)
+}
+
+// sampleImage stands in for {{image}} in the trial render of Parse.
+func sampleImage(name, file string) (string, error) {
+	return "images/" + name + "/00000000/" + file, nil
 }
 
 // SampleData is the node Parse renders for as a trial. Every string field
@@ -86,17 +108,20 @@ const Placeholder = "<NODE>"
 // Template is a parsed, checked pxelinux config template. It is immutable
 // and safe for concurrent Render calls.
 type Template struct {
-	name string
-	src  string
-	tmpl *template.Template
+	name   string
+	src    string
+	tmpl   *template.Template
+	images imageUse
 }
 
 // Fields of Data, in declaration order, for the unknown-field check.
 var dataFields = func() []string {
 	typ := reflect.TypeFor[Data]()
-	names := make([]string, typ.NumField())
-	for i := range names {
-		names[i] = typ.Field(i).Name
+	var names []string
+	for i := range typ.NumField() {
+		if f := typ.Field(i); f.IsExported() {
+			names = append(names, f.Name)
+		}
 	}
 	return names
 }()
@@ -126,24 +151,41 @@ func Load(path string) (*Template, error) {
 // Parse parses src as the template called name (a path, for Load) and runs
 // the checks in the package doc. Errors read "NAME:LINE: ...".
 func Parse(name string, src []byte) (*Template, error) {
-	tmpl, err := template.New(name).Option("missingkey=error").Parse(rewrite(string(src)))
+	tmpl, err := template.New(name).Option("missingkey=error").Funcs(template.FuncMap{"image": noImages}).Parse(rewrite(string(src)))
 	if err != nil {
 		// text/template's message is "template: NAME:LINE: ...".
 		return nil, fmt.Errorf("parse pxelinux template: %w", err)
 	}
-	if err := checkTrees(tmpl); err != nil {
+	images, err := checkTrees(tmpl)
+	if err != nil {
 		return nil, fmt.Errorf("parse pxelinux template: %w", err)
 	}
 	trial, err := tmpl.Clone()
 	if err != nil {
 		return nil, fmt.Errorf("parse pxelinux template: %s: %w", name, err)
 	}
-	trial.Option("missingkey=zero")
+	trial.Option("missingkey=zero").Funcs(template.FuncMap{"image": sampleImage})
 	sample := SampleData()
 	if err := trial.Execute(&limitedBuffer{}, &sample); err != nil {
 		return nil, fmt.Errorf("parse pxelinux template: trial render for node %s: %w", sample.Node, err)
 	}
-	return &Template{name: name, src: string(src), tmpl: tmpl}, nil
+	return &Template{name: name, src: string(src), tmpl: tmpl, images: images}, nil
+}
+
+// Images lists the images a template names by constant arguments, as
+// {{image "NAME" "FILE"}} pairs; check verifies they exist. UsesImages is
+// true for any {{image}} call, constant or not.
+func (t *Template) Images() []ImageRef { return t.images.refs }
+
+// UsesImages reports whether the template calls image.
+func (t *Template) UsesImages() bool { return t.images.used }
+
+// ImageRef is one {{image "NAME" "FILE"}} with constant arguments.
+type ImageRef struct{ Name, File string }
+
+type imageUse struct {
+	used bool
+	refs []ImageRef
 }
 
 // rewrite turns each <NODE> into {{.Node}}, adding no newline so line
@@ -192,7 +234,21 @@ func (t *Template) Render(d Data) ([]byte, error) {
 			bufPool.Put(b)
 		}
 	}()
-	if err := t.tmpl.Execute(b, &d); err != nil {
+	tmpl := t.tmpl
+	if t.images.used {
+		// Bind {{image}} to this render's resolver, on a copy: the
+		// parsed template is shared by concurrent renders.
+		f := d.images
+		if f == nil {
+			f = noImages
+		}
+		var err error
+		if tmpl, err = t.tmpl.Clone(); err != nil {
+			return nil, fmt.Errorf("render %s for node %s: %w", t.name, d.Node, err)
+		}
+		tmpl.Funcs(template.FuncMap{"image": f})
+	}
+	if err := tmpl.Execute(b, &d); err != nil {
 		return nil, fmt.Errorf("render %s for node %s: %w", t.name, d.Node, err)
 	}
 	// Copy out exactly: the buffer goes back to the pool, and the length
@@ -213,8 +269,9 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 
 // checkTrees walks every template of the set (the main one and any
 // {{define}}d or {{block}}ed ones).
-func checkTrees(tmpl *template.Template) error {
+func checkTrees(tmpl *template.Template) (imageUse, error) {
 	usesNode := false
+	var images imageUse
 	for _, tt := range tmpl.Templates() {
 		if tt.Tree == nil || tt.Tree.Root == nil {
 			continue
@@ -222,21 +279,24 @@ func checkTrees(tmpl *template.Template) error {
 		c := &checker{tree: tt.Tree, main: tt.Name() == tmpl.Name()}
 		c.walk(tt.Tree.Root, c.main)
 		if c.err != nil {
-			return c.err
+			return imageUse{}, c.err
 		}
 		usesNode = usesNode || c.usesNode
+		images.used = images.used || c.images.used
+		images.refs = append(images.refs, c.images.refs...)
 	}
 	if !usesNode {
-		return fmt.Errorf("%s:1: template never uses %s, .Node, .IP, .NodeDir or .Name; every node would get the same config",
+		return imageUse{}, fmt.Errorf("%s:1: template never uses %s, .Node, .IP, .NodeDir or .Name; every node would get the same config",
 			tmpl.Name(), Placeholder)
 	}
-	return nil
+	return images, nil
 }
 
 type checker struct {
 	tree     *parse.Tree
 	main     bool // in the main template, $ is always Data
 	usesNode bool
+	images   imageUse
 	err      error
 }
 
@@ -263,8 +323,13 @@ func (c *checker) walk(n parse.Node, dotIsData bool) {
 			c.walk(cmd, dotIsData)
 		}
 	case *parse.CommandNode:
+		c.imageCall(n)
 		for _, arg := range n.Args {
 			c.walk(arg, dotIsData)
+		}
+	case *parse.IdentifierNode:
+		if n.Ident == "image" {
+			c.images.used = true
 		}
 	case *parse.IfNode:
 		c.branch(&n.BranchNode, dotIsData, dotIsData)
@@ -304,6 +369,22 @@ func (c *checker) field(n parse.Node, ident string, onData bool) {
 		loc, context := c.tree.ErrorContext(n)
 		c.err = fmt.Errorf("%s: unknown field .%s in {{%s}}; fields are .%s",
 			loc, ident, context, strings.Join(dataFields, ", ."))
+	}
+}
+
+// imageCall records {{image "NAME" "FILE"}} with constant arguments.
+func (c *checker) imageCall(n *parse.CommandNode) {
+	if len(n.Args) != 3 {
+		return
+	}
+	id, ok := n.Args[0].(*parse.IdentifierNode)
+	if !ok || id.Ident != "image" {
+		return
+	}
+	name, ok1 := n.Args[1].(*parse.StringNode)
+	file, ok2 := n.Args[2].(*parse.StringNode)
+	if ok1 && ok2 {
+		c.images.refs = append(c.images.refs, ImageRef{name.Text, file.Text})
 	}
 }
 

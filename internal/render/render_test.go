@@ -354,3 +354,40 @@ func BenchmarkRender(b *testing.B) {
 		}
 	}
 }
+
+func TestImageFunc(t *testing.T) {
+	tmpl, err := Parse("t", []byte("KERNEL {{image \"deb\" \"vmlinuz\"}}\nAPPEND initrd={{image \"deb\" \"initrd.img\"}} ip=<NODE>\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tmpl.Images(); !tmpl.UsesImages() || len(got) != 2 || got[0] != (ImageRef{"deb", "vmlinuz"}) {
+		t.Errorf("Images() = %v", got)
+	}
+	tests := []struct {
+		name    string
+		images  ImageFunc
+		want    string
+		wantErr string
+	}{
+		{"resolved", func(n, f string) (string, error) { return "images/" + n + "/3f9c2a1b/" + f, nil },
+			"KERNEL images/deb/3f9c2a1b/vmlinuz\nAPPEND initrd=images/deb/3f9c2a1b/initrd.img ip=C0A80102\n", ""},
+		{"no images configured", nil, "", "tftp_root is not set"},
+		{"unknown image", func(n, f string) (string, error) { return "", fmt.Errorf("image %q: not found", n) }, "", "not found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := SampleData()
+			d.SetImages(tt.images)
+			b, err := tmpl.Render(d)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || b != nil {
+					t.Fatalf("Render = %q, %v; want error %q and no bytes", b, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || string(b) != tt.want {
+				t.Fatalf("Render = %q, %v; want %q", b, err, tt.want)
+			}
+		})
+	}
+}

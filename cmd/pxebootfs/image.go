@@ -1,0 +1,267 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/image"
+)
+
+// runImage dispatches `pxebootfs image SUBCOMMAND`. The image commands work
+// with or without a running daemon: they change images_dir and the index
+// in state_dir under its lock, and a running daemon follows the index
+// within a second.
+func runImage(args []string, stdout, stderr io.Writer) int {
+	subs := map[string]func([]string, io.Writer, io.Writer) int{
+		"import": runImageImport,
+		"use":    runImageUse,
+		"list":   runImageList,
+		"remove": runImageRemove,
+		"prune":  runImagePrune,
+	}
+	if len(args) == 0 || subs[args[0]] == nil {
+		fmt.Fprintln(stderr, "usage: pxebootfs image import|use|list|remove|prune [flags] [args]")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "help") {
+			return exitOK
+		}
+		return exitUsage
+	}
+	return subs[args[0]](args[1:], stdout, stderr)
+}
+
+// imageStore loads the config and opens its image store.
+func imageStore(path string, stderr io.Writer) (*config.Config, *image.Store, int) {
+	cfg, code := loadConfig(path, stderr)
+	if code >= 0 {
+		return nil, nil, code
+	}
+	if cfg.TFTPRoot == "" {
+		fmt.Fprintf(stderr, "pxebootfs: %s: [PXEBOOTFS] tftp_root: not set; boot images need it\n", cfg.File)
+		return nil, nil, exitConfig
+	}
+	st, err := image.New(cfg.TFTPRoot, cfg.ImagesDir, cfg.StateDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs: %s: %v\n", cfg.File, err)
+		return nil, nil, exitConfig
+	}
+	return cfg, st, -1
+}
+
+// imageFailed prints err and picks the exit code.
+func imageFailed(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "pxebootfs: %v\n", err)
+	if errors.Is(err, image.ErrInGrace) {
+		return exitRefused
+	}
+	return exitFailure
+}
+
+// repeated collects a repeatable flag.
+type repeated []string
+
+func (r *repeated) String() string     { return strings.Join(*r, " ") }
+func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
+
+func runImageImport(args []string, stdout, stderr io.Writer) int {
+	var cfgPath, sums string
+	var shas repeated
+	var maxSize int64
+	var timeout time.Duration
+	fl := newFlagSet("image import", "NAME FILE=SOURCE [FILE=SOURCE…]", stderr)
+	fl.StringVar(&cfgPath, "c", "", configFlagHelp)
+	fl.Var(&shas, "sha256", "FILE=HEX: expected sha256 of FILE (repeatable)")
+	fl.StringVar(&sums, "sha256sums", "", "a sha256sum file (path or URL) naming the files or their sources")
+	fl.Int64Var(&maxSize, "max-size", image.DefaultMaxSize, "largest file accepted, in bytes")
+	fl.DurationVar(&timeout, "timeout", image.DefaultTimeout, "longest HTTP download of one file")
+	if code := parseFlags(fl, args); code >= 0 {
+		return code
+	}
+	if fl.NArg() < 2 {
+		fl.Usage()
+		return exitUsage
+	}
+	o := image.ImportOptions{Name: fl.Arg(0), SHA256: map[string]string{}, SHA256Sums: sums, MaxSize: maxSize, Timeout: timeout}
+	for _, a := range fl.Args()[1:] {
+		file, src, ok := strings.Cut(a, "=")
+		if !ok {
+			fmt.Fprintf(stderr, "pxebootfs image import: %q is not FILE=SOURCE\n", a)
+			return exitUsage
+		}
+		o.Sources = append(o.Sources, image.Source{File: file, From: src})
+	}
+	for _, a := range shas {
+		file, h, ok := strings.Cut(a, "=")
+		if !ok {
+			fmt.Fprintf(stderr, "pxebootfs image import: -sha256 %q is not FILE=HEX\n", a)
+			return exitUsage
+		}
+		o.SHA256[file] = h
+	}
+	_, st, code := imageStore(cfgPath, stderr)
+	if code >= 0 {
+		return code
+	}
+	if isTerminal(stderr) {
+		o.Progress = stderr
+	} else {
+		o.Log = newLogger(stderr, slog.LevelInfo)
+	}
+	ctx, stop := adminContext()
+	defer stop()
+	res, err := st.Import(ctx, o)
+	if err != nil {
+		return imageFailed(stderr, err)
+	}
+	switch {
+	case !res.Created && res.Previous == res.Version:
+		fmt.Fprintf(stdout, "%s: identical to the current version %s; nothing imported\n", o.Name, res.Version)
+	case !res.Created:
+		fmt.Fprintf(stdout, "%s: version %s was already imported; it is current again (was %s)\n", o.Name, res.Version, orNone(res.Previous))
+	default:
+		fmt.Fprintf(stdout, "%s: imported version %s (%d bytes downloaded); now current (was %s)\n", o.Name, res.Version, res.Fetched, orNone(res.Previous))
+	}
+	return exitOK
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// imageArgs parses the common flags of use/remove/list/prune.
+func imageArgs(name, usage string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*flag.FlagSet, *config.Config, *image.Store, int) {
+	var cfgPath string
+	fl := newFlagSet("image "+name, usage, stderr)
+	fl.StringVar(&cfgPath, "c", "", configFlagHelp)
+	if extra != nil {
+		extra(fl)
+	}
+	if code := parseFlags(fl, args); code >= 0 {
+		return nil, nil, nil, code
+	}
+	cfg, st, code := imageStore(cfgPath, stderr)
+	return fl, cfg, st, code
+}
+
+func runImageUse(args []string, stdout, stderr io.Writer) int {
+	fl, _, st, code := imageArgs("use", "NAME VERSION", args, stderr, nil)
+	if code >= 0 {
+		return code
+	}
+	if fl.NArg() != 2 {
+		fl.Usage()
+		return exitUsage
+	}
+	prev, err := st.Use(fl.Arg(0), fl.Arg(1), time.Now())
+	if err != nil {
+		return imageFailed(stderr, err)
+	}
+	fmt.Fprintf(stdout, "%s: version %s is current (was %s)\n", fl.Arg(0), fl.Arg(1), orNone(prev))
+	return exitOK
+}
+
+func runImageRemove(args []string, stdout, stderr io.Writer) int {
+	var force bool
+	fl, cfg, st, code := imageArgs("remove", "NAME [VERSION]", args, stderr, func(fl *flag.FlagSet) {
+		fl.BoolVar(&force, "force", false, "remove even a version served within image_grace (a node may be booting it)")
+	})
+	if code >= 0 {
+		return code
+	}
+	if fl.NArg() < 1 || fl.NArg() > 2 {
+		fl.Usage()
+		return exitUsage
+	}
+	removed, err := st.Remove(fl.Arg(0), fl.Arg(1), cfg.ImageGrace, force, time.Now())
+	if err != nil {
+		return imageFailed(stderr, err)
+	}
+	fmt.Fprintf(stdout, "%s: removed %s\n", fl.Arg(0), strings.Join(removed, " "))
+	return exitOK
+}
+
+func runImagePrune(args []string, stdout, stderr io.Writer) int {
+	fl, cfg, st, code := imageArgs("prune", "", args, stderr, nil)
+	if code >= 0 {
+		return code
+	}
+	if fl.NArg() != 0 {
+		fl.Usage()
+		return exitUsage
+	}
+	removed, err := st.Prune(image.Policy{Keep: cfg.ImageKeep, Grace: cfg.ImageGrace}, time.Now())
+	if err != nil {
+		return imageFailed(stderr, err)
+	}
+	n := 0
+	for name, vs := range removed {
+		n += len(vs)
+		fmt.Fprintf(stdout, "%s: removed %s\n", name, strings.Join(vs, " "))
+	}
+	if n == 0 {
+		fmt.Fprintln(stdout, "nothing to remove")
+	}
+	return exitOK
+}
+
+func runImageList(args []string, stdout, stderr io.Writer) int {
+	fl, _, st, code := imageArgs("list", "[NAME]", args, stderr, nil)
+	if code >= 0 {
+		return code
+	}
+	ix, err := st.Load()
+	if err != nil {
+		return imageFailed(stderr, err)
+	}
+	names := ix.Names()
+	if fl.NArg() == 1 {
+		if ix.Images[fl.Arg(0)] == nil {
+			return imageFailed(stderr, fmt.Errorf("image %q: %w", fl.Arg(0), image.ErrNotFound))
+		}
+		names = []string{fl.Arg(0)}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IMAGE\tVERSION\tCURRENT\tIMPORTED\tLAST SERVED\tFILE\tSIZE\tSOURCE")
+	for _, name := range names {
+		for _, v := range ix.Versions(name) {
+			ver := ix.Images[name].Versions[v]
+			cur := ""
+			if v == ix.Images[name].Current {
+				cur = "*"
+			}
+			served := "never"
+			if !ver.LastServed.IsZero() {
+				served = ver.LastServed.Local().Format(time.DateTime)
+			}
+			for _, f := range ver.FileNames() {
+				fi := ver.Files[f]
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", name, v, cur, ver.Imported.Local().Format(time.DateTime), served, f, fi.Size, fi.Source)
+			}
+		}
+	}
+	tw.Flush()
+	return exitOK
+}
+
+// isTerminal reports whether w is a terminal (progress bars) rather than a
+// log (one line per file).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

@@ -1,0 +1,53 @@
+package catalog
+
+import (
+	"fmt"
+
+	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/image"
+)
+
+// loadImages reads the boot image index when tftp_root is set, and watches
+// it: an import or `image use` makes a new version current, and the next
+// reload (within a second) serves configs naming it.
+func loadImages(cfg *config.Config, s *snapshot) error {
+	if cfg.TFTPRoot == "" {
+		return nil
+	}
+	st, err := image.New(cfg.TFTPRoot, cfg.ImagesDir, cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", cfg.File, err)
+	}
+	s.stamps[st.IndexPath()] = stampOf(st.IndexPath())
+	ix, err := st.Load()
+	if err != nil {
+		return err
+	}
+	s.images, s.imagesRel = ix, st.Rel()
+	return nil
+}
+
+// noteServed remembers the image versions a served config named.
+func (c *Catalog) noteServed(used map[string]string) {
+	if len(used) == 0 {
+		return
+	}
+	c.servedMu.Lock()
+	defer c.servedMu.Unlock()
+	if c.served == nil {
+		c.served = map[string]string{}
+	}
+	for name, v := range used {
+		c.served[name] = v
+	}
+}
+
+// TakeServed returns the image versions named by configs served since the
+// last call (image name -> version), for the daemon to record.
+func (c *Catalog) TakeServed() map[string]string {
+	c.servedMu.Lock()
+	defer c.servedMu.Unlock()
+	m := c.served
+	c.served = nil
+	return m
+}
