@@ -19,11 +19,11 @@ func TestParseGRUB(t *testing.T) {
 		{"grub.cfg-52:54:00:12:34:56:78", "", 0},
 		{"grub.cfg-52:54:00:12:34", "", 0},
 		{"grub.cfg-52:54:00:12:34:5", "", 0},
-		{"grub.cfg-52:54:00:AB:34:56", "", 0},   // upper case: not canonical
-		{"grub.cfg-01-52-54-00-AB-34-56", "", 0}, // likewise
-		{"grub.cfg-02-52-54-00-12-34-56", "", 0}, // not Ethernet
+		{"grub.cfg-52:54:00:AB:34:56", "", 0},     // upper case: not canonical
+		{"grub.cfg-01-52-54-00-AB-34-56", "", 0},  // likewise
+		{"grub.cfg-02-52-54-00-12-34-56", "", 0},  // not Ethernet
 		{"grub.cfg-c0a80102", "C0A80102", KindIP}, // as pxelinux names: either case
-		{"grub.cfg-C0A8010", "", 0}, // a hex prefix GRUB 2.12 tries: not a node
+		{"grub.cfg-C0A8010", "", 0},               // a hex prefix GRUB 2.12 tries: not a node
 		{"grub.cfg-C0A8", "", 0},
 		{"grub.cfg-C", "", 0},
 		{"grub.cfg-192.168.001.002", "", 0},
@@ -33,7 +33,7 @@ func TestParseGRUB(t *testing.T) {
 		{"grub.cfg", "", 0},
 		{"grub.cfg-../../etc/passwd", "", 0},
 		{"grub.cfg-01-52-54-00-12-34-56/x", "", 0},
-		{"C0A80102", "", 0}, // a pxelinux name is not a GRUB one
+		{"C0A80102", "", 0},                                      // a pxelinux name is not a GRUB one
 		{"grub.cfg-5cd5ef4a-0000-1000-8000-525400123456", "", 0}, // UUID
 	}
 	for _, tt := range tests {
