@@ -53,6 +53,10 @@ type Config struct {
 	ResetOnBoot   bool          // wipe a node's writable layer when it boots again after ResetGuard
 	MetricsListen string        // host:port of the Prometheus endpoint; "" when off
 
+	GrubMount     string // GRUB's prefix directory, mounted over; "" when off
+	GrubTemplate  string // template of per-node GRUB configs
+	GrubStaticDir string // served as it is under the GRUB mount, subdirectories included
+
 	TFTPRoot   string        // the tftpd's root; "" when images are not used
 	ImagesDir  string        // boot image versions, inside TFTPRoot
 	ImageKeep  int           // newest versions of an image always kept

@@ -81,6 +81,10 @@ func TestExampleFullMode(t *testing.T) {
 	text = strings.NewReplacer(
 		"/srv/pxebootfs/", dir+"/",
 		"/srv/tftp/pxelinux.static", dir+"/static",
+		"/srv/tftp/grub.static", dir+"/grubstatic",
+		"/srv/tftp/grub", dir+"/tftp/grub",
+		"/srv/tftp/images", dir+"/tftp/images",
+		"/srv/tftp", dir+"/tftp",
 		"/etc/ethers", dir+"/ethers",
 		"/var/lib/pxebootfs", dir+"/state",
 		"/usr/local/sbin/pxe-content-generator", dir+"/generator",
@@ -95,7 +99,12 @@ func TestExampleFullMode(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "root"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Mkdir(filepath.Join(dir, "static"), 0o755); err != nil {
+	for _, d := range []string{"static", "grubstatic", "tftp", "tftp/grub"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "grub.cfg.template"), []byte("echo <NODE>\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ethers"), nil, 0o644); err != nil {

@@ -296,6 +296,30 @@ var keys = []keySpec{
 		},
 	},
 	{
+		name: "grub_mount", example: "/srv/tftp/grub",
+		doc: "GRUB's prefix directory in the TFTP root, mounted over by `pxebootfs mount` beside pxelinux.cfg, to serve UEFI nodes' grub.cfg-<node> files. Default: unset (no GRUB mount).",
+		parse: func(p *parser, v string) *Error {
+			p.c.GrubMount = p.path(v)
+			return existingDir(p.c.GrubMount)
+		},
+	},
+	{
+		name: "grub_template", example: "grub.cfg.template",
+		doc: "Template every node's GRUB config is rendered from (needed with grub_mount).",
+		parse: func(p *parser, v string) *Error {
+			p.c.GrubTemplate = p.path(v)
+			return readableFile(p.c.GrubTemplate)
+		},
+	},
+	{
+		name: "grub_static_dir", example: "/srv/tftp/grub.static",
+		doc: "Directory served as it is under the GRUB mount, subdirectories included (grub-mknetdir's x86_64-efi/, fonts/, grub.cfg); symlinks are not followed. Without a grub.cfg in it, a built-in one chains to grub.cfg-$net_default_mac and grub.cfg-$net_default_ip.",
+		parse: func(p *parser, v string) *Error {
+			p.c.GrubStaticDir = p.path(v)
+			return existingDir(p.c.GrubStaticDir)
+		},
+	},
+	{
 		name: "tftp_root", example: "/srv/tftp",
 		doc: "The tftpd's root directory. Needed for boot images (`pxebootfs image`), which the tftpd serves from images_dir inside it.",
 		parse: func(p *parser, v string) *Error {
@@ -395,6 +419,15 @@ var crossChecks = []func(p *parser) *Error{
 	checkDistinctDirs,
 	checkGeneratorSet,
 	checkImagesDir,
+	checkGrub,
+}
+
+// checkGrub: a GRUB mount needs its template.
+func checkGrub(p *parser) *Error {
+	if p.c.GrubMount != "" && p.c.GrubTemplate == "" {
+		return p.errf("grub_mount", "needs grub_template (the template of per-node GRUB configs)")
+	}
+	return nil
 }
 
 // checkImagesDir defaults images_dir to tftp_root/images and keeps it inside

@@ -53,6 +53,12 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 	}
 	e, err := r.src.Resolve(ctx, name)
 	if err != nil {
+		if dir, ok := r.src.StaticSubdir(name); ok {
+			if errno := lstatAttr(dir, &out.Attr); errno != 0 {
+				return nil, errno
+			}
+			return r.NewInode(ctx, &staticTree{path: dir}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
+		}
 		return nil, toErrno(err)
 	}
 	st, err := r.src.Stat(e)
@@ -97,7 +103,11 @@ func (r *root) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 		// In full mode by-ip/ shadows a static file of that name, as in
 		// Lookup.
 		if !full || e.Name != byIPName {
-			ents = append(ents, fuse.DirEntry{Name: e.Name, Mode: syscall.S_IFREG, Ino: e.Ino})
+			mode := uint32(syscall.S_IFREG)
+			if e.Dir {
+				mode = syscall.S_IFDIR
+			}
+			ents = append(ents, fuse.DirEntry{Name: e.Name, Mode: mode, Ino: e.Ino})
 		}
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })

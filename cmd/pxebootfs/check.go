@@ -88,6 +88,15 @@ func checkAll(cfg *config.Config) []problem {
 			add(true, "pxe_template %s: %s", cfg.PXETemplate, msg)
 		}
 	}
+	if cfg.GrubMount != "" {
+		if _, err := catalog.NewGRUB(cfg, nil, slog.New(slog.DiscardHandler)); err != nil {
+			add(true, "%v", err)
+		} else if t, err := render.Load(cfg.GrubTemplate); err == nil {
+			for _, msg := range checkTemplateImages(cfg, t) {
+				add(true, "grub_template %s: %s", cfg.GrubTemplate, msg)
+			}
+		}
+	}
 	if cfg.StaticDir != "" {
 		if _, err := os.ReadDir(cfg.StaticDir); err != nil {
 			add(true, "static_dir: %v", err)

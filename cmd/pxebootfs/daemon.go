@@ -29,6 +29,7 @@ import (
 type daemonOps struct {
 	log  *slog.Logger
 	cat  *catalog.Catalog
+	grub *catalog.Catalog       // GRUB's prefix directory; nil without grub_mount
 	prov *provision.Provisioner // nil in config-only mode
 	met  *metrics.Metrics       // nil without metrics_listen
 
@@ -102,11 +103,14 @@ func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, pro
 
 // source is what the filesystem serves: the catalog, counted when metrics
 // are on.
-func (o *daemonOps) source() fs.Source {
+func (o *daemonOps) source() fs.Source { return o.sourceOf(o.cat) }
+
+// sourceOf wraps a catalog in the metrics, if any.
+func (o *daemonOps) sourceOf(c *catalog.Catalog) fs.Source {
 	if o.met == nil {
-		return o.cat
+		return c
 	}
-	return meteredSource{Catalog: o.cat, m: o.met}
+	return meteredSource{Catalog: c, m: o.met}
 }
 
 // ready tells systemd (Type=notify) that the mount is up.
@@ -171,6 +175,11 @@ func (o *daemonOps) reloadLocked() error {
 	}
 	if err := o.cat.SetConfig(cfg); err != nil {
 		return fmt.Errorf("reload: %w", err)
+	}
+	if o.grub != nil {
+		if err := o.grub.SetConfig(cfg); err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
 	}
 	if o.prov != nil {
 		o.prov.SetResetPolicy(cfg.ResetGuard, cfg.ResetOnBoot)

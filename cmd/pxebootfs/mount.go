@@ -7,13 +7,17 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/fs"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/provision"
 )
 
 type mountFlags struct {
@@ -70,6 +74,16 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return exitConfig
 	}
+	if cfg.GrubMount != "" {
+		if _, err := catalog.NewGRUB(cfg, nil, log); err != nil {
+			log.Error("start", "err", err)
+			return exitConfig
+		}
+		if abs, _ := filepath.Abs(f.dir); abs == cfg.GrubMount {
+			log.Error("start", "err", fmt.Errorf("%s: grub_mount %s is the pxelinux.cfg mount point", cfg.File, cfg.GrubMount))
+			return exitConfig
+		}
+	}
 	created, err := config.CreateDirs(cfg)
 	if err != nil {
 		log.Error("start", "err", err)
@@ -117,13 +131,25 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return exitFailure
 	}
+	grubSrv, err := mountGRUB(ctx, cfg, ops, prov, f.debugFUSE, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		if cerr := srv.Close(); cerr != nil {
+			log.Error("unmount", "err", cerr)
+		}
+		return exitFailure
+	}
 	started = true
 	go cat.Watch(ctx, watchInterval)
 	log.Info("serving", "mountpoint", f.dir, "config", cfg.File, "full_mode", cfg.FullMode(), "version", versionString())
 	ops.ready()
 
 	done := make(chan struct{})
-	go func() { srv.Wait(); close(done) }()
+	var doneOnce sync.Once
+	go func() { srv.Wait(); doneOnce.Do(func() { close(done) }) }()
+	if grubSrv != nil {
+		go func() { grubSrv.Wait(); doneOnce.Do(func() { close(done) }) }()
+	}
 	select {
 	case <-ctx.Done():
 		ops.stopping()
@@ -133,8 +159,18 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		log.Warn("filesystem was unmounted from outside; exiting")
 		return exitOK
 	}
+	failed := false
+	if grubSrv != nil {
+		if err := grubSrv.Close(); err != nil {
+			log.Error("unmount", "err", err)
+			failed = true
+		}
+	}
 	if err := srv.Close(); err != nil {
 		log.Error("unmount", "err", err)
+		return exitFailure
+	}
+	if failed {
 		return exitFailure
 	}
 	// After a lazy unmount the server finishes when the last tftpd child
@@ -166,4 +202,32 @@ func startCPUProfile(log *slog.Logger) func() {
 	}
 	log.Info("writing cpu profile", "file", path)
 	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// mountGRUB mounts GRUB's prefix directory (grub_mount) beside pxelinux.cfg,
+// served by a GRUB catalog sharing the provisioner: a node keeps one root
+// and one fsid whichever loader asks. nil without grub_mount.
+func mountGRUB(ctx context.Context, cfg *config.Config, ops *daemonOps, prov *provision.Provisioner, debug bool, log *slog.Logger) (*fs.Server, error) {
+	if cfg.GrubMount == "" {
+		return nil, nil
+	}
+	var np node.Provisioner
+	if prov != nil {
+		np = prov
+	}
+	gcat, err := catalog.NewGRUB(cfg, np, log)
+	if err != nil {
+		return nil, err
+	}
+	gcat.SetMountpoint(cfg.GrubMount)
+	srv, err := fs.Mount(cfg.GrubMount, ops.sourceOf(gcat), fs.MountOptions{Debug: debug, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	ops.reloadMu.Lock() // reloads read it
+	ops.grub = gcat
+	ops.reloadMu.Unlock()
+	go gcat.Watch(ctx, watchInterval)
+	log.Info("serving GRUB configs", "mountpoint", cfg.GrubMount)
+	return srv, nil
 }

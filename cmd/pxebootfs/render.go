@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
 )
@@ -39,7 +40,16 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
 		return exitFailure
 	}
-	cat, err := catalog.New(cfg, prov, slog.New(slog.DiscardHandler))
+	newCat := catalog.New
+	if strings.HasPrefix(f.name, "grub.cfg") {
+		// A name under GRUB's prefix directory (grub_mount).
+		if cfg.GrubTemplate == "" {
+			fmt.Fprintf(stderr, "pxebootfs render: %s is a GRUB name, and %s sets no grub_template\n", f.name, cfg.File)
+			return exitConfig
+		}
+		newCat = catalog.NewGRUB
+	}
+	cat, err := newCat(cfg, prov, slog.New(slog.DiscardHandler))
 	if err != nil {
 		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
 		return exitConfig

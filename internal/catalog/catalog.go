@@ -76,6 +76,8 @@ const (
 	KindStatic
 	// KindGenerated is the content_generator program's output.
 	KindGenerated
+	// KindBuiltin is a file pxebootfs ships (GRUB's grub.cfg).
+	KindBuiltin
 )
 
 // Inode tags keep the inode spaces of different kinds disjoint; the low bits
@@ -99,11 +101,14 @@ type Entry struct {
 	Static string            // KindStatic: absolute path in static_dir
 	Inv    *inventory.Host   // KindNode, KindGenerated: the node's inventory record, nil if none
 	Gen    *generator.Result // KindGenerated: the program's output
+	// Builtin: KindBuiltin's content.
+	Builtin []byte
 }
 
 // snapshot is everything a reload replaces, immutable once published.
 type snapshot struct {
 	cfg       *config.Config // what it was loaded from; SetConfig replaces it
+	tmplPath  string         // the template's file: pxe_template or grub_template
 	tmpl      *render.Template
 	ethers    *ethers.Table
 	allow     *pxename.Allow
@@ -133,21 +138,36 @@ type Catalog struct {
 
 	servedMu sync.Mutex
 	served   map[string]string // image versions named by configs served since TakeServed
+
+	// grub: this catalog serves GRUB's prefix directory (NewGRUB).
+	grub bool
 }
 
 // New loads the template and ethers named by cfg. prov may be nil
 // (config-only mode).
 func New(cfg *config.Config, prov node.Provisioner, log *slog.Logger) (*Catalog, error) {
+	return newCatalog(cfg, prov, log, false)
+}
+
+// NewGRUB is the catalog of GRUB's prefix directory (grub_mount): names
+// grub.cfg-<node> rendered from grub_template, grub_static_dir served with
+// its subdirectories, and a built-in grub.cfg. It shares prov with the
+// pxelinux catalog, so a node keeps one root whichever loader asks.
+func NewGRUB(cfg *config.Config, prov node.Provisioner, log *slog.Logger) (*Catalog, error) {
+	return newCatalog(cfg, prov, log, true)
+}
+
+func newCatalog(cfg *config.Config, prov node.Provisioner, log *slog.Logger, grub bool) (*Catalog, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Catalog{cfg: cfg, prov: prov, log: log}
+	c := &Catalog{cfg: cfg, prov: prov, log: log, grub: grub}
 	gen, err := newContentGen(cfg, log)
 	if err != nil {
 		return nil, err
 	}
 	c.gen = gen
-	s, err := load(cfg)
+	s, err := c.load(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -155,23 +175,28 @@ func New(cfg *config.Config, prov node.Provisioner, log *slog.Logger) (*Catalog,
 	return c, nil
 }
 
-func load(cfg *config.Config) (*snapshot, error) {
+func (c *Catalog) load(cfg *config.Config) (*snapshot, error) {
+	tmplKey, tmplPath, static := "pxe_template", cfg.PXETemplate, cfg.StaticDir
+	if c.grub {
+		tmplKey, tmplPath, static = "grub_template", cfg.GrubTemplate, cfg.GrubStaticDir
+	}
 	s := &snapshot{
 		cfg:       cfg,
+		tmplPath:  tmplPath,
 		allow:     pxename.NewAllow(cfg.Allow),
-		staticDir: cfg.StaticDir,
+		staticDir: static,
 		stamps:    map[string]stamp{},
 	}
 	// Stamp before reading, so a change that lands while we read is seen
 	// again by the next poll rather than lost.
-	for _, p := range []string{cfg.PXETemplate, cfg.Ethers} {
+	for _, p := range []string{tmplPath, cfg.Ethers} {
 		if p != "" {
 			s.stamps[p] = stampOf(p)
 		}
 	}
-	t, err := render.Load(cfg.PXETemplate)
+	t, err := render.Load(tmplPath)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: pxe_template: %w", cfg.File, err)
+		return nil, fmt.Errorf("config %s: %s: %w", cfg.File, tmplKey, err)
 	}
 	s.tmpl = t
 	if cfg.Ethers != "" {
@@ -206,7 +231,7 @@ func stampOf(path string) stamp {
 // serving. A SetConfig that lands while it reads wins: its snapshot is newer.
 func (c *Catalog) Reload() error {
 	old := c.cur.Load()
-	s, err := load(old.cfg)
+	s, err := c.load(old.cfg)
 	if err != nil {
 		return err
 	}
@@ -270,8 +295,16 @@ func (c *Catalog) Watch(ctx context.Context, interval time.Duration) {
 // wrap ErrNotServed for names we do not serve.
 func (c *Catalog) Resolve(ctx context.Context, name string) (Entry, error) {
 	s := c.cur.Load()
-	pn, _ := pxename.Parse(name) // zero Kind: not a node name
+	parse := pxename.Parse
+	if c.grub {
+		parse = pxename.ParseGRUB
+	}
+	pn, _ := parse(name) // zero Kind: not a node name
 	e, err := c.resolve(s, name, pn)
+	if err != nil && c.grub && name == "grub.cfg" {
+		// No grub.cfg of the admin's: the built-in one.
+		return Entry{Name: name, Kind: KindBuiltin, Ino: tagStatic | hashName(name), Builtin: builtinGrubCfg}, nil
+	}
 	return c.extend(ctx, s, name, pn, e, err)
 }
 
@@ -379,6 +412,8 @@ func (c *Catalog) Render(e Entry) ([]byte, error) {
 		return readStatic(e)
 	case KindGenerated:
 		return e.Gen.Data, nil
+	case KindBuiltin:
+		return e.Builtin, nil
 	}
 	return nil, fmt.Errorf("render %q: unknown kind %d", e.Name, e.Kind)
 }
@@ -431,8 +466,11 @@ type Stat struct {
 // Stat sizes e. A node's mtime is the template's, so tools that compare
 // times see a change when the template changes.
 func (c *Catalog) Stat(e Entry) (Stat, error) {
-	if e.Kind == KindGenerated {
+	switch e.Kind {
+	case KindGenerated:
 		return Stat{Size: int64(len(e.Gen.Data)), Mtime: e.Gen.Time}, nil
+	case KindBuiltin:
+		return Stat{Size: int64(len(e.Builtin)), Stable: true}, nil
 	}
 	if e.Kind == KindStatic {
 		fi, err := os.Stat(e.Static)
@@ -451,7 +489,7 @@ func (c *Catalog) Stat(e Entry) (Stat, error) {
 		return Stat{}, err
 	}
 	s := c.cur.Load()
-	return Stat{Size: int64(len(b)), Mtime: s.stamps[s.cfg.PXETemplate].mtime, Stable: stable}, nil
+	return Stat{Size: int64(len(b)), Mtime: s.stamps[s.tmplPath].mtime, Stable: stable}, nil
 }
 
 // maxStatic bounds what one open of a static file holds in memory. pxelinux
@@ -525,6 +563,7 @@ func (c *Catalog) Open(ctx context.Context, e Entry) ([]byte, error) {
 type DirEntry struct {
 	Name string
 	Ino  uint64
+	Dir  bool // a subdirectory (GRUB's static tree); Ino 0: the filesystem picks one
 }
 
 // List is what ls of the mount shows: provisioned nodes by hex name (those
@@ -535,8 +574,12 @@ func (c *Catalog) List() []DirEntry {
 	s := c.cur.Load()
 	var out []DirEntry
 	seen := map[string]bool{}
+	prefix := ""
+	if c.grub {
+		prefix = pxename.GRUBPrefix
+	}
 	for _, n := range c.Nodes() {
-		if name := n.ID.String(); s.allow.Allowed(n.ID.Addr()) {
+		if name := prefix + n.ID.String(); s.allow.Allowed(n.ID.Addr()) {
 			out = append(out, DirEntry{Name: name, Ino: nodeIno(name, n.ID)})
 			seen[name] = true
 		}
@@ -544,6 +587,19 @@ func (c *Catalog) List() []DirEntry {
 	for _, name := range c.staticNames(s) {
 		if !seen[name] {
 			out = append(out, DirEntry{Name: name, Ino: tagStatic | hashName(name)})
+			seen[name] = true
+		}
+	}
+	if c.grub {
+		if !seen["grub.cfg"] {
+			out = append(out, DirEntry{Name: "grub.cfg", Ino: tagStatic | hashName("grub.cfg")})
+		}
+		if des, err := os.ReadDir(s.staticDir); err == nil && s.staticDir != "" {
+			for _, de := range des {
+				if de.IsDir() && pxename.CheckStatic(de.Name()) == nil {
+					out = append(out, DirEntry{Name: de.Name(), Dir: true})
+				}
+			}
 		}
 	}
 	slices.SortFunc(out, func(a, b DirEntry) int { return strings.Compare(a.Name, b.Name) })

@@ -80,8 +80,14 @@ func (e Entry) provisioned() bool { return e.Inv == nil || e.Inv.Provision }
 // templateFor is the template e renders from: the node's own from the
 // inventory, else pxe_template.
 func (c *Catalog) templateFor(e Entry) *render.Template {
-	if e.Inv != nil && e.Inv.Template != nil {
-		return e.Inv.Template
+	if e.Inv != nil {
+		own := e.Inv.Template
+		if c.grub {
+			own = e.Inv.GrubTemplate
+		}
+		if own != nil {
+			return own
+		}
 	}
 	return c.cur.Load().tmpl
 }

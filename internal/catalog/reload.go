@@ -15,7 +15,7 @@ import (
 // Other keys of cfg are not looked at: deciding which keys may change while
 // running is the caller's business.
 func (c *Catalog) SetConfig(cfg *config.Config) error {
-	s, err := load(cfg)
+	s, err := c.load(cfg)
 	if err != nil {
 		return err
 	}

@@ -68,6 +68,7 @@ type Host struct {
 	Hostname     string             // "" when not given
 	TemplateFile string             // absolute path; "" means pxe_template
 	Template     *render.Template   // parsed TemplateFile, nil without one
+	GrubTemplate *render.Template   // grub_template: the node's GRUB template, nil for grub_template's
 	Provision    bool               // false: config only, no root or export
 	Vars         map[string]string  // never nil
 }
@@ -238,6 +239,12 @@ func (p *parser) node(s *iniSection, name string) (*Host, error) {
 				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
 			}
 			n.Template, n.TemplateFile = t, abs
+		case key == "grub_template":
+			t, _, err := p.template(v)
+			if err != nil {
+				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
+			}
+			n.GrubTemplate = t
 		case key == "provision":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
@@ -249,7 +256,7 @@ func (p *parser) node(s *iniSection, name string) (*Host, error) {
 		case strings.HasPrefix(key, "var."):
 			return nil, p.errf(keyLine(key, 0), name, key, "variable name must be letters, digits and '_', not starting with a digit (it is used as .Vars.NAME)")
 		default:
-			return nil, p.errf(keyLine(key, 0), name, key, "unknown key; keys are ip, mac, hostname, template, provision and var.NAME (case-sensitive)")
+			return nil, p.errf(keyLine(key, 0), name, key, "unknown key; keys are ip, mac, hostname, template, grub_template, provision and var.NAME (case-sensitive)")
 		}
 	}
 	switch {

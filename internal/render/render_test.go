@@ -311,6 +311,8 @@ func TestGolden(t *testing.T) {
 	}{
 		{"repo-C0A80102", "../../pxelinux.cfg.template", configOnly},
 		{"repo-01-52-54-00-aa-bb-cc", "../../pxelinux.cfg.template", fullMode},
+		{"repo-grub-config-only", "../../grub.cfg.template", configOnly},
+		{"repo-grub-full", "../../grub.cfg.template", fullMode},
 		{"fields-config-only", "testdata/fields.template", configOnly},
 		{"fields-full", "testdata/fields.template", fullMode},
 	}
