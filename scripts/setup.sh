@@ -13,6 +13,7 @@ packages=(
 	iproute2 util-linux procps psmisc kmod
 	systemd        # systemd-analyze verify of contrib/pxebootfs.service
 	make git ca-certificates
+	qemu-system-x86 ovmf grub-efi-amd64-bin # real UEFI firmware booting GRUB from the mount
 )
 missing=()
 for p in "${packages[@]}"; do

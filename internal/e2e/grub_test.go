@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
+)
+
+// withGRUB adds a GRUB mount at tftp_root/grub with a template and a static
+// tree (a module directory) to a site's config.
+func withGRUB(t *testing.T, s *site, tmpl string) (grubDir string) {
+	t.Helper()
+	grubDir = filepath.Join(s.tftpRoot, "grub")
+	static := filepath.Join(s.dir, "grubstatic")
+	for _, d := range []string{grubDir, filepath.Join(static, "x86_64-efi")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.write(filepath.Join(static, "x86_64-efi", "normal.mod"), "not really a module\n")
+	s.write(filepath.Join(s.dir, "grub.cfg.template"), tmpl)
+	s.write(s.cfg, mustRead(t, s.cfg)+"grub_mount = "+grubDir+"\ngrub_template = grub.cfg.template\ngrub_static_dir = grubstatic\n")
+	t.Cleanup(func() {
+		if mounted(grubDir) {
+			t.Errorf("%s still mounted after the daemon stopped", grubDir)
+		}
+	})
+	return grubDir
+}
+
+// TestGRUBMountFullMode: one daemon serves pxelinux.cfg and GRUB's
+// directory; a node fetched by its pxelinux name and by every GRUB name gets
+// one root and one fsid; the static tree and the built-in grub.cfg are
+// served through tftpd-hpa; SIGTERM unmounts both.
+func TestGRUBMountFullMode(t *testing.T) {
+	f := newFullSite(t, "")
+	withGRUB(t, f.site, "set root_fsid={{.FSID}}\necho node <NODE> mac {{.MAC}} root {{.NodeDir}}\n")
+	d := f.start()
+	addr := testenv.StartTFTPD(t, f.tftpRoot)
+	pxe, err := fetch(t, addr, "C0A80102")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fsidLine string
+	for _, name := range []string{"grub.cfg-52:54:00:12:34:56", "grub.cfg-01-52-54-00-12-34-56", "grub.cfg-C0A80102", "grub.cfg-192.168.1.2"} {
+		b, err := fetchFrom(t, addr, "grub", name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		if fsidLine == "" {
+			fsidLine = line
+		}
+		if line != fsidLine || !strings.Contains(string(b), "node C0A80102 mac 52:54:00:12:34:56 root "+filepath.Join(f.nodes, "C0A80102")) {
+			t.Errorf("%s: %q", name, b)
+		}
+	}
+	r := f.registry(t)
+	if len(r.Nodes) != 1 || fsidLine != "set root_fsid="+strconv.FormatUint(uint64(r.Nodes[0].FSID), 10) ||
+		!strings.Contains(string(pxe), strconv.FormatUint(uint64(r.Nodes[0].FSID), 10)) {
+		t.Errorf("registry %+v; GRUB says %q; pxelinux says %q", r, fsidLine, pxe)
+	}
+	if n := len(f.overlayMounts(t)); n != 1 {
+		t.Errorf("%d overlay mounts, want 1", n)
+	}
+	if b, err := fetchFrom(t, addr, "grub", "x86_64-efi/normal.mod"); err != nil || string(b) != "not really a module\n" {
+		t.Errorf("static tree: %q, %v", b, err)
+	}
+	if b, err := fetchFrom(t, addr, "grub", "grub.cfg"); err != nil || !strings.Contains(string(b), "configfile $prefix/grub.cfg-$net_default_mac") {
+		t.Errorf("built-in grub.cfg: %q, %v", b, err)
+	}
+	for _, name := range []string{"grub.cfg-C0A8", "grub.cfg-aa:bb:cc:dd:ee:ff", "grub.cfg-10.0.0.300"} {
+		if _, err := fetchFrom(t, addr, "grub", name); err == nil {
+			t.Errorf("%s served", name)
+		}
+	}
+	if out, _, code := run(t, "render", "-c", f.cfg, "grub.cfg-C0A80102"); code != 0 || !strings.Contains(out, "node C0A80102") {
+		t.Errorf("render of a GRUB name: %d %q", code, out)
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUEFIFirmwareBootsGRUB: real UEFI firmware (OVMF) under QEMU netboots
+// Debian's grubnetx64.efi from the TFTP root; GRUB loads the built-in
+// grub.cfg from the GRUB mount, which chains to grub.cfg-<its MAC>, which
+// pxebootfs renders for the node the MAC names in ethers: the marker on
+// the serial console carries the node's hex IP and MAC.
+func TestUEFIFirmwareBootsGRUB(t *testing.T) {
+	testenv.RequireFile(t, testenv.OVMFCode, "ovmf")
+	testenv.RequireFile(t, testenv.GRUBNetEFI, "grub-efi-amd64-bin")
+	s := newSite(t, "")
+	withGRUB(t, s, "echo PXEBOOTFS-GRUB node=<NODE> mac={{.MAC}} ip={{.IP}}\nhalt\n")
+	s.start()
+	testenv.CopyFile(t, testenv.GRUBNetEFI, filepath.Join(s.tftpRoot, "bootx64.efi"))
+	vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
+	testenv.CopyFile(t, testenv.OVMFVars, vars)
+	q := testenv.StartQEMU(t,
+		"-drive", "if=pflash,format=raw,readonly=on,file="+testenv.OVMFCode,
+		"-drive", "if=pflash,format=raw,file="+vars,
+		// Slirp's own TFTP server reads the TFTP root, the mounts included.
+		"-netdev", "user,id=n0,tftp="+s.tftpRoot+",bootfile=bootx64.efi",
+		"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
+		"-boot", "n")
+	took := q.WaitFor(t, "PXEBOOTFS-GRUB node=C0A80102 mac=52:54:00:12:34:56 ip=192.168.1.2", 3*time.Minute)
+	t.Logf("UEFI firmware -> GRUB -> grub.cfg -> grub.cfg-52:54:00:12:34:56 in %v", took.Round(time.Second))
+}

@@ -1,0 +1,117 @@
+package testenv
+
+import (
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Firmware and boot loaders from Debian's packages (ovmf, grub-efi-amd64-bin).
+const (
+	OVMFCode    = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFVars    = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	GRUBNetEFI  = "/usr/lib/grub/x86_64-efi/monolithic/grubnetx64.efi"
+	qemuBinary  = "qemu-system-x86_64"
+	qemuLogName = "console.log"
+)
+
+// QEMU is a guest started by StartQEMU.
+type QEMU struct {
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{} // closed when the guest exited
+}
+
+// RequireFile skips (or fails, see DisallowSkipEnv) unless path exists.
+func RequireFile(t testing.TB, path, pkg string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		Skip(t, path+" is missing (install "+pkg+"): "+err.Error())
+	}
+}
+
+// StartQEMU boots a guest under TCG (KVM guests fail on these machines)
+// with no display and its serial console in a log file; args are the
+// machine's firmware, network and disks. The cleanup kills the guest, by
+// PID, and on failure prints its console.
+func StartQEMU(t testing.TB, args ...string) *QEMU {
+	t.Helper()
+	bin := RequireTool(t, qemuBinary)
+	log := filepath.Join(t.TempDir(), qemuLogName)
+	out, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"-accel", "tcg", "-m", "256", "-nographic", "-serial", "mon:stdio", "-no-reboot", "-vga", "none"}
+	cmd := exec.Command(bin, append(base, args...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	q := &QEMU{cmd: cmd, log: log, done: done}
+	go func() { cmd.Wait(); out.Close(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("guest console:\n%s", q.Console())
+		}
+	})
+	return q
+}
+
+// Console is what the guest wrote to its serial console so far.
+func (q *QEMU) Console() string {
+	b, _ := os.ReadFile(q.log)
+	return string(b)
+}
+
+// WaitFor waits until the console shows marker, or fails the test after
+// timeout (or if the guest exits first).
+func (q *QEMU) WaitFor(t testing.TB, marker string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		if strings.Contains(q.Console(), marker) {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("no %q on the guest's console after %v", marker, time.Since(start).Round(time.Second))
+		}
+		select {
+		case <-q.done:
+			if !strings.Contains(q.Console(), marker) {
+				t.Fatalf("the guest exited without %q on its console", marker)
+			}
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// CopyFile copies src to dst (firmware variables, boot loaders).
+func CopyFile(t testing.TB, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
