@@ -14,6 +14,7 @@ packages=(
 	systemd        # systemd-analyze verify of contrib/pxebootfs.service
 	make git ca-certificates
 	qemu-system-x86 ovmf grub-efi-amd64-bin # real UEFI firmware booting GRUB from the mount
+	ipxe-qemu pxelinux syslinux-common      # real BIOS PXE: iPXE ROM, pxelinux
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
@@ -85,29 +84,4 @@ func TestGRUBMountFullMode(t *testing.T) {
 	if err := d.stop(t); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// TestUEFIFirmwareBootsGRUB: real UEFI firmware (OVMF) under QEMU netboots
-// Debian's grubnetx64.efi from the TFTP root; GRUB loads the built-in
-// grub.cfg from the GRUB mount, which chains to grub.cfg-<its MAC>, which
-// pxebootfs renders for the node the MAC names in ethers: the marker on
-// the serial console carries the node's hex IP and MAC.
-func TestUEFIFirmwareBootsGRUB(t *testing.T) {
-	testenv.RequireFile(t, testenv.OVMFCode, "ovmf")
-	testenv.RequireFile(t, testenv.GRUBNetEFI, "grub-efi-amd64-bin")
-	s := newSite(t, "")
-	withGRUB(t, s, "echo PXEBOOTFS-GRUB node=<NODE> mac={{.MAC}} ip={{.IP}}\nhalt\n")
-	s.start()
-	testenv.CopyFile(t, testenv.GRUBNetEFI, filepath.Join(s.tftpRoot, "bootx64.efi"))
-	vars := filepath.Join(t.TempDir(), "OVMF_VARS.fd")
-	testenv.CopyFile(t, testenv.OVMFVars, vars)
-	q := testenv.StartQEMU(t,
-		"-drive", "if=pflash,format=raw,readonly=on,file="+testenv.OVMFCode,
-		"-drive", "if=pflash,format=raw,file="+vars,
-		// Slirp's own TFTP server reads the TFTP root, the mounts included.
-		"-netdev", "user,id=n0,tftp="+s.tftpRoot+",bootfile=bootx64.efi",
-		"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
-		"-boot", "n")
-	took := q.WaitFor(t, "PXEBOOTFS-GRUB node=C0A80102 mac=52:54:00:12:34:56 ip=192.168.1.2", 3*time.Minute)
-	t.Logf("UEFI firmware -> GRUB -> grub.cfg -> grub.cfg-52:54:00:12:34:56 in %v", took.Round(time.Second))
 }

@@ -16,6 +16,9 @@ const (
 	OVMFCode    = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 	OVMFVars    = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 	GRUBNetEFI  = "/usr/lib/grub/x86_64-efi/monolithic/grubnetx64.efi"
+	PXELinux    = "/usr/lib/PXELINUX/pxelinux.0"               // pxelinux
+	LDLinux     = "/usr/lib/syslinux/modules/bios/ldlinux.c32" // syslinux-common
+	IPXEROM     = "/usr/lib/ipxe/qemu/pxe-e1000.rom"           // ipxe-qemu: QEMU's e1000 boot ROM
 	qemuBinary  = "qemu-system-x86_64"
 	qemuLogName = "console.log"
 )
