@@ -103,14 +103,14 @@ func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, pro
 
 // source is what the filesystem serves: the catalog, counted when metrics
 // are on.
-func (o *daemonOps) source() fs.Source { return o.sourceOf(o.cat) }
+func (o *daemonOps) source() fs.Source { return o.sourceOf(o.cat, metrics.LoaderPXELinux) }
 
-// sourceOf wraps a catalog in the metrics, if any.
-func (o *daemonOps) sourceOf(c *catalog.Catalog) fs.Source {
+// sourceOf wraps a catalog in the metrics, if any, labelled with its loader.
+func (o *daemonOps) sourceOf(c *catalog.Catalog, loader string) fs.Source {
 	if o.met == nil {
 		return c
 	}
-	return meteredSource{Catalog: c, m: o.met}
+	return meteredSource{Catalog: c, m: o.met, loader: loader}
 }
 
 // ready tells systemd (Type=notify) that the mount is up.

@@ -15,7 +15,8 @@ import (
 // know about metrics.
 type meteredSource struct {
 	*catalog.Catalog
-	m *metrics.Metrics
+	m      *metrics.Metrics
+	loader string // metrics.LoaderPXELinux or LoaderGRUB
 }
 
 var _ fs.Source = meteredSource{}
@@ -33,7 +34,7 @@ func resultOf(err error, ok string) string {
 // Resolve counts a lookup by result.
 func (s meteredSource) Resolve(ctx context.Context, name string) (catalog.Entry, error) {
 	e, err := s.Catalog.Resolve(ctx, name)
-	s.m.Lookup(resultOf(err, metrics.ResultServed))
+	s.m.Lookup(s.loader, resultOf(err, metrics.ResultServed))
 	return e, err
 }
 
@@ -41,7 +42,7 @@ func (s meteredSource) Resolve(ctx context.Context, name string) (catalog.Entry,
 func (s meteredSource) Stat(e catalog.Entry) (catalog.Stat, error) {
 	st, err := s.Catalog.Stat(e)
 	if e.Kind == catalog.KindNode {
-		s.m.Render(err)
+		s.m.Render(s.loader, err)
 	}
 	return st, err
 }
@@ -54,11 +55,11 @@ func (s meteredSource) Open(ctx context.Context, e catalog.Entry) ([]byte, error
 	case catalog.KindNode:
 		kind = metrics.KindNode
 		if err == nil {
-			s.m.Render(nil)
+			s.m.Render(s.loader, nil)
 		}
 	case catalog.KindStatic:
 		kind = metrics.KindStatic
 	}
-	s.m.Read(kind, resultOf(err, metrics.ResultOK))
+	s.m.Read(s.loader, kind, resultOf(err, metrics.ResultOK))
 	return b, err
 }

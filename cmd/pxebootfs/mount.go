@@ -16,6 +16,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/fs"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/metrics"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 )
@@ -220,7 +221,7 @@ func mountGRUB(ctx context.Context, cfg *config.Config, ops *daemonOps, prov *pr
 		return nil, err
 	}
 	gcat.SetMountpoint(cfg.GrubMount)
-	srv, err := fs.Mount(cfg.GrubMount, ops.sourceOf(gcat), fs.MountOptions{Debug: debug, Logger: log})
+	srv, err := fs.Mount(cfg.GrubMount, ops.sourceOf(gcat, metrics.LoaderGRUB), fs.MountOptions{Debug: debug, Logger: log})
 	if err != nil {
 		return nil, err
 	}

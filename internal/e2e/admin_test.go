@@ -473,12 +473,12 @@ func TestMetricsScrape(t *testing.T) {
 		want    float64
 		atLeast bool
 	}{
-		{`pxebootfs_reads_total{kind="node",result="ok"}`, 3, true},
-		{`pxebootfs_reads_total{kind="static",result="ok"}`, 1, true},
-		{`pxebootfs_reads_total{kind="node",result="error"}`, 0, false},
-		{`pxebootfs_lookups_total{result="served"}`, 4, true},
-		{`pxebootfs_lookups_total{result="not_found"}`, 1, true},
-		{`pxebootfs_renders_total`, 6, true}, // each node fetch renders at stat and at open
+		{`pxebootfs_reads_total{kind="node",loader="pxelinux",result="ok"}`, 3, true},
+		{`pxebootfs_reads_total{kind="static",loader="pxelinux",result="ok"}`, 1, true},
+		{`pxebootfs_reads_total{kind="node",loader="pxelinux",result="error"}`, 0, false},
+		{`pxebootfs_lookups_total{loader="pxelinux",result="served"}`, 4, true},
+		{`pxebootfs_lookups_total{loader="pxelinux",result="not_found"}`, 1, true},
+		{`pxebootfs_renders_total{loader="pxelinux"}`, 3, true}, // each node fetch renders at open (and at stat unless cached)
 		{`pxebootfs_provision_duration_seconds_count{result="ok"}`, 2, false},
 		{`pxebootfs_provision_duration_seconds_count{result="error"}`, 0, false},
 		{`pxebootfs_resets_total{reason="admin",result="ok"}`, 1, false},

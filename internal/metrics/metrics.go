@@ -60,7 +60,7 @@ type Metrics struct {
 	reg       *prometheus.Registry
 	lookups   *prometheus.CounterVec
 	reads     *prometheus.CounterVec
-	renders   prometheus.Counter
+	renders   *prometheus.CounterVec
 	provision *prometheus.HistogramVec
 	resets    *prometheus.CounterVec
 	releases  *prometheus.CounterVec
@@ -79,15 +79,15 @@ func New(nodes CountNodes) *Metrics {
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "lookups_total",
 			Help: "Names resolved under pxelinux.cfg (FUSE lookup, stat and open), by result: served, not_found or error.",
-		}, []string{"result"}),
+		}, []string{"loader", "result"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "reads_total",
 			Help: "Files opened for reading (one per TFTP transfer), by kind (node, static) and result (ok, not_found, error).",
-		}, []string{"kind", "result"}),
-		renders: prometheus.NewCounter(prometheus.CounterOpts{
+		}, []string{"loader", "kind", "result"}),
+		renders: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "renders_total",
-			Help: "Node configs rendered from the template (every stat and open of a node name renders).",
-		}),
+			Help: "Node configs rendered from the template, by loader (a stat the kernel has not cached, and every open, of a node name renders).",
+		}, []string{"loader"}),
 		provision: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "provision_duration_seconds",
 			Help:    "Time to give a node its root (registry, overlay mount, export), per provisioning run, by result.",
@@ -112,12 +112,15 @@ func New(nodes CountNodes) *Metrics {
 	}
 	// Every series exists from the start, so a rate() over a fresh daemon
 	// and an alert on "errors > 0" both work.
-	for _, r := range []string{ResultServed, ResultNotFound, ResultError} {
-		m.lookups.WithLabelValues(r)
-	}
-	for _, k := range []string{KindNode, KindStatic} {
-		for _, r := range []string{ResultOK, ResultNotFound, ResultError} {
-			m.reads.WithLabelValues(k, r)
+	for _, l := range []string{LoaderPXELinux, LoaderGRUB} {
+		m.renders.WithLabelValues(l)
+		for _, r := range []string{ResultServed, ResultNotFound, ResultError} {
+			m.lookups.WithLabelValues(l, r)
+		}
+		for _, k := range []string{KindNode, KindStatic} {
+			for _, r := range []string{ResultOK, ResultNotFound, ResultError} {
+				m.reads.WithLabelValues(l, k, r)
+			}
 		}
 	}
 	for _, r := range []string{ResultOK, ResultError} {
@@ -149,13 +152,20 @@ func result(err error) string {
 	return ResultOK
 }
 
-// Lookup counts a name resolution; result is ResultServed, ResultNotFound
-// or ResultError.
-func (m *Metrics) Lookup(result string) {
+// Loaders, the values of the loader label: which mount a name was asked
+// under.
+const (
+	LoaderPXELinux = "pxelinux"
+	LoaderGRUB     = "grub"
+)
+
+// Lookup counts a name resolution under loader's mount; result is
+// ResultServed, ResultNotFound or ResultError.
+func (m *Metrics) Lookup(loader, result string) {
 	if m == nil {
 		return
 	}
-	m.lookups.WithLabelValues(result).Inc()
+	m.lookups.WithLabelValues(loader, result).Inc()
 	if result == ResultError {
 		m.errors.WithLabelValues("serve").Inc()
 	}
@@ -163,22 +173,22 @@ func (m *Metrics) Lookup(result string) {
 
 // Read counts a file opened for reading; kind is KindNode or KindStatic,
 // result ResultOK, ResultNotFound or ResultError.
-func (m *Metrics) Read(kind, result string) {
+func (m *Metrics) Read(loader, kind, result string) {
 	if m == nil {
 		return
 	}
-	m.reads.WithLabelValues(kind, result).Inc()
+	m.reads.WithLabelValues(loader, kind, result).Inc()
 	if result == ResultError {
 		m.errors.WithLabelValues("serve").Inc()
 	}
 }
 
 // Render counts a template render.
-func (m *Metrics) Render(err error) {
+func (m *Metrics) Render(loader string, err error) {
 	if m == nil {
 		return
 	}
-	m.renders.Inc()
+	m.renders.WithLabelValues(loader).Inc()
 	if err != nil {
 		m.errors.WithLabelValues("render").Inc()
 	}

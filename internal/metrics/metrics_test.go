@@ -59,13 +59,13 @@ func TestCounters(t *testing.T) {
 		metric string // as in the exposition, with labels
 		want   float64
 	}{
-		{"lookup served", func(m *Metrics) { m.Lookup(ResultServed); m.Lookup(ResultServed) }, `pxebootfs_lookups_total{result="served"}`, 2},
-		{"lookup not found is no error", func(m *Metrics) { m.Lookup(ResultNotFound) }, `pxebootfs_errors_total{kind="serve"}`, 0},
-		{"lookup error", func(m *Metrics) { m.Lookup(ResultError) }, `pxebootfs_errors_total{kind="serve"}`, 1},
-		{"read", func(m *Metrics) { m.Read(KindStatic, ResultOK) }, `pxebootfs_reads_total{kind="static",result="ok"}`, 1},
-		{"read error", func(m *Metrics) { m.Read(KindNode, ResultError) }, `pxebootfs_reads_total{kind="node",result="error"}`, 1},
-		{"renders", func(m *Metrics) { m.Render(nil); m.Render(boom) }, `pxebootfs_renders_total`, 2},
-		{"render error", func(m *Metrics) { m.Render(boom) }, `pxebootfs_errors_total{kind="render"}`, 1},
+		{"lookup served", func(m *Metrics) { m.Lookup(LoaderPXELinux, ResultServed); m.Lookup(LoaderPXELinux, ResultServed) }, `pxebootfs_lookups_total{loader="pxelinux",result="served"}`, 2},
+		{"lookup not found is no error", func(m *Metrics) { m.Lookup(LoaderPXELinux, ResultNotFound) }, `pxebootfs_errors_total{kind="serve"}`, 0},
+		{"lookup error", func(m *Metrics) { m.Lookup(LoaderGRUB, ResultError) }, `pxebootfs_errors_total{kind="serve"}`, 1},
+		{"read", func(m *Metrics) { m.Read(LoaderGRUB, KindStatic, ResultOK) }, `pxebootfs_reads_total{kind="static",loader="grub",result="ok"}`, 1},
+		{"read error", func(m *Metrics) { m.Read(LoaderPXELinux, KindNode, ResultError) }, `pxebootfs_reads_total{kind="node",loader="pxelinux",result="error"}`, 1},
+		{"renders", func(m *Metrics) { m.Render(LoaderPXELinux, nil); m.Render(LoaderPXELinux, boom) }, `pxebootfs_renders_total{loader="pxelinux"}`, 2},
+		{"render error", func(m *Metrics) { m.Render(LoaderGRUB, boom) }, `pxebootfs_errors_total{kind="render"}`, 1},
 		{"provisioned", func(m *Metrics) { m.Provisioned(30*time.Millisecond, nil) }, `pxebootfs_provision_duration_seconds_bucket{result="ok",le="0.05"}`, 1},
 		{"provisioned too slow for bucket", func(m *Metrics) { m.Provisioned(time.Second, nil) }, `pxebootfs_provision_duration_seconds_bucket{result="ok",le="0.5"}`, 0},
 		{"provision error", func(m *Metrics) { m.Provisioned(time.Second, boom) }, `pxebootfs_errors_total{kind="provision"}`, 1},
@@ -73,7 +73,7 @@ func TestCounters(t *testing.T) {
 		{"release purge", func(m *Metrics) { m.Release(true, nil) }, `pxebootfs_releases_total{purge="true",result="ok"}`, 1},
 		{"reload error", func(m *Metrics) { m.Reload("command", boom) }, `pxebootfs_reloads_total{result="error",trigger="command"}`, 1},
 		{"reload error kind", func(m *Metrics) { m.Reload("signal", boom) }, `pxebootfs_errors_total{kind="reload"}`, 1},
-		{"series exist from the start", func(m *Metrics) {}, `pxebootfs_reads_total{kind="node",result="not_found"}`, 0},
+		{"series exist from the start", func(m *Metrics) {}, `pxebootfs_reads_total{kind="node",loader="grub",result="not_found"}`, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,21 +118,21 @@ func TestNodeGauges(t *testing.T) {
 			}
 		})
 	}
-	if n, err := testutil.GatherAndCount(New(nil).Registry(), "pxebootfs_lookups_total"); err != nil || n != 3 {
+	if n, err := testutil.GatherAndCount(New(nil).Registry(), "pxebootfs_lookups_total"); err != nil || n != 6 {
 		t.Errorf("lookups series = %d, %v; want 3", n, err)
 	}
 }
 
 func TestServe(t *testing.T) {
 	m := New(nil)
-	m.Lookup(ResultServed)
+	m.Lookup(LoaderPXELinux, ResultServed)
 	s, err := m.Serve("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	body := get(t, "http://"+s.Addr().String()+"/metrics")
-	for _, want := range []string{`pxebootfs_lookups_total{result="served"} 1`, "go_goroutines", "process_cpu_seconds_total"} {
+	for _, want := range []string{`pxebootfs_lookups_total{loader="pxelinux",result="served"} 1`, "go_goroutines", "process_cpu_seconds_total"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %q", want)
 		}
