@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -300,7 +301,7 @@ var keys = []keySpec{
 		doc: "GRUB's prefix directory in the TFTP root, mounted over by `pxebootfs mount` beside pxelinux.cfg, to serve UEFI nodes' grub.cfg-<node> files. Default: unset (no GRUB mount).",
 		parse: func(p *parser, v string) *Error {
 			p.c.GrubMount = p.path(v)
-			return existingDir(p.c.GrubMount)
+			return mountPoint(p.c.GrubMount)
 		},
 	},
 	{
@@ -627,6 +628,15 @@ func readableFile(path string) *Error {
 	}
 	f.Close()
 	return nil
+}
+
+// mountPoint is an existing directory, or a FUSE mount whose daemon died
+// (ENOTCONN), which `pxebootfs mount` clears before mounting again.
+func mountPoint(path string) *Error {
+	if _, err := os.Stat(path); errors.Is(err, syscall.ENOTCONN) {
+		return nil
+	}
+	return existingDir(path)
 }
 
 func existingDir(path string) *Error {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
@@ -83,5 +84,34 @@ func TestGRUBMountFullMode(t *testing.T) {
 	}
 	if err := d.stop(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGRUBMountRestartOverDeadMount: after kill -9 both mounts are dead; a
+// new daemon clears both and serves both again. SIGTERM unmounts both
+// (withGRUB's cleanup and the harness check).
+func TestGRUBMountRestartOverDeadMount(t *testing.T) {
+	s := newSite(t, "")
+	grubDir := withGRUB(t, s, "echo <NODE>\n")
+	d := s.start()
+	for !mounted(grubDir) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.cmd.Process.Kill()
+	<-d.done
+	for _, dir := range []string{s.mnt, grubDir} {
+		if _, err := os.Stat(dir); err == nil {
+			t.Fatalf("%s: expected a dead mount after kill -9", dir)
+		}
+	}
+	s.start()
+	for !mounted(grubDir) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(filepath.Join(grubDir, "grub.cfg-C0A80102")); err != nil || string(b) != "echo C0A80102\n" {
+		t.Fatalf("GRUB mount after restart: %q, %v", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(s.mnt, "C0A80102")); err != nil || len(b) == 0 {
+		t.Fatalf("pxelinux mount after restart: %q, %v", b, err)
 	}
 }
