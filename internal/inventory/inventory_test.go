@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -220,5 +221,31 @@ func TestCheckHostname(t *testing.T) {
 				t.Errorf("checkHostname(%q) = %v, want ok=%v", tt.s, err, tt.ok)
 			}
 		})
+	}
+}
+
+// TestGrubTemplate: a node's own GRUB template is loaded, checked for the
+// node, and watched like its pxelinux one.
+func TestGrubTemplate(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "uefi.template"), "echo uefi <NODE>\n")
+	writeFile(t, filepath.Join(dir, "nodes.ini"), "[node \"C0A80102\"]\ngrub_template = uefi.template\n")
+	inv, err := Load(filepath.Join(dir, "nodes.ini"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := inv.ByID(node.MustParse("192.168.1.2"))
+	if n == nil || n.GrubTemplate == nil || n.Template != nil {
+		t.Fatalf("node %+v", n)
+	}
+	if b, err := n.GrubTemplate.Render(n.TrialData()); err != nil || string(b) != "echo uefi C0A80102\n" {
+		t.Errorf("render %q, %v", b, err)
+	}
+	if !slices.Contains(inv.Files(), filepath.Join(dir, "uefi.template")) {
+		t.Errorf("Files() = %v: the GRUB template is not watched", inv.Files())
+	}
+	writeFile(t, filepath.Join(dir, "nodes.ini"), "[node \"C0A80102\"]\ngrub_template = missing.template\n")
+	if _, err := Load(filepath.Join(dir, "nodes.ini")); err == nil || !strings.Contains(err.Error(), "grub_template") {
+		t.Errorf("missing GRUB template: %v", err)
 	}
 }
