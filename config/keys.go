@@ -187,12 +187,7 @@ var keys = []keySpec{
 		name: "max_nodes", full: true, def: strconv.Itoa(DefaultMaxNodes),
 		doc: "Most nodes given a root; requests from further nodes fail instead of filling the disk.",
 		parse: func(p *parser, v string) *Error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return &Error{Reason: fmt.Sprintf("%q is not a positive integer", v)}
-			}
-			p.c.MaxNodes = n
-			return nil
+			return positiveInt(v, &p.c.MaxNodes)
 		},
 	},
 	{
@@ -276,12 +271,7 @@ var keys = []keySpec{
 		name: "reset_guard", reload: true, full: true, def: strconv.Itoa(int(DefaultResetGuard / time.Second)),
 		doc: "Seconds after a node's last boot during which `pxebootfs reset` refuses it (unless -force) and reset_on_boot does not wipe it again.",
 		parse: func(p *parser, v string) *Error {
-			n, err := strconv.ParseUint(v, 10, 32)
-			if err != nil {
-				return &Error{Reason: fmt.Sprintf("%q is not a number of seconds (0 or more)", v)}
-			}
-			p.c.ResetGuard = time.Duration(n) * time.Second
-			return nil
+			return seconds(v, &p.c.ResetGuard)
 		},
 	},
 	{
@@ -340,24 +330,14 @@ var keys = []keySpec{
 		name: "image_keep", def: "3",
 		doc: "How many newest versions of each image garbage collection always keeps.",
 		parse: func(p *parser, v string) *Error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return &Error{Reason: fmt.Sprintf("%q is not a positive integer", v)}
-			}
-			p.c.ImageKeep = n
-			return nil
+			return positiveInt(v, &p.c.ImageKeep)
 		},
 	},
 	{
 		name: "image_grace", def: "3600",
 		doc: "Seconds a version stays after a config naming it was last served (or after it stopped being current), so a booting node always finds its kernel and initrd.",
 		parse: func(p *parser, v string) *Error {
-			n, err := strconv.ParseUint(v, 10, 32)
-			if err != nil {
-				return &Error{Reason: fmt.Sprintf("%q is not a number of seconds (0 or more)", v)}
-			}
-			p.c.ImageGrace = time.Duration(n) * time.Second
-			return nil
+			return seconds(v, &p.c.ImageGrace)
 		},
 	},
 	{
@@ -627,6 +607,26 @@ func readableFile(path string) *Error {
 		return &Error{Reason: "not a readable file", Err: err}
 	}
 	f.Close()
+	return nil
+}
+
+// positiveInt parses v into *n, 1 or more.
+func positiveInt(v string, n *int) *Error {
+	i, err := strconv.Atoi(v)
+	if err != nil || i < 1 {
+		return &Error{Reason: fmt.Sprintf("%q is not a positive integer", v)}
+	}
+	*n = i
+	return nil
+}
+
+// seconds parses a whole number of seconds, 0 or more, into *d.
+func seconds(v string, d *time.Duration) *Error {
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return &Error{Reason: fmt.Sprintf("%q is not a number of seconds (0 or more)", v)}
+	}
+	*d = time.Duration(n) * time.Second
 	return nil
 }
 
