@@ -27,6 +27,7 @@ go test -race -count=1 -timeout 30m ./...
 # Fuzz targets, briefly, so they stay green.
 fuzz() { go test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME:-10s}" "$1"; }
 fuzz ./internal/pxename FuzzParse
+fuzz ./internal/pxename FuzzParseGRUB
 fuzz ./internal/render FuzzRender
 fuzz ./internal/ethers FuzzParse
 fuzz ./internal/node FuzzParse

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -50,19 +51,35 @@ func startImages(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, 
 	if err != nil {
 		return nil, err
 	}
-	if err := st.CleanStaging(); err != nil {
+	switch err := st.CleanStaging(); {
+	case errors.Is(err, image.ErrBusy):
+		log.Info("an image import is running; its staging is its own")
+	case err != nil:
 		return nil, err
 	}
+	var pending map[string]string // served, not yet recorded (lock busy)
+	var pendingAt time.Time
 	record := func() {
-		if served := cat.TakeServed(); len(served) > 0 {
-			if err := st.RecordServed(served, time.Now()); err != nil {
-				log.Warn("record served image versions", "err", err)
+		for name, v := range cat.TakeServed() {
+			if pending == nil {
+				pending = map[string]string{}
 			}
+			pending[name], pendingAt = v, time.Now()
+		}
+		switch err := st.RecordServed(pending, pendingAt); {
+		case err == nil:
+			pending = nil
+		case errors.Is(err, image.ErrBusy):
+			// An import holds the index; next tick. A version's grace
+			// also runs from when it stopped being current, so a late
+			// record cannot let GC pull it.
+		default:
+			log.Warn("record served image versions", "err", err)
 		}
 	}
 	prune := func() {
-		removed, err := st.Prune(image.Policy{Keep: cfg.ImageKeep, Grace: cfg.ImageGrace}, time.Now())
-		if err != nil {
+		removed, err := st.PruneIfIdle(image.Policy{Keep: cfg.ImageKeep, Grace: cfg.ImageGrace}, time.Now())
+		if err != nil && !errors.Is(err, image.ErrBusy) {
 			log.Warn("prune images", "err", err)
 		}
 		for name, vs := range removed {

@@ -68,15 +68,21 @@ var (
 // the config names (or, naive, fixed paths); it checks both files are
 // complete and of one generation.
 func boot(ctx context.Context, addr, node string, naive bool) error {
+	_, err := bootGen(ctx, addr, node, naive)
+	return err
+}
+
+// bootGen is boot, also returning the generation booted.
+func bootGen(ctx context.Context, addr, node string, naive bool) (int, error) {
 	kernel, initrd := "naive/vmlinuz", "naive/initrd.img"
 	if !naive {
 		res, err := testenv.Get(ctx, addr, "pxelinux.cfg/"+node, testenv.GetOptions{Tsize: true})
 		if err != nil {
-			return err
+			return 0, err
 		}
 		k, i := kernelLine.FindSubmatch(res.Data), initrdLine.FindSubmatch(res.Data)
 		if k == nil || i == nil {
-			return fmt.Errorf("config without kernel or initrd: %q", res.Data)
+			return 0, fmt.Errorf("config without kernel or initrd: %q", res.Data)
 		}
 		kernel, initrd = string(k[1]), string(i[1])
 	}
@@ -84,21 +90,21 @@ func boot(ctx context.Context, addr, node string, naive bool) error {
 	for j, f := range []struct{ kind, path string }{{"K", kernel}, {"I", initrd}} {
 		res, err := testenv.Get(ctx, addr, f.path, testenv.GetOptions{Tsize: true, Blksize: 1428})
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if gens[j], err = checkBootFile(f.kind, res.Data); err != nil {
-			return fmt.Errorf("%s: %w", f.path, err)
+			return 0, fmt.Errorf("%s: %w", f.path, err)
 		}
 	}
 	if gens[0] != gens[1] {
-		return fmt.Errorf("mismatched pair: kernel of generation %d, initrd of generation %d", gens[0], gens[1])
+		return 0, fmt.Errorf("mismatched pair: kernel of generation %d, initrd of generation %d", gens[0], gens[1])
 	}
-	return nil
+	return gens[0], nil
 }
 
 // bootLoop runs 32 clients booting until at least n boots are done and
 // returns the boots and the failures by kind.
-func bootLoop(t *testing.T, addr string, n int, naive bool) (boots int64, mismatched, broken int64) {
+func bootLoop(t *testing.T, addr string, n int, naive bool, seen *sync.Map) (boots int64, mismatched, broken int64) {
 	var done, mis, bad atomic.Int64
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -107,7 +113,10 @@ func bootLoop(t *testing.T, addr string, n int, naive bool) (boots int64, mismat
 		wg.Go(func() {
 			node := fmt.Sprintf("C0A801%02X", 10+c)
 			for done.Load() < int64(n) && ctx.Err() == nil {
-				err := boot(ctx, addr, node, naive)
+				gen, err := bootGen(ctx, addr, node, naive)
+				if err == nil && seen != nil {
+					seen.Store(gen, true)
+				}
 				done.Add(1)
 				switch {
 				case err == nil:
@@ -168,8 +177,9 @@ func TestImagesRace(t *testing.T) {
 		})
 		// At least 500 boots, and at least 10 versions imported under them.
 		var boots, mis, bad int64
+		var seen sync.Map // generations booted
 		for boots < 500 || generation.Load() < 10 {
-			b, m, x := bootLoop(t, addr, 250, false)
+			b, m, x := bootLoop(t, addr, 250, false, &seen)
 			boots, mis, bad = boots+b, mis+m, bad+x
 		}
 		close(stop)
@@ -177,6 +187,13 @@ func TestImagesRace(t *testing.T) {
 		t.Logf("%d boots across %d imported versions: %d mismatched pairs, %d broken files", boots, generation.Load(), mis, bad)
 		if mis != 0 || bad != 0 {
 			t.Errorf("%d mismatched pairs, %d broken files; want 0, 0", mis, bad)
+		}
+		// The daemon followed the imports: nodes booted many versions.
+		booted := 0
+		seen.Range(func(any, any) bool { booted++; return true })
+		t.Logf("%d distinct versions booted", booted)
+		if booted < 5 {
+			t.Errorf("only %d of %d imported versions were booted: the daemon does not follow imports", booted, generation.Load())
 		}
 	})
 
@@ -208,7 +225,7 @@ func TestImagesRace(t *testing.T) {
 				}
 			}
 		})
-		boots, mis, bad := bootLoop(t, addr, 500, true)
+		boots, mis, bad := bootLoop(t, addr, 500, true, nil)
 		close(stop)
 		wg.Wait()
 		t.Logf("naive: %d boots: %d mismatched pairs, %d broken files", boots, mis, bad)

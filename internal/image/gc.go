@@ -138,9 +138,19 @@ func (s *Store) removeDir(name, version string) error {
 
 // Prune removes every version that is not current, not among its image's
 // Keep newest, and not used within Grace.
-func (s *Store) Prune(p Policy, now time.Time) (removed map[string][]string, err error) {
+func (s *Store) Prune(p Policy, now time.Time) (map[string][]string, error) {
+	return s.prune(s.update, p, now)
+}
+
+// PruneIfIdle is Prune, unless an import holds the index (ErrBusy): the
+// daemon's periodic prune never waits for a download.
+func (s *Store) PruneIfIdle(p Policy, now time.Time) (map[string][]string, error) {
+	return s.prune(s.tryUpdate, p, now)
+}
+
+func (s *Store) prune(update func(func(*Index) error) error, p Policy, now time.Time) (removed map[string][]string, err error) {
 	removed = map[string][]string{}
-	err = s.update(func(ix *Index) error {
+	err = update(func(ix *Index) error {
 		if err := s.cleanStagingLocked(); err != nil {
 			return err
 		}
@@ -163,12 +173,13 @@ func (s *Store) Prune(p Policy, now time.Time) (removed map[string][]string, err
 }
 
 // RecordServed notes that configs naming these versions (image name ->
-// version) were served at at.
+// version) were served at at. It does not wait for the lock: ErrBusy
+// means "try again later".
 func (s *Store) RecordServed(served map[string]string, at time.Time) error {
 	if len(served) == 0 {
 		return nil
 	}
-	return s.update(func(ix *Index) error {
+	return s.tryUpdate(func(ix *Index) error {
 		for name, v := range served {
 			if im := ix.Images[name]; im != nil {
 				if ver := im.Versions[v]; ver != nil && at.After(ver.LastServed) {

@@ -204,9 +204,23 @@ func (s *Store) Rel() string {
 	return rel
 }
 
+// ErrBusy: another process (an import downloading) holds the index lock.
+var ErrBusy = errors.New("image index busy (an import is running)")
+
 // update runs change on the index under the lock and writes it back
 // atomically if change returns nil.
 func (s *Store) update(change func(ix *Index) error) error {
+	return s.updateLock(unix.LOCK_EX, change)
+}
+
+// tryUpdate is update without waiting: it returns ErrBusy while another
+// process holds the lock. The daemon uses it, so that an import that
+// downloads for minutes never holds up its start or its shutdown.
+func (s *Store) tryUpdate(change func(ix *Index) error) error {
+	return s.updateLock(unix.LOCK_EX|unix.LOCK_NB, change)
+}
+
+func (s *Store) updateLock(how int, change func(ix *Index) error) error {
 	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
@@ -215,7 +229,10 @@ func (s *Store) update(change func(ix *Index) error) error {
 		return fmt.Errorf("image lock: %w", err)
 	}
 	defer lock.Close()
-	if err := ignoringEINTR(func() error { return unix.Flock(int(lock.Fd()), unix.LOCK_EX) }); err != nil {
+	if err := ignoringEINTR(func() error { return unix.Flock(int(lock.Fd()), how) }); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return ErrBusy
+		}
 		return fmt.Errorf("image lock: %w", err)
 	}
 	ix, err := s.Load()

@@ -253,3 +253,28 @@ func TestGarbageCollection(t *testing.T) {
 		t.Fatal("hostile version accepted")
 	}
 }
+
+// TestDaemonNeverWaitsForAnImport: while an import holds the index lock
+// (a long download), the daemon's calls return ErrBusy at once.
+func TestDaemonNeverWaitsForAnImport(t *testing.T) {
+	s, _ := newStore(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error)
+	go func() {
+		done <- s.update(func(*Index) error { close(entered); <-release; return nil })
+	}()
+	<-entered
+	for name, call := range map[string]func() error{
+		"CleanStaging": func() error { os.MkdirAll(s.Dir(), 0o755); return s.CleanStaging() },
+		"RecordServed": func() error { return s.RecordServed(map[string]string{"a": "00000000"}, time.Now()) },
+		"PruneIfIdle":  func() error { _, err := s.PruneIfIdle(Policy{Keep: 1}, time.Now()); return err },
+	} {
+		if err := call(); !errors.Is(err, ErrBusy) {
+			t.Errorf("%s during an import = %v, want ErrBusy", name, err)
+		}
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -303,12 +303,14 @@ func (s *Store) newStaging() (string, error) {
 }
 
 // CleanStaging removes what a failed or killed import left in staging. It
-// takes the lock, so it never removes a running import's files.
+// takes the lock, so it never removes a running import's files; while an
+// import runs it returns ErrBusy at once (that import cleaned staging when
+// it started).
 func (s *Store) CleanStaging() error {
 	if _, err := os.Stat(s.imagesDir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	return s.update(func(*Index) error { return s.cleanStagingLocked() })
+	return s.tryUpdate(func(*Index) error { return s.cleanStagingLocked() })
 }
 
 func (s *Store) cleanStagingLocked() error {

@@ -40,3 +40,43 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseGRUB: a GRUB name is a node only in a canonical spelling, whose
+// round trip gives the same name, and is always a harmless file name.
+func FuzzParseGRUB(f *testing.F) {
+	for _, s := range []string{
+		"grub.cfg-C0A80102", "grub.cfg-01-aa-bb-cc-dd-ee-ff", "grub.cfg-aa:bb:cc:dd:ee:ff",
+		"grub.cfg-192.168.1.2", "grub.cfg-192.168.001.2", "grub.cfg-C0A8", "grub.cfg", "grub.cfg-",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		n, err := ParseGRUB(name)
+		if err != nil {
+			if !errors.Is(err, ErrNotNode) {
+				t.Fatalf("ParseGRUB(%q) error %v does not wrap ErrNotNode", name, err)
+			}
+			return
+		}
+		rest := strings.TrimPrefix(name, GRUBPrefix)
+		var canon []string
+		switch n.Kind {
+		case KindIP:
+			canon = []string{n.ID.String(), strings.ToLower(n.ID.String()), n.ID.Addr().String()}
+		case KindMAC:
+			canon = []string{MACName(n.MAC), ColonMAC(n.MAC)}
+		default:
+			t.Fatalf("ParseGRUB(%q) accepted with Kind %v", name, n.Kind)
+		}
+		ok := false
+		for _, c := range canon {
+			ok = ok || strings.EqualFold(c, rest) && (n.Kind == KindIP || c == rest)
+		}
+		if !ok {
+			t.Fatalf("ParseGRUB(%q) = %v: %q is none of %q", name, n, rest, canon)
+		}
+		if err := CheckStatic(name); err != nil {
+			t.Fatalf("GRUB node name %q fails CheckStatic: %v", name, err)
+		}
+	})
+}
