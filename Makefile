@@ -10,12 +10,16 @@ SYSCONFDIR  ?= /etc/pxebootfs
 UNITDIR     ?= /etc/systemd/system
 BIN         ?= bin/pxebootfs
 
-.PHONY: all build install test demo bench fuzz vet clean
+.PHONY: all build install deb test demo bench fuzz vet clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pxebootfs ./cmd/pxebootfs
+
+# A Debian package in the current directory (scripts/deb.sh; dpkg-deb).
+deb:
+	scripts/deb.sh .
 
 test:
 	scripts/test.sh
