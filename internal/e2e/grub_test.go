@@ -94,9 +94,10 @@ func TestGRUBMountRestartOverDeadMount(t *testing.T) {
 	s := newSite(t, "")
 	grubDir := withGRUB(t, s, "echo <NODE>\n")
 	d := s.start()
-	for !mounted(grubDir) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	// Kill only once both mounts are fully up: go-fuse opens and closes a
+	// file on each new mount (its poll hack), and a process killed in that
+	// close waits forever for its own FLUSH (see the README's notes).
+	d.waitLog(t, "serving GRUB configs")
 	d.cmd.Process.Kill()
 	<-d.done
 	for _, dir := range []string{s.mnt, grubDir} {

@@ -191,6 +191,8 @@ func TestSIGTERMUnmounts(t *testing.T) {
 func TestRestartOverDeadMount(t *testing.T) {
 	s := newSite(t, "")
 	d := s.start()
+	// Not before the mount is fully up: see TestGRUBMountRestartOverDeadMount.
+	d.waitLog(t, "msg=serving")
 	d.cmd.Process.Kill()
 	<-d.done
 	if _, err := os.Stat(s.mnt); err == nil {
