@@ -18,12 +18,16 @@
 //     Open compares the size it is about to serve with the size the kernel
 //     caches and, if they differ, invalidates the attributes before it
 //     replies, so the tftpd's fstat after its open announces the size this
-//     open reads (tsize stays exact). The size the kernel holds is also
-//     the length of a read that ended early (the kernel takes a short read
-//     as a shrunk file): an open that straddled a change can plant the old
-//     size that way, and the next open clears it the same way;
-//   - the page cache is kept only by an open whose content equals the last
-//     open's (FOPEN_KEEP_CACHE).
+//     open reads (tsize stays exact). Whether the kernel applied a size
+//     we sent cannot be known (it drops replies that race with a newer
+//     change), so any change of content since the last open invalidates
+//     too;
+//   - an open that straddled a change keeps reading its older content,
+//     and the kernel puts those pages in the page cache and takes an early
+//     end of them as the file's size: after any such read the next open
+//     invalidates and drops the page cache;
+//   - otherwise the page cache is kept when an open's content equals the
+//     last open's (FOPEN_KEEP_CACHE).
 //
 // Everything else (static files, which admins edit in place; generated
 // content; a node not yet registered, whose fsid is not yet its own) keeps

@@ -29,6 +29,13 @@ type file struct {
 	// served is the content of the last open, which the page cache may
 	// hold; an open with the same content keeps the page cache.
 	served []byte
+	// gen numbers the contents served: it changes when an open serves
+	// other bytes than the last one.
+	gen uint64
+	// dirty: since the last open, a read of an older content went through
+	// the kernel, which may have put its pages in the page cache or, if
+	// it ended early, its size in the attributes (see read).
+	dirty bool
 }
 
 // reported notes the attributes just given to the kernel.
@@ -46,13 +53,23 @@ func (f *file) reported(st catalog.Stat) {
 // the kernel caches is no longer right: the caller must then invalidate it
 // before the open returns, so that the tftpd's fstat, which follows its
 // open, asks again and announces the size this open reads.
-func (f *file) opened(b []byte) (keep, stale bool) {
+//
+// Whether the kernel applied a size we gave it cannot be known (it drops a
+// reply that raced with a newer change), so an open does not trust that
+// bookkeeping alone: any change of content since the last open, or an early
+// read of an older content since, invalidates too. Content changes are
+// rare; a spare invalidation costs one GETATTR.
+func (f *file) opened(b []byte) (keep, stale bool, gen uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	stale = f.cached >= 0 && f.cached != int64(len(b))
-	keep = f.served != nil && bytes.Equal(f.served, b)
-	f.served = b
-	return keep, stale
+	same := f.served != nil && bytes.Equal(f.served, b)
+	keep = same && !f.dirty
+	stale = f.dirty || (f.served != nil && !same) || (f.cached >= 0 && f.cached != int64(len(b)))
+	if !same {
+		f.gen++
+	}
+	f.served, f.dirty = b, false
+	return keep, stale, f.gen
 }
 
 var (
@@ -106,7 +123,7 @@ func (f *file) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	keep, stale := f.opened(b)
+	keep, stale, gen := f.opened(b)
 	if stale {
 		// The kernel processes the notification before it gets our
 		// reply, so no fstat can see the old size after this open.
@@ -116,18 +133,23 @@ func (f *file) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if keep {
 		fuseFlags = fuse.FOPEN_KEEP_CACHE
 	}
-	return &handle{data: b, f: f}, fuseFlags, 0
+	return &handle{data: b, f: f, gen: gen}, fuseFlags, 0
 }
 
-// shortRead notes that a read of an open of n bytes ended early: the
-// kernel then takes n as the file's size (it assumes the file shrank),
-// whatever its cached attributes said. An open that straddled a change
-// can so plant the old size; the next open must see it.
-func (f *file) shortRead(n int64) {
+// read notes a READ answered from an open of content generation gen,
+// ending early (short) at n bytes. The kernel takes a short read as the
+// file's new size, whatever its cached attributes say, and puts what it
+// read in the page cache: a read of an older content (an open that
+// straddled a change) can so plant the old size or old pages, and the next
+// open must clear them.
+func (f *file) read(gen uint64, short bool, n int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.cached >= 0 {
+	if short && f.cached >= 0 {
 		f.cached = n
+	}
+	if gen != f.gen {
+		f.dirty = true
 	}
 }
 
@@ -135,6 +157,7 @@ func (f *file) shortRead(n int64) {
 type handle struct {
 	data []byte
 	f    *file
+	gen  uint64 // of data, in f's numbering
 }
 
 var (
@@ -150,13 +173,14 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSY
 // Read serves READ from the content rendered at open.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off >= int64(len(h.data)) {
-		h.f.shortRead(int64(len(h.data)))
+		h.f.read(h.gen, true, int64(len(h.data)))
 		return fuse.ReadResultData(nil), 0
 	}
 	end := off + int64(len(dest))
-	if end > int64(len(h.data)) {
+	short := end > int64(len(h.data))
+	if short {
 		end = int64(len(h.data))
-		h.f.shortRead(end)
 	}
+	h.f.read(h.gen, short, end)
 	return fuse.ReadResultData(h.data[off:end]), 0
 }
