@@ -53,7 +53,9 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	if f.verbose {
 		level = slog.LevelDebug
 	}
-	log := newLogger(stderr, level)
+	logOut := newAsyncWriter(stderr)
+	defer logOut.Close() // runs last: every line is written before exit
+	log := newLogger(logOut, level)
 
 	cfg, code := loadConfig(f.config, stderr)
 	if code >= 0 {
