@@ -79,7 +79,7 @@ func checkAll(cfg *config.Config) []problem {
 		d := render.SampleData()
 		if cfg.TFTPRoot != "" {
 			// Whether the images exist is checked below, by name.
-			d.SetImages(func(name, file string) (string, error) { return "images/" + name + "/00000000/" + file, nil })
+			d.SetImages(render.SampleImage)
 		}
 		if _, err := t.Render(d); err != nil {
 			add(true, "pxe_template %s: %v", cfg.PXETemplate, err)
@@ -137,7 +137,7 @@ func checkTemplateImages(cfg *config.Config, t *render.Template) []string {
 	if !t.UsesImages() || cfg.TFTPRoot == "" {
 		return nil // without tftp_root, the sample render above failed already
 	}
-	st, err := image.New(cfg.TFTPRoot, cfg.ImagesDir, cfg.StateDir)
+	st, err := image.FromConfig(cfg)
 	if err != nil {
 		return []string{err.Error()}
 	}

@@ -49,7 +49,7 @@ func imageStore(path string, stderr io.Writer) (*config.Config, *image.Store, in
 		fmt.Fprintf(stderr, "pxebootfs: %s: [PXEBOOTFS] tftp_root: not set; boot images need it\n", cfg.File)
 		return nil, nil, exitConfig
 	}
-	st, err := image.New(cfg.TFTPRoot, cfg.ImagesDir, cfg.StateDir)
+	st, err := image.FromConfig(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "pxebootfs: %s: %v\n", cfg.File, err)
 		return nil, nil, exitConfig

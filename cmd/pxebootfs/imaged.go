@@ -47,7 +47,7 @@ func startImages(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, 
 	if cfg.TFTPRoot == "" {
 		return func() {}, nil
 	}
-	st, err := image.New(cfg.TFTPRoot, cfg.ImagesDir, cfg.StateDir)
+	st, err := image.FromConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ func startImages(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, 
 // imageState reads the image index for the metrics, at scrape time.
 func imageState(cfg *config.Config) metrics.ReadImages {
 	return func() (metrics.ImageState, bool) {
-		st, err := image.New(cfg.TFTPRoot, cfg.ImagesDir, cfg.StateDir)
+		st, err := image.FromConfig(cfg)
 		if err != nil {
 			return metrics.ImageState{}, false
 		}

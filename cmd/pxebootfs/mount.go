@@ -17,7 +17,6 @@ import (
 	"github.com/pxebootfs/pxebootfs/fs"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/metrics"
-	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 )
 
@@ -77,8 +76,9 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return exitConfig
 	}
+	var grubCat *catalog.Catalog // GRUB's directory; nil without grub_mount
 	if cfg.GrubMount != "" {
-		if _, err := catalog.NewGRUB(cfg, nil, log); err != nil {
+		if grubCat, err = catalog.NewGRUB(cfg, nil, log); err != nil {
 			log.Error("start", "err", err)
 			return exitConfig
 		}
@@ -134,7 +134,7 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		log.Error("start", "err", err)
 		return exitFailure
 	}
-	grubSrv, err := mountGRUB(ctx, cfg, ops, prov, f.debugFUSE, log)
+	grubSrv, err := mountGRUB(ctx, cfg, grubCat, ops, prov, f.debugFUSE, log)
 	if err != nil {
 		log.Error("start", "err", err)
 		if cerr := srv.Close(); cerr != nil {
@@ -208,19 +208,15 @@ func startCPUProfile(log *slog.Logger) func() {
 }
 
 // mountGRUB mounts GRUB's prefix directory (grub_mount) beside pxelinux.cfg,
-// served by a GRUB catalog sharing the provisioner: a node keeps one root
-// and one fsid whichever loader asks. nil without grub_mount.
-func mountGRUB(ctx context.Context, cfg *config.Config, ops *daemonOps, prov *provision.Provisioner, debug bool, log *slog.Logger) (*fs.Server, error) {
-	if cfg.GrubMount == "" {
+// served by gcat (checked at start, like the pxelinux catalog) with the
+// same provisioner: a node keeps one root and one fsid whichever loader
+// asks. nil without grub_mount.
+func mountGRUB(ctx context.Context, cfg *config.Config, gcat *catalog.Catalog, ops *daemonOps, prov *provision.Provisioner, debug bool, log *slog.Logger) (*fs.Server, error) {
+	if gcat == nil {
 		return nil, nil
 	}
-	var np node.Provisioner
-	if prov != nil {
-		np = prov
-	}
-	gcat, err := catalog.NewGRUB(cfg, np, log)
-	if err != nil {
-		return nil, err
+	if prov != nil { // else a nil interface: config-only mode
+		gcat.SetProvisioner(prov)
 	}
 	gcat.SetMountpoint(cfg.GrubMount)
 	srv, err := fs.Mount(cfg.GrubMount, ops.sourceOf(gcat, metrics.LoaderGRUB), fs.MountOptions{Debug: debug, Logger: log})

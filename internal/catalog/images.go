@@ -14,7 +14,7 @@ func loadImages(cfg *config.Config, s *snapshot) error {
 	if cfg.TFTPRoot == "" {
 		return nil
 	}
-	st, err := image.New(cfg.TFTPRoot, cfg.ImagesDir, cfg.StateDir)
+	st, err := image.FromConfig(cfg)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", cfg.File, err)
 	}

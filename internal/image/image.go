@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/atomicfile"
 )
 
@@ -149,6 +150,11 @@ func New(tftpRoot, imagesDir, stateDir string) (*Store, error) {
 		return nil, fmt.Errorf("images_dir %s must lie inside tftp_root %s", imagesDir, tftpRoot)
 	}
 	return &Store{tftpRoot: tftpRoot, imagesDir: imagesDir, stateDir: stateDir}, nil
+}
+
+// FromConfig is the store of cfg's tftp_root, images_dir and state_dir.
+func FromConfig(cfg *config.Config) (*Store, error) {
+	return New(cfg.TFTPRoot, cfg.ImagesDir, cfg.StateDir)
 }
 
 // IndexPath is the index file, for watching.

@@ -71,8 +71,10 @@ func noImages(name, file string) (string, error) {
 	return "", fmt.Errorf("image %q: no boot images (tftp_root is not set)", name)
 }
 
-// sampleImage stands in for {{image}} in the trial render of Parse.
-func sampleImage(name, file string) (string, error) {
+// SampleImage stands in for {{image}} where no index is at hand: the trial
+// render of Parse, and check's sample render (which checks the names
+// against the index apart).
+func SampleImage(name, file string) (string, error) {
 	return "images/" + name + "/00000000/" + file, nil
 }
 
@@ -164,7 +166,7 @@ func Parse(name string, src []byte) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse pxelinux template: %s: %w", name, err)
 	}
-	trial.Option("missingkey=zero").Funcs(template.FuncMap{"image": sampleImage})
+	trial.Option("missingkey=zero").Funcs(template.FuncMap{"image": SampleImage})
 	sample := SampleData()
 	if err := trial.Execute(&limitedBuffer{}, &sample); err != nil {
 		return nil, fmt.Errorf("parse pxelinux template: trial render for node %s: %w", sample.Node, err)
