@@ -295,11 +295,7 @@ func (c *Catalog) Watch(ctx context.Context, interval time.Duration) {
 // wrap ErrNotServed for names we do not serve.
 func (c *Catalog) Resolve(ctx context.Context, name string) (Entry, error) {
 	s := c.cur.Load()
-	parse := pxename.Parse
-	if c.grub {
-		parse = pxename.ParseGRUB
-	}
-	pn, _ := parse(name) // zero Kind: not a node name
+	pn, _ := c.parse(name) // zero Kind: not a node name
 	e, err := c.resolve(s, name, pn)
 	if err != nil && c.grub && name == "grub.cfg" {
 		// No grub.cfg of the admin's: the built-in one.
@@ -584,23 +580,18 @@ func (c *Catalog) List() []DirEntry {
 			seen[name] = true
 		}
 	}
-	for _, name := range c.staticNames(s) {
+	files, dirs := c.staticEntries(s)
+	for _, name := range files {
 		if !seen[name] {
 			out = append(out, DirEntry{Name: name, Ino: tagStatic | hashName(name)})
 			seen[name] = true
 		}
 	}
-	if c.grub {
-		if !seen["grub.cfg"] {
-			out = append(out, DirEntry{Name: "grub.cfg", Ino: tagStatic | hashName("grub.cfg")})
-		}
-		if des, err := os.ReadDir(s.staticDir); err == nil && s.staticDir != "" {
-			for _, de := range des {
-				if de.IsDir() && pxename.CheckStatic(de.Name()) == nil {
-					out = append(out, DirEntry{Name: de.Name(), Dir: true})
-				}
-			}
-		}
+	for _, name := range dirs {
+		out = append(out, DirEntry{Name: name, Dir: true})
+	}
+	if c.grub && !seen["grub.cfg"] {
+		out = append(out, DirEntry{Name: "grub.cfg", Ino: tagStatic | hashName("grub.cfg")})
 	}
 	slices.SortFunc(out, func(a, b DirEntry) int { return strings.Compare(a.Name, b.Name) })
 	return out
@@ -612,27 +603,51 @@ func (c *Catalog) StaticNames() []string { return c.staticNames(c.cur.Load()) }
 // staticNames lists static_dir's regular files that we would serve: valid
 // names not shadowed by a node name.
 func (c *Catalog) staticNames(s *snapshot) []string {
+	names, _ := c.staticEntries(s)
+	return names
+}
+
+// staticEntries lists the static directory once: the regular files served
+// (names a node name shadows left out) and, for the GRUB catalog, the
+// subdirectories served as they are.
+func (c *Catalog) staticEntries(s *snapshot) (files, dirs []string) {
 	if s.staticDir == "" {
-		return nil
+		return nil, nil
 	}
 	des, err := os.ReadDir(s.staticDir)
 	if err != nil {
 		c.log.Warn("list static_dir", "dir", s.staticDir, "err", err)
-		return nil
+		return nil, nil
 	}
-	var names []string
 	for _, de := range des {
-		if !de.Type().IsRegular() || pxename.CheckStatic(de.Name()) != nil {
+		if pxename.CheckStatic(de.Name()) != nil {
 			continue
 		}
-		if pn, err := pxename.Parse(de.Name()); err == nil {
+		if de.IsDir() {
+			if c.grub {
+				dirs = append(dirs, de.Name())
+			}
+			continue
+		}
+		if !de.Type().IsRegular() {
+			continue
+		}
+		if pn, err := c.parse(de.Name()); err == nil {
 			if e, err := c.resolve(s, de.Name(), pn); err != nil || e.Kind != KindStatic {
 				continue // shadowed by a node name
 			}
 		}
-		names = append(names, de.Name())
+		files = append(files, de.Name())
 	}
-	return names
+	return files, dirs
+}
+
+// parse classifies a name by this catalog's loader's rules.
+func (c *Catalog) parse(name string) (pxename.Name, error) {
+	if c.grub {
+		return pxename.ParseGRUB(name)
+	}
+	return pxename.Parse(name)
 }
 
 // Nodes lists provisioned nodes (none in config-only mode).
