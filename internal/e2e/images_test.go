@@ -66,14 +66,8 @@ var (
 
 // boot does what a node does: fetch its config, then the kernel and initrd
 // the config names (or, naive, fixed paths); it checks both files are
-// complete and of one generation.
-func boot(ctx context.Context, addr, node string, naive bool) error {
-	_, err := bootGen(ctx, addr, node, naive)
-	return err
-}
-
-// bootGen is boot, also returning the generation booted.
-func bootGen(ctx context.Context, addr, node string, naive bool) (int, error) {
+// complete and of one generation, which it returns.
+func boot(ctx context.Context, addr, node string, naive bool) (gen int, err error) {
 	kernel, initrd := "naive/vmlinuz", "naive/initrd.img"
 	if !naive {
 		res, err := testenv.Get(ctx, addr, "pxelinux.cfg/"+node, testenv.GetOptions{Tsize: true})
@@ -113,7 +107,7 @@ func bootLoop(t *testing.T, addr string, n int, naive bool, seen *sync.Map) (boo
 		wg.Go(func() {
 			node := fmt.Sprintf("C0A801%02X", 10+c)
 			for done.Load() < int64(n) && ctx.Err() == nil {
-				gen, err := bootGen(ctx, addr, node, naive)
+				gen, err := boot(ctx, addr, node, naive)
 				if err == nil && seen != nil {
 					seen.Store(gen, true)
 				}
