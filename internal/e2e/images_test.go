@@ -258,10 +258,19 @@ func TestImagesImportKilled(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	<-started
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	select {
+	case <-started:
+	case <-exited:
+		t.Fatal("the import exited before it began downloading")
+	case <-time.After(time.Minute):
+		t.Fatal("the import never began downloading")
+	}
 	time.Sleep(200 * time.Millisecond)
 	cmd.Process.Kill()
-	cmd.Wait()
+	<-exited
 
 	images := filepath.Join(s.tftpRoot, "images")
 	staged, _ := filepath.Glob(filepath.Join(images, ".staging", "*"))
