@@ -239,8 +239,6 @@ func TestCrashSafety(t *testing.T) {
 		for id, w := range wants {
 			n, ok := r.Get(id)
 			switch {
-			// Boot records are written lazily (bootFlushDelay): a kill
-			// may lose the last second of them, so they are not checked.
 			case w.fsid == 0:
 				// Only a boot or forget line survived for a node whose
 				// allocation line was lost? Impossible: lines are in order.
@@ -249,6 +247,9 @@ func TestCrashSafety(t *testing.T) {
 				t.Errorf("round %d: %s present although its Forget returned", round, id)
 			case ok && n.FSID != w.fsid:
 				t.Errorf("round %d: %s has fsid %d, want %d", round, id, n.FSID, w.fsid)
+			case ok && n.BootCount < w.boots:
+				// A first boot is durable (the child boots each node once).
+				t.Errorf("round %d: %s has %d boots, want >= %d", round, id, n.BootCount, w.boots)
 			case !ok && !retired[w.fsid]:
 				// Absent is right only if it was forgotten (its Forget may
 				// have returned just before the kill, unreported).

@@ -50,7 +50,9 @@
 // writes the newest state. A storm of a thousand new nodes thus costs a
 // handful of fsyncs rather than a thousand.
 //
-// A boot record (count, last boot, MAC) is written within bootFlushDelay
+// A node's first boot is durable like the rest (restore brings back the
+// nodes that booted). A later boot record (count, last boot, MAC) is
+// written within bootFlushDelay
 // (1 s) by a timer, or sooner with the next durable change: every open of a
 // node's config records a boot, and an fsync per open made a warm boot
 // storm disk-bound. A crash loses at most the last second of boot counts.

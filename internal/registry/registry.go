@@ -368,28 +368,34 @@ func (r *Registry) NextFSID(from uint32, used map[uint32]string) uint32 {
 }
 
 // RecordBoot notes that the node booted at at (its config was served): the last
-// boot time, the boot count, and its MAC if mac is not empty. It returns
-// once the change is in memory; it reaches the disk within bootFlushDelay
-// (or with the next durable change, or Close).
+// boot time, the boot count, and its MAC if mac is not empty. A node's first
+// boot returns once it is on disk; a later one once it is in memory, and it
+// reaches the disk within bootFlushDelay (or with the next durable change,
+// or Close).
 func (r *Registry) RecordBoot(id node.ID, at time.Time, mac string) error {
 	mac, err := normMAC(mac)
 	if err != nil {
 		return fmt.Errorf("record boot of %s: %w", id, err)
 	}
-	return r.update("record boot of", id, false, func(n *Record) {
+	return r.update("record boot of", id, func(n *Record) (durable bool) {
+		// The first boot is durable: restore brings back exactly the
+		// nodes that booted, so a node served just before a crash must be
+		// among them. Later boots only count.
+		durable = n.BootCount == 0
 		n.LastBoot = at.UTC()
 		n.BootCount++
 		if mac != "" {
 			n.MAC = mac
 		}
+		return durable
 	})
 }
 
 // bootFlushDelay is how long a boot record may wait in memory. A boot is
 // recorded on every open of a node's config: waiting for an fsync each
 // time made a warm boot storm disk-bound. A crash loses at most this much
-// of boot counts and times, never a node or an fsid (those are durable
-// before their config is served).
+// of boot counts and times, never a node, an fsid or a first boot (those
+// are durable before their config is served).
 const bootFlushDelay = time.Second
 
 // flushLater makes the changes made so far durable within bootFlushDelay,
@@ -419,17 +425,18 @@ func (r *Registry) flush() error {
 // RecordError sets node's last error; "" clears it. It returns once the
 // change is on disk.
 func (r *Registry) RecordError(id node.ID, msg string) error {
-	return r.update("record error of", id, true, func(n *Record) { n.LastError = msg })
+	return r.update("record error of", id, func(n *Record) bool { n.LastError = msg; return true })
 }
 
 // SetReleased marks node released (or not), durably.
 func (r *Registry) SetReleased(id node.ID, released bool) error {
-	return r.update("mark released", id, true, func(n *Record) { n.Released = released })
+	return r.update("mark released", id, func(n *Record) bool { n.Released = released; return true })
 }
 
-// update changes node id's record; with durable it returns once the
-// change is on disk, else once it is in memory (see flushLaterLocked).
-func (r *Registry) update(what string, id node.ID, durable bool, change func(*Record)) error {
+// update changes node id's record; when change says the change must be
+// durable it returns once it is on disk, else once it is in memory (see
+// flushLaterLocked).
+func (r *Registry) update(what string, id node.ID, change func(*Record) (durable bool)) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.writableLocked(); err != nil {
@@ -439,7 +446,7 @@ func (r *Registry) update(what string, id node.ID, durable bool, change func(*Re
 	if !ok {
 		return fmt.Errorf("%s %s: %w", what, id, ErrUnknownNode)
 	}
-	change(&e.n)
+	durable := change(&e.n)
 	r.logLocked(func(seq uint64) []byte { return putLine(seq, e.n) })
 	r.gen++
 	if !durable {
