@@ -413,8 +413,17 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 		// A released node stays down until it boots again, and a node that
 		// never got its config (its first provisioning failed, or the
 		// daemon died during it) is provisioned by its first open instead.
-		if !rec.Released && rec.BootCount > 0 {
+		switch {
+		case !rec.Released && rec.BootCount > 0:
 			recs = append(recs, rec)
+		case rec.BootCount == 0:
+			// The daemon may have died while exporting it: a batched
+			// export writes the exports file before exportfs runs. Take
+			// back what it may have left, so the exports file holds only
+			// nodes that booted.
+			if err := p.ex.Unexport(ctx, p.export(rec)); err != nil {
+				p.log.Warn("restore: remove the export of a node that never booted", "node", rec.ID, "err", err)
+			}
 		}
 	}
 	mounted, err := p.ov.MountedNodes()
