@@ -62,6 +62,15 @@ type Config struct {
 	ImageKeep  int           // newest versions of an image always kept
 	ImageGrace time.Duration // a version served this recently is kept
 
+	// Install mode: see package install.
+	InstallTemplate     string // pxelinux template of nodes in install mode; "" if unset
+	LocalTemplate       string // pxelinux template of installed nodes; "" means the built-in LOCALBOOT 0
+	GrubInstallTemplate string // GRUB twin of InstallTemplate
+	GrubLocalTemplate   string // GRUB twin of LocalTemplate; "" means the built-in exit
+	CallbackListen      string // host:port of the installers' HTTP callback; "" when off
+	CallbackURL         string // base URL nodes reach the callback by, no trailing slash
+	InstallMaxBoots     int    // install configs served without started before a node is flagged
+
 	// values holds each key's value as written (or its default), for
 	// FixedChanged.
 	values map[string]string

@@ -167,6 +167,12 @@ func TestLoadErrors(t *testing.T) {
 		{"metrics_listen bad port", minimal + "metrics_listen = 127.0.0.1:http\n", "metrics_listen", `port "http" is not a number`},
 		{"metrics_listen port too big", minimal + "metrics_listen = 127.0.0.1:65536\n", "metrics_listen", "not a number from 0 to 65535"},
 		{"metrics_listen hostname", minimal + "metrics_listen = metrics.example:9123\n", "metrics_listen", `host "metrics.example" is not an IP address`},
+		{"callback_listen without url", minimal + "callback_listen = :8770\n", "callback_listen", "needs callback_url"},
+		{"callback_url not http", minimal + "callback_url = ftp://192.0.2.1/\n", "callback_url", "is not an http:// or https:// URL"},
+		{"callback_url with query", minimal + "callback_url = http://192.0.2.1:8770/?x=1\n", "callback_url", "no user, query or fragment"},
+		{"callback_url relative", minimal + "callback_url = 192.0.2.1:8770\n", "callback_url", "is not an http"},
+		{"install_max_boots zero", minimal + "install_max_boots = 0\n", "install_max_boots", "not a positive integer"},
+		{"install_template missing", minimal + "install_template = /nonexistent/install.template\n", "install_template", "not a readable file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -343,6 +349,10 @@ func TestLoad(t *testing.T) {
 		}},
 		{"metrics_listen every address", minimal + "metrics_listen = :9123\n", func(t *testing.T, l testLayout, c *Config) {
 			eq(t, "MetricsListen", c.MetricsListen, ":9123")
+		}},
+		{"callback keys", minimal + "callback_listen = 127.0.0.1:0\ncallback_url = http://192.0.2.1:8770/\n", func(t *testing.T, l testLayout, c *Config) {
+			eq(t, "CallbackURL", c.CallbackURL, "http://192.0.2.1:8770")
+			eq(t, "InstallMaxBoots", c.InstallMaxBoots, 3)
 		}},
 		{"metrics_listen localhost", minimal + "metrics_listen = localhost:9123\n", func(t *testing.T, l testLayout, c *Config) {
 			eq(t, "MetricsListen", c.MetricsListen, "localhost:9123")

@@ -89,7 +89,13 @@ func TestExampleFullMode(t *testing.T) {
 		"/var/lib/pxebootfs", dir+"/state",
 		"/usr/local/sbin/pxe-content-generator", dir+"/generator",
 		"/etc/pxebootfs/nodes.ini", dir+"/nodes.ini",
+		"/etc/pxebootfs/", dir+"/",
 	).Replace(text)
+	for _, f := range []string{"install.template", "local.template", "grub-install.template", "grub-local.template"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("echo <NODE>\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := os.WriteFile(filepath.Join(dir, "generator"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -341,6 +342,68 @@ var keys = []keySpec{
 		},
 	},
 	{
+		name: "install_template", reload: true, example: "install.template",
+		doc: "Template of the pxelinux config of nodes in install mode (`pxebootfs install`); it sees .InstallToken and .CallbackURL. Default: unset (no pxelinux install config).",
+		parse: func(p *parser, v string) *Error {
+			p.c.InstallTemplate = p.path(v)
+			return readableFile(p.c.InstallTemplate)
+		},
+	},
+	{
+		name: "local_template", reload: true, example: "local.template",
+		doc: "Template of the pxelinux config of installed nodes. Default: built in, boots the local disk (LOCALBOOT 0).",
+		parse: func(p *parser, v string) *Error {
+			p.c.LocalTemplate = p.path(v)
+			return readableFile(p.c.LocalTemplate)
+		},
+	},
+	{
+		name: "grub_install_template", reload: true, example: "grub-install.template",
+		doc: "GRUB twin of install_template, served under grub_mount to nodes in install mode. Default: unset.",
+		parse: func(p *parser, v string) *Error {
+			p.c.GrubInstallTemplate = p.path(v)
+			return readableFile(p.c.GrubInstallTemplate)
+		},
+	},
+	{
+		name: "grub_local_template", reload: true, example: "grub-local.template",
+		doc: "GRUB twin of local_template. Default: built in, `exit` (the firmware boots the next entry, the local disk).",
+		parse: func(p *parser, v string) *Error {
+			p.c.GrubLocalTemplate = p.path(v)
+			return readableFile(p.c.GrubLocalTemplate)
+		},
+	},
+	{
+		name: "callback_listen", example: "0.0.0.0:8770",
+		doc: "host:port of the HTTP endpoint installers call at /v1/install/NODE/{started,done,failed}?token=TOKEN. Default: unset (no callback; end install mode with `pxebootfs installed`).",
+		parse: func(p *parser, v string) *Error {
+			if e := checkListen(v); e != nil {
+				return e
+			}
+			p.c.CallbackListen = v
+			return nil
+		},
+	},
+	{
+		name: "callback_url", example: "http://192.0.2.1:8770",
+		doc: "Base URL by which nodes reach callback_listen (templates get .CallbackURL = this + /v1/install/NODE); required with callback_listen.",
+		parse: func(p *parser, v string) *Error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+				return &Error{Reason: fmt.Sprintf("%q is not an http:// or https:// URL with a host and no user, query or fragment", v)}
+			}
+			p.c.CallbackURL = strings.TrimRight(v, "/")
+			return nil
+		},
+	},
+	{
+		name: "install_max_boots", def: "3",
+		doc: "A node in install mode whose install config was served this many times without its installer calling started is reported as a possible install loop (log, `pxebootfs nodes`, metric).",
+		parse: func(p *parser, v string) *Error {
+			return positiveInt(v, &p.c.InstallMaxBoots)
+		},
+	},
+	{
 		name: "metrics_listen", example: "127.0.0.1:9123",
 		doc: "host:port on which Prometheus metrics are served at /metrics; the host is an IP address, localhost or empty (every address). Default: unset (no metrics endpoint).",
 		parse: func(p *parser, v string) *Error {
@@ -401,6 +464,16 @@ var crossChecks = []func(p *parser) *Error{
 	checkGeneratorSet,
 	checkImagesDir,
 	checkGrub,
+	checkCallback,
+}
+
+// checkCallback: the callback's URL is what templates render, so it must be
+// known whenever the callback listens.
+func checkCallback(p *parser) *Error {
+	if p.c.CallbackListen != "" && p.c.CallbackURL == "" {
+		return p.errf("callback_listen", "needs callback_url (the address nodes reach this server by, e.g. http://192.0.2.1:8770)")
+	}
+	return nil
 }
 
 // checkGrub: a GRUB mount needs its template.

@@ -82,7 +82,8 @@ func TestReloadableKeys(t *testing.T) {
 			got = append(got, k.Name)
 		}
 	}
-	want := []string{"pxe_template", "static_dir", "ethers", "allow", "inventory", "reset_guard", "reset_on_boot"}
+	want := []string{"pxe_template", "static_dir", "ethers", "allow", "inventory", "reset_guard", "reset_on_boot",
+		"install_template", "local_template", "grub_install_template", "grub_local_template"}
 	if !slices.Equal(got, want) {
 		t.Errorf("reloadable keys %q, want %q", got, want)
 	}

@@ -102,6 +102,9 @@ func (p *Provisioner) Reset(ctx context.Context, id node.ID, force bool) error {
 	if !ok {
 		return fmt.Errorf("reset %s: %w", id, ErrUnknownNode)
 	}
+	if rec.FSID == 0 {
+		return fmt.Errorf("reset %s: the node never had a root (it is known for its install only): %w", id, ErrUnknownNode)
+	}
 	if err := p.guard("reset", "wiping it would corrupt the node", rec, force); err != nil {
 		return err
 	}
@@ -236,15 +239,17 @@ func (p *Provisioner) Release(ctx context.Context, id node.ID, purge, force bool
 	st.ready = false
 
 	t := p.now()
-	if err := p.ex.Unexport(ctx, p.export(rec)); err != nil {
-		return fmt.Errorf("release %s: %w", id, err)
+	if rec.FSID != 0 { // else it never had a root
+		if err := p.ex.Unexport(ctx, p.export(rec)); err != nil {
+			return fmt.Errorf("release %s: %w", id, err)
+		}
+		log.Info("release: unexported", "duration", p.now().Sub(t))
+		t = p.now()
+		if err := p.ov.Unmount(id); err != nil {
+			return fmt.Errorf("release %s: %w", id, err)
+		}
+		log.Info("release: unmounted", "duration", p.now().Sub(t))
 	}
-	log.Info("release: unexported", "duration", p.now().Sub(t))
-	t = p.now()
-	if err := p.ov.Unmount(id); err != nil {
-		return fmt.Errorf("release %s: %w", id, err)
-	}
-	log.Info("release: unmounted", "duration", p.now().Sub(t))
 	if !purge {
 		// Durable, so the next start-up does not bring the root back.
 		if err := p.reg.SetReleased(id, true); err != nil {

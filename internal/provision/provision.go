@@ -251,7 +251,7 @@ func (p *Provisioner) provision(ctx context.Context, n node.Node) (err error) {
 	}()
 
 	rec, known := p.reg.Get(n.ID)
-	if !known {
+	if !known || rec.FSID == 0 { // new, or known for its install only
 		used, err := p.usedFSIDs(ctx)
 		if err != nil {
 			return fmt.Errorf("provision %s: list fsids in use: %w", n.ID, err)
@@ -323,7 +323,7 @@ func (p *Provisioner) Peek(id node.ID) node.Root {
 	if p.reg == nil { // no state yet: nothing was ever provisioned
 		return node.Root{FSID: p.start, Dir: p.dir(id)}
 	}
-	if rec, ok := p.reg.Get(id); ok {
+	if rec, ok := p.reg.Get(id); ok && rec.FSID != 0 {
 		return p.root(rec)
 	}
 	// The server's fsids in use as last read, if ever: no exportfs run here.
@@ -414,6 +414,8 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 		// never got its config (its first provisioning failed, or the
 		// daemon died during it) is provisioned by its first open instead.
 		switch {
+		case rec.FSID == 0:
+			// Known for its install only: it never had a root.
 		case !rec.Released && rec.BootCount > 0:
 			recs = append(recs, rec)
 		case rec.BootCount == 0:

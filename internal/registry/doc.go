@@ -1,6 +1,8 @@
-// Package registry is the persistent record of provisioned nodes: who they
-// are, the NFS fsid each was given (allocated once, kept forever) and their
-// boot history, stored under pxebootfs's state_dir.
+// Package registry is the persistent record of nodes: who they are, the NFS
+// fsid each was given (allocated once, kept forever), their boot history and
+// their install state, stored under pxebootfs's state_dir. A node put in
+// install mode before it ever got a root (always so in config-only mode) has
+// a record with fsid 0 until it first needs one.
 //
 // # Identity
 //
@@ -29,7 +31,7 @@
 // new state; a last journal line a crash cut short was never acknowledged
 // and is ignored. A nodes.json of a version without the journal is read as
 // it is and migrated at Open. A file that does not parse or breaks an
-// invariant (duplicate node or fsid, bad node name, fsid 0) is an error:
+// invariant (duplicate node or fsid, bad node name, retired fsid 0) is an error:
 // the registry never starts over silently, since that would hand out fsids
 // again.
 //

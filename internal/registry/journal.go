@@ -107,8 +107,8 @@ func (st *state) apply(l journalLine) error {
 	switch {
 	case l.Put != nil:
 		n := l.Put.Record
-		if !n.ID.IsValid() || n.FSID == 0 {
-			return fmt.Errorf("record without a node or an fsid")
+		if !n.ID.IsValid() {
+			return fmt.Errorf("record without a node")
 		}
 		if l.Put.IP.IsValid() && l.Put.IP != n.ID.Addr() {
 			return fmt.Errorf("node %s: ip %s does not match the node name", n.ID, l.Put.IP)
@@ -119,19 +119,25 @@ func (st *state) apply(l journalLine) error {
 		if _, ok := st.retired[n.FSID]; ok {
 			return fmt.Errorf("node %s has retired fsid %d", n.ID, n.FSID)
 		}
-		if old, ok := st.nodes[n.ID]; ok && old.n.FSID != n.FSID {
+		// A node without a root (fsid 0: install mode only) may get its
+		// fsid later; one it has is kept for good.
+		if old, ok := st.nodes[n.ID]; ok && old.n.FSID != 0 && old.n.FSID != n.FSID {
 			return fmt.Errorf("node %s changed its fsid from %d to %d", n.ID, old.n.FSID, n.FSID)
 		}
 		st.nodes[n.ID] = &entry{n: n}
-		st.fsids[n.FSID] = n.ID
+		if n.FSID != 0 {
+			st.fsids[n.FSID] = n.ID
+		}
 	case l.Forget != nil:
 		e, ok := st.nodes[*l.Forget]
 		if !ok || e.n.FSID != l.FSID {
 			return fmt.Errorf("forget of %s (fsid %d), which is not known so", *l.Forget, l.FSID)
 		}
 		delete(st.nodes, *l.Forget)
-		delete(st.fsids, l.FSID)
-		st.retired[l.FSID] = struct{}{}
+		if l.FSID != 0 {
+			delete(st.fsids, l.FSID)
+			st.retired[l.FSID] = struct{}{}
+		}
 	default:
 		return fmt.Errorf("line %+v is neither put nor forget", l)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,10 +16,12 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
-// Record is one provisioned node's record.
+// Record is one node's record.
 type Record struct {
-	ID        node.ID   `json:"node"` // stored as its hex name, e.g. "C0A80102"
-	MAC       string    `json:"mac,omitempty"`
+	ID  node.ID `json:"node"` // stored as its hex name, e.g. "C0A80102"
+	MAC string  `json:"mac,omitempty"`
+	// FSID is the node's NFS fsid; 0 until the node first gets a root (a
+	// node known only for its install, as in config-only mode).
 	FSID      uint32    `json:"fsid"`
 	Created   time.Time `json:"created"`
 	LastBoot  time.Time `json:"last_boot,omitzero"`
@@ -28,6 +31,53 @@ type Record struct {
 	// fsid and data, but start-up does not mount or export it again until
 	// it boots again.
 	Released bool `json:"released,omitempty"`
+	// Install is the node's install lifecycle; the zero value is none.
+	Install Install `json:"install,omitzero"`
+}
+
+// InstallState is where a node is in its install lifecycle.
+type InstallState string
+
+// Install states. The zero value, InstallNone, is a node that serves its
+// usual template.
+const (
+	InstallNone       InstallState = ""
+	InstallPending    InstallState = "install"    // serve the install template
+	InstallRunning    InstallState = "installing" // the installer called started
+	InstallDone       InstallState = "installed"  // serve the local-boot config
+	maxInstallSummary              = 256
+)
+
+// Install is a node's install state. Token is a secret: it is rendered into
+// the node's install config and checked on every callback, so it is kept
+// here, in a state_dir only root can read, and never logged in full.
+type Install struct {
+	State   InstallState `json:"state,omitempty"`
+	Token   string       `json:"token,omitempty"`
+	Changed time.Time    `json:"changed,omitzero"` // when State last changed
+	// Served counts the install configs served since State last changed,
+	// for the loop guard.
+	Served uint32 `json:"served,omitempty"`
+	// Failed is when the installer last reported failed; Error is the
+	// first line of its report (the report itself is kept apart, see
+	// package install).
+	Failed time.Time `json:"failed,omitzero"`
+	Error  string    `json:"error,omitempty"`
+}
+
+// IsInstalling reports whether the node is served its install template.
+func (i Install) IsInstalling() bool {
+	return i.State == InstallPending || i.State == InstallRunning
+}
+
+// Summary cuts an installer's report to the line kept in a Record.
+func Summary(report string) string {
+	line, _, _ := strings.Cut(report, "\n")
+	line = strings.TrimSpace(line)
+	if len(line) > maxInstallSummary {
+		line = strings.ToValidUTF8(line[:maxInstallSummary], "") + "…"
+	}
+	return line
 }
 
 // Options configures [Open].
@@ -299,12 +349,30 @@ func (r *Registry) Allocate(id node.ID, mac string, used map[uint32]string) (Rec
 	if err := r.writableLocked(); err != nil {
 		return Record{}, false, fmt.Errorf("allocate %s: %w", id, err)
 	}
-	if e, ok := r.st.nodes[id]; ok {
+	if e, ok := r.st.nodes[id]; ok && e.n.FSID != 0 {
 		// Its creator may still be writing it, or its write may have failed.
 		if err := r.commitLocked(e.gen); err != nil {
 			return Record{}, false, fmt.Errorf("allocate %s: persist: %w", id, err)
 		}
 		return e.n, false, nil
+	} else if ok {
+		// Known for its install only: its root's fsid is given now.
+		fsid, err := r.freeFSIDLocked(used)
+		if err != nil {
+			return Record{}, false, fmt.Errorf("allocate %s: %w", id, err)
+		}
+		e.n.FSID = fsid
+		if e.n.MAC == "" {
+			e.n.MAC = mac
+		}
+		r.st.fsids[fsid] = id
+		r.gen++
+		e.gen = r.gen
+		r.logLocked(func(seq uint64) []byte { return putLine(seq, e.n) })
+		if err := r.commitLocked(e.gen); err != nil {
+			return Record{}, false, fmt.Errorf("allocate %s: persist: %w", id, err)
+		}
+		return e.n, true, nil
 	}
 	if r.max > 0 && len(r.st.nodes) >= r.max {
 		return Record{}, false, fmt.Errorf("allocate %s: max_nodes %d reached: %w", id, r.max, ErrFull)
@@ -459,6 +527,59 @@ func (r *Registry) update(what string, id node.ID, change func(*Record) (durable
 	return nil
 }
 
+// Change applies change to id's record, creating a record without an fsid
+// when id is unknown and create is set (a node entering install mode before
+// it ever got a root). It returns the record as changed. change may refuse
+// with an error, and then nothing changes; when it says durable the call
+// returns once the change is on disk, else within bootFlushDelay.
+func (r *Registry) Change(id node.ID, create bool, change func(*Record) (durable bool, err error)) (Record, error) {
+	if !id.IsValid() {
+		return Record{}, errors.New("change: no node given")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.writableLocked(); err != nil {
+		return Record{}, fmt.Errorf("change %s: %w", id, err)
+	}
+	e, ok := r.st.nodes[id]
+	if !ok && !create {
+		return Record{}, fmt.Errorf("change %s: %w", id, ErrUnknownNode)
+	}
+	if !ok && r.max > 0 && len(r.st.nodes) >= r.max {
+		return Record{}, fmt.Errorf("change %s: max_nodes %d reached: %w", id, r.max, ErrFull)
+	}
+	n := Record{ID: id, Created: time.Now().UTC()}
+	if ok {
+		n = e.n
+	}
+	durable, err := change(&n)
+	if err != nil {
+		return Record{}, err
+	}
+	if n.ID != id || (ok && n.FSID != e.n.FSID) || (!ok && n.FSID != 0) {
+		return Record{}, fmt.Errorf("change %s: the node's name and fsid cannot be changed", id)
+	}
+	r.gen++
+	if !ok {
+		e = &entry{}
+		r.st.nodes[id] = e
+		durable = true // a new record is durable, like Allocate's
+	}
+	e.n = n
+	if !ok {
+		e.gen = r.gen
+	}
+	r.logLocked(func(seq uint64) []byte { return putLine(seq, e.n) })
+	if !durable {
+		r.flushLaterLocked()
+		return n, nil
+	}
+	if err := r.commitLocked(r.gen); err != nil {
+		return Record{}, fmt.Errorf("change %s: persist: %w", id, err)
+	}
+	return n, nil
+}
+
 // Forget removes node. Its fsid is retired, never to be given out again. It
 // returns once the change is on disk.
 func (r *Registry) Forget(id node.ID) error {
@@ -472,9 +593,11 @@ func (r *Registry) Forget(id node.ID) error {
 		return fmt.Errorf("forget %s: %w", id, ErrUnknownNode)
 	}
 	delete(r.st.nodes, id)
-	delete(r.st.fsids, e.n.FSID)
 	r.logLocked(func(seq uint64) []byte { return forgetLine(seq, id, e.n.FSID) })
-	r.st.retired[e.n.FSID] = struct{}{}
+	if e.n.FSID != 0 {
+		delete(r.st.fsids, e.n.FSID)
+		r.st.retired[e.n.FSID] = struct{}{}
+	}
 	r.gen++
 	if err := r.commitLocked(r.gen); err != nil {
 		return fmt.Errorf("forget %s: persist: %w", id, err)

@@ -290,7 +290,6 @@ func TestLoadErrors(t *testing.T) {
 			"node 0A000001 listed twice"},
 		{"lower-case name", file("", node("0a000001", "10.0.0.1", 1)), "upper-case"},
 		{"not a name", file("", node("10.0.0.1", "10.0.0.1", 1)), "not a node"},
-		{"fsid 0", file("", node("0A000001", "10.0.0.1", 0)), "node 0A000001 has fsid 0"},
 		{"ip mismatch", file("", node("0A000001", "10.0.0.9", 1)), "does not match"},
 		{"retired fsid in use", file("1", node("0A000001", "10.0.0.1", 1)), "fsid 1 of node 0A000001 is also listed as retired"},
 		{"retired fsid 0", file("0"), "retired fsid 0"},
@@ -737,4 +736,96 @@ func BenchmarkRecordBoot(b *testing.B) {
 			}
 		})
 	})
+}
+
+// A node entering install mode before it ever got a root has a record
+// without an fsid: it survives a restart (through the journal and through
+// a snapshot), gets its fsid when it first needs a root, and forgetting it
+// retires nothing.
+func TestInstallOnlyRecords(t *testing.T) {
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir, StartFSID: 10})
+	setPending := func(n *Record) (bool, error) {
+		n.Install = Install{State: InstallPending, Token: "0123456789abcdef0123456789abcdef"}
+		return true, nil
+	}
+	if _, err := r.Change(name(1), false, setPending); !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("Change of an unknown node without create: %v, want ErrUnknownNode", err)
+	}
+	rec, err := r.Change(name(1), true, setPending)
+	if err != nil || rec.FSID != 0 || rec.Install.State != InstallPending {
+		t.Fatalf("Change(create) = %+v, %v", rec, err)
+	}
+	if _, err := r.Change(name(1), false, func(n *Record) (bool, error) { n.FSID = 99; return true, nil }); err == nil {
+		t.Fatal("Change may not set an fsid")
+	}
+	refuse := errors.New("refused")
+	if _, err := r.Change(name(1), false, func(n *Record) (bool, error) { n.Install.State = InstallDone; return true, refuse }); err != refuse {
+		t.Fatalf("a refused change: %v", err)
+	}
+	mustAllocate(t, r, name(2), nil) // fsid 10
+	if _, err := r.Change(name(3), true, setPending); err != nil {
+		t.Fatal(err)
+	}
+	// Through the journal.
+	r.Close()
+	r = openT(t, Options{Dir: dir, StartFSID: 10})
+	if got, _ := r.Get(name(1)); got.FSID != 0 || got.Install.State != InstallPending || got.Install.Token == "" {
+		t.Fatalf("after reopen: %+v", got)
+	}
+	rec, created, err := r.Allocate(name(1), "52:54:00:00:00:01", nil)
+	if err != nil || !created || rec.FSID != 11 || rec.Install.State != InstallPending || rec.MAC != "52:54:00:00:00:01" {
+		t.Fatalf("Allocate of an install-only node = %+v, %v, %v; want fsid 11, install kept", rec, created, err)
+	}
+	if rec2, created, _ := r.Allocate(name(1), "", nil); created || rec2.FSID != 11 {
+		t.Fatalf("second Allocate = %+v, %v", rec2, created)
+	}
+	if err := r.Forget(name(3)); err != nil {
+		t.Fatal(err)
+	}
+	if ret := r.Retired(); len(ret) != 0 {
+		t.Fatalf("forgetting a node without a root retired %v", ret)
+	}
+	// Through a snapshot and a journal holding a forget of fsid 0.
+	r.Close()
+	for _, ro := range []bool{true, false} {
+		var r2 *Registry
+		if ro {
+			r2, err = OpenReadOnly(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			r2 = openT(t, Options{Dir: dir, StartFSID: 10})
+		}
+		if r2.Len() != 2 {
+			t.Fatalf("reopened: %d nodes, want 2", r2.Len())
+		}
+		if got := mustGet(t, r2, name(1)); got.FSID != 11 {
+			t.Fatalf("reopened: %+v", got)
+		}
+		r2.Close()
+	}
+}
+
+func mustGet(t *testing.T, r *Registry, id node.ID) Record {
+	t.Helper()
+	rec, ok := r.Get(id)
+	if !ok {
+		t.Fatalf("%s unknown", id)
+	}
+	return rec
+}
+
+func TestSummary(t *testing.T) {
+	long := strings.Repeat("x", 300)
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"  disk sda not found \nmore", "disk sda not found"},
+		{long, strings.Repeat("x", 256) + "…"},
+	} {
+		if got := Summary(tc.in); got != tc.want {
+			t.Errorf("Summary(%.20q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
 }

@@ -96,10 +96,7 @@ func decodeState(b []byte) (*state, error) {
 		if _, dup := st.nodes[n.ID]; dup {
 			return nil, fmt.Errorf("node %s listed twice", n.ID)
 		}
-		if n.FSID == 0 {
-			return nil, fmt.Errorf("node %s has fsid 0", n.ID)
-		}
-		if other, dup := st.fsids[n.FSID]; dup {
+		if other, dup := st.fsids[n.FSID]; dup && n.FSID != 0 {
 			return nil, fmt.Errorf("fsid %d used by both %s and %s", n.FSID, other, n.ID)
 		}
 		// A record whose name and address disagree would export one
@@ -108,7 +105,9 @@ func decodeState(b []byte) (*state, error) {
 			return nil, fmt.Errorf("node %s: ip %s does not match the node name (want %s)", n.ID, d.IP, n.ID.Addr())
 		}
 		st.nodes[n.ID] = &entry{n: n}
-		st.fsids[n.FSID] = n.ID
+		if n.FSID != 0 { // 0: no root yet (a node known for its install only)
+			st.fsids[n.FSID] = n.ID
+		}
 	}
 	for _, id := range f.RetiredFSIDs {
 		if id == 0 {
