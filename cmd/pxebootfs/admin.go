@@ -19,15 +19,16 @@ import (
 // the daemon through the config's state_dir and talk to it over the control
 // socket.
 
-// adminConfig loads the config of an admin command. Node commands need full
-// mode; reload works in both (the control socket lives in state_dir).
+// adminConfig loads the config of an admin command. Reset and release need
+// full mode (roots); nodes, install, installed and reload work in both (the
+// registry and the control socket live in state_dir).
 func adminConfig(cmd, path string, stderr io.Writer) (*config.Config, int) {
 	cfg, code := loadConfig(path, stderr)
 	if code >= 0 {
 		return nil, code
 	}
-	if !cfg.FullMode() && cmd != "reload" {
-		fmt.Fprintf(stderr, "pxebootfs %s: %s is a config-only mode config: there are no nodes (only reload applies)\n", cmd, cfg.File)
+	if !cfg.FullMode() && (cmd == "reset" || cmd == "release") {
+		fmt.Fprintf(stderr, "pxebootfs %s: %s is a config-only mode config: nodes have no roots to %s\n", cmd, cfg.File, cmd)
 		return nil, exitConfig
 	}
 	return cfg, -1

@@ -179,26 +179,34 @@ func TestPrintNodes(t *testing.T) {
 	nodes := []control.NodeStatus{
 		{Node: node.MustParse("C0A80102"), IP: netip.MustParseAddr("192.168.1.2"), MAC: "52:54:00:12:34:56", FSID: 10000, Mounted: &yes, Exported: &yes, Created: boot, LastBoot: boot, BootCount: 3},
 		{Node: node.MustParse("C0A80103"), IP: netip.MustParseAddr("192.168.1.3"), FSID: 10001, Mounted: &no, Exported: nil, Created: boot, LastError: "exportfs: failed\n  badly"},
+		{Node: node.MustParse("C0A80104"), IP: netip.MustParseAddr("192.168.1.4"), Created: boot, Install: "install", InstallChanged: boot, InstallLoop: true, InstallError: "no disk"},
 	}
 	var b bytes.Buffer
-	printNodes(&b, nodes, false)
+	printNodes(&b, nodes, true, false)
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if len(lines) != 3 {
+	if len(lines) != 4 {
 		t.Fatalf("%d lines:\n%s", len(lines), b.String())
 	}
 	for i, want := range [][]string{
-		{"NODE", "IP", "MAC", "FSID", "MOUNTED", "EXPORTED", "CREATED", "LAST", "BOOT", "BOOTS", "LAST", "ERROR"},
-		{"C0A80102", "192.168.1.2", "52:54:00:12:34:56", "10000", "yes", "yes", "2030-01-02", "03:04:05", "2030-01-02", "03:04:05", "3", "-"},
-		{"C0A80103", "192.168.1.3", "-", "10001", "no", "?", "2030-01-02", "03:04:05", "-", "0", "exportfs:", "failed", "badly"},
+		{"NODE", "IP", "MAC", "FSID", "MOUNTED", "EXPORTED", "CREATED", "LAST", "BOOT", "BOOTS", "INSTALL", "SINCE", "LAST", "ERROR"},
+		{"C0A80102", "192.168.1.2", "52:54:00:12:34:56", "10000", "yes", "yes", "2030-01-02", "03:04:05", "2030-01-02", "03:04:05", "3", "-", "-", "-"},
+		{"C0A80103", "192.168.1.3", "-", "10001", "no", "?", "2030-01-02", "03:04:05", "-", "0", "-", "-", "exportfs:", "failed", "badly"},
+		{"C0A80104", "192.168.1.4", "-", "-", "?", "?", "2030-01-02", "03:04:05", "-", "0", "install", "install-loop?", "2030-01-02", "03:04:05", "installer:", "no", "disk"},
 	} {
 		if got := strings.Fields(lines[i]); !slices.Equal(got, want) {
 			t.Errorf("line %d = %q, want fields %q", i, lines[i], want)
 		}
 	}
 	b.Reset()
-	printNodes(&b, nodes[1:], true)
+	printNodes(&b, nodes[1:], true, true)
 	if f := strings.Fields(strings.Split(b.String(), "\n")[1]); len(f) < 6 || f[5] != "-" {
 		t.Errorf("with export none, unknown export is not '-':\n%s", b.String())
+	}
+	b.Reset()
+	printNodes(&b, nodes[2:], false, false)
+	want := []string{"C0A80104", "192.168.1.4", "-", "2030-01-02", "03:04:05", "install", "install-loop?", "2030-01-02", "03:04:05", "installer:", "no", "disk"}
+	if f := strings.Fields(strings.Split(b.String(), "\n")[1]); !slices.Equal(f, want) {
+		t.Errorf("config-only mode row %q, want %q", f, want)
 	}
 }
 
@@ -219,7 +227,9 @@ func TestAdminCommandLines(t *testing.T) {
 		{[]string{"release", "-c", configOnly, "C0A80102", "-bogus"}, exitUsage, "flag provided but not defined"},
 		{[]string{"nodes", "-c", configOnly, "extra"}, exitUsage, "usage: pxebootfs nodes"},
 		{[]string{"reload", "-c", filepath.Join(dir, "missing.cfg")}, exitConfig, "missing.cfg"},
-		{[]string{"nodes", "-c", configOnly}, exitConfig, "config-only mode"},
+		{[]string{"install", "-c", configOnly}, exitUsage, "name at least one NODE"},
+		{[]string{"install", "-c", configOnly, "C0A80102"}, exitNoDaemon, "no pxebootfs daemon"},
+		{[]string{"installed", "-c", configOnly, "x"}, exitUsage, `"x" is not a node`},
 		{[]string{"reset", "-c", configOnly, "C0A80102"}, exitConfig, "config-only mode"},
 		{[]string{"reload", "-c", configOnly}, exitNoDaemon, "no pxebootfs daemon"},
 	}

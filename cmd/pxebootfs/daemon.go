@@ -18,9 +18,11 @@ import (
 	"github.com/pxebootfs/pxebootfs/fs"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/control"
+	"github.com/pxebootfs/pxebootfs/internal/install"
 	"github.com/pxebootfs/pxebootfs/internal/metrics"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
 // daemonOps is what `pxebootfs mount` runs beside the filesystem for admins: the
@@ -31,9 +33,11 @@ type daemonOps struct {
 	cat  *catalog.Catalog
 	grub *catalog.Catalog       // GRUB's prefix directory; nil without grub_mount
 	prov *provision.Provisioner // nil in config-only mode
+	inst *install.Manager       // install mode, in both modes
 	met  *metrics.Metrics       // nil without metrics_listen
 
-	metricsSrv *metrics.Server
+	metricsSrv  *metrics.Server
+	callbackSrv *install.Server // nil without callback_listen
 	control    *control.Server
 	hup        chan os.Signal
 	hupDone    chan struct{}
@@ -44,8 +48,8 @@ type daemonOps struct {
 
 // startOps starts everything but the filesystem. prov is what
 // newProvisioner returned (nil in config-only mode). Call close when done.
-func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, prov *provision.Provisioner, log *slog.Logger) (o *daemonOps, err error) {
-	o = &daemonOps{log: log, cat: cat, prov: prov, cfg: cfg, hupDone: make(chan struct{})}
+func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, prov *provision.Provisioner, inst *install.Manager, log *slog.Logger) (o *daemonOps, err error) {
+	o = &daemonOps{log: log, cat: cat, prov: prov, inst: inst, cfg: cfg, hupDone: make(chan struct{})}
 	if prov != nil {
 		prov.SetResetPolicy(cfg.ResetGuard, cfg.ResetOnBoot)
 	}
@@ -66,11 +70,22 @@ func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, pro
 		if cfg.TFTPRoot != "" {
 			o.met.RegisterImages(imageState(cfg))
 		}
+		o.met.RegisterInstalls(o.installCounts)
 		o.metricsSrv, err = o.met.Serve(cfg.MetricsListen, log)
 		if err != nil {
 			return o, err
 		}
 		log.Info("metrics: serving", "addr", o.metricsSrv.Addr().String(), "path", "/metrics")
+	}
+	if cfg.CallbackListen != "" {
+		if o.met != nil {
+			inst.SetMetrics(o.met)
+		}
+		o.callbackSrv, err = inst.Serve(cfg.CallbackListen, log)
+		if err != nil {
+			return o, err
+		}
+		log.Info("install callback: serving", "addr", o.callbackSrv.Addr().String(), "url", cfg.CallbackURL+install.PathPrefix+"NODE/{started,done,failed}")
 	}
 	// The control socket lives in state_dir in both modes, so `pxebootfs
 	// reload` works for a config-only daemon too (it has no nodes).
@@ -143,6 +158,11 @@ func (o *daemonOps) close() {
 			o.log.Warn("metrics", "err", err)
 		}
 	}
+	if o.callbackSrv != nil {
+		if err := o.callbackSrv.Close(); err != nil {
+			o.log.Warn("install callback", "err", err)
+		}
+	}
 }
 
 // reload re-reads the config file and switches to its template, ethers,
@@ -213,9 +233,9 @@ var errConfigOnly = &control.Error{Code: control.CodeUnknownNode, Msg: "config-o
 
 func (h controlHandler) Nodes(ctx context.Context) ([]control.NodeStatus, error) {
 	if h.o.prov == nil {
-		return nil, nil
+		return installNodes(h.o.inst.Records(), h.o.inst), nil
 	}
-	return toControlNodes(h.o.prov.Status(ctx)), nil
+	return toControlNodes(h.o.prov.Status(ctx), h.o.inst), nil
 }
 
 func (h controlHandler) Reset(ctx context.Context, id node.ID, force bool) error {
@@ -246,7 +266,7 @@ func withCode(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, provision.ErrUnknownNode):
+	case errors.Is(err, provision.ErrUnknownNode), errors.Is(err, registry.ErrUnknownNode):
 		return &control.Error{Code: control.CodeUnknownNode, Msg: err.Error()}
 	case errors.Is(err, provision.ErrRecentBoot):
 		return &control.Error{Code: control.CodeRefused, Msg: err.Error()}
@@ -254,14 +274,97 @@ func withCode(err error) error {
 	return err
 }
 
-func toControlNodes(st []provision.NodeStatus) []control.NodeStatus {
+func toControlNodes(st []provision.NodeStatus, inst *install.Manager) []control.NodeStatus {
 	out := make([]control.NodeStatus, len(st))
 	for i, s := range st {
-		out[i] = control.NodeStatus{
-			Node: s.ID, IP: s.ID.Addr(), MAC: s.MAC, FSID: s.FSID,
-			Mounted: s.Mounted, Exported: s.Exported,
-			Created: s.Created, LastBoot: s.LastBoot, BootCount: s.BootCount, LastError: s.LastError,
-		}
+		out[i] = controlNode(s.Record, inst)
+		out[i].Mounted, out[i].Exported = s.Mounted, s.Exported
 	}
 	return out
+}
+
+// installNodes lists the records of config-only mode, where nodes have no
+// root: only install states.
+func installNodes(recs []registry.Record, inst *install.Manager) []control.NodeStatus {
+	out := make([]control.NodeStatus, len(recs))
+	for i, r := range recs {
+		out[i] = controlNode(r, inst)
+	}
+	return out
+}
+
+func controlNode(r registry.Record, inst *install.Manager) control.NodeStatus {
+	return control.NodeStatus{
+		Node: r.ID, IP: r.ID.Addr(), MAC: r.MAC, FSID: r.FSID,
+		Created: r.Created, LastBoot: r.LastBoot, BootCount: r.BootCount, LastError: r.LastError,
+		Install: string(r.Install.State), InstallChanged: r.Install.Changed,
+		InstallLoop: inst.Loop(r.Install), InstallError: r.Install.Error,
+	}
+}
+
+// installCounts feeds the install gauges at scrape time.
+func (o *daemonOps) installCounts() metrics.InstallCounts {
+	c := metrics.InstallCounts{ByState: map[string]int{}}
+	for _, r := range o.inst.Records() {
+		if r.Install.State != registry.InstallNone {
+			c.ByState[string(r.Install.State)]++
+		}
+		if o.inst.Loop(r.Install) {
+			c.Loops++
+		}
+	}
+	return c
+}
+
+// Install puts id in install mode, once it is sure that the node will be
+// served an install config: within allow, and with an install template
+// for it.
+func (h controlHandler) Install(ctx context.Context, id node.ID) error {
+	if !h.o.cat.Allowed(id.Addr()) {
+		return &control.Error{Code: control.CodeRefused, Msg: fmt.Sprintf("%s (%s) is outside allow: it would never be served its install config", id, id.Addr())}
+	}
+	if !h.o.hasInstallTemplate(id) {
+		return &control.Error{Code: control.CodeRefused, Msg: fmt.Sprintf("%s: no install template applies (set install_template in %s, or install_template for the node in the inventory)", id, h.o.cat.Config().File)}
+	}
+	return withCode(h.o.inst.Enter(id, "admin"))
+}
+
+// hasInstallTemplate: an install template applies to id under either
+// loader.
+func (o *daemonOps) hasInstallTemplate(id node.ID) bool {
+	cfg := o.cat.Config()
+	if cfg.InstallTemplate != "" || (cfg.GrubMount != "" && cfg.GrubInstallTemplate != "") {
+		return true
+	}
+	for _, n := range o.cat.InventoryNodes() {
+		if n.ID == id {
+			return n.InstallTemplate != nil || n.GrubInstallTemplate != nil
+		}
+	}
+	return false
+}
+
+func (h controlHandler) Installed(ctx context.Context, id node.ID) error {
+	err := h.o.inst.Finish(id)
+	if errors.Is(err, install.ErrNotInstalling) {
+		return &control.Error{Code: control.CodeRefused, Msg: err.Error()}
+	}
+	return withCode(err)
+}
+
+// Select lists the inventory nodes whose var NAME is value; where is
+// "NAME=value" or "var.NAME=value".
+func (h controlHandler) Select(ctx context.Context, where string) ([]node.ID, error) {
+	name, value, ok := strings.Cut(where, "=")
+	name = strings.TrimPrefix(strings.TrimSpace(name), "var.")
+	if !ok || name == "" {
+		return nil, &control.Error{Code: control.CodeBadRequest, Msg: fmt.Sprintf("-where %q: want NAME=value (an inventory var.NAME)", where)}
+	}
+	var ids []node.ID
+	for _, n := range h.o.cat.InventoryNodes() {
+		if v, ok := n.Vars[name]; ok && v == strings.TrimSpace(value) {
+			ids = append(ids, n.ID)
+		}
+	}
+	return ids, nil
 }

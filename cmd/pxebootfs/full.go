@@ -25,9 +25,8 @@ const exportsFile = "/etc/exports.d/pxebootfs.exports"
 
 // newProvisioner builds the provisioner for full mode and restores every
 // known node, or returns nil in config-only mode. The returned func closes
-// what it opened (the state lock, the exporter's connection); node roots
-// and exports stay.
-func newProvisioner(ctx context.Context, cfg *config.Config, log *slog.Logger) (p *provision.Provisioner, closeAll func(), err error) {
+// what it opened (the exporter's connection); node roots and exports stay.
+func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Registry, log *slog.Logger) (p *provision.Provisioner, closeAll func(), err error) {
 	if !cfg.FullMode() {
 		return nil, func() {}, nil
 	}
@@ -43,15 +42,6 @@ func newProvisioner(ctx context.Context, cfg *config.Config, log *slog.Logger) (
 		}
 	}()
 	// node_dir, overlay_dir and state_dir exist: config.CreateDirs made them.
-	reg, err := registry.Open(registry.Options{Dir: cfg.StateDir, StartFSID: cfg.StartFSID, MaxNodes: cfg.MaxNodes, Logger: log})
-	if err != nil {
-		return nil, nil, err
-	}
-	closers = append(closers, func() {
-		if err := reg.Close(); err != nil {
-			log.Warn("close registry", "err", err)
-		}
-	})
 	ov, err := newOverlay(cfg)
 	if err != nil {
 		return nil, nil, err

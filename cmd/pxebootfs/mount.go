@@ -17,7 +17,10 @@ import (
 	"github.com/pxebootfs/pxebootfs/fs"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/metrics"
+	"github.com/pxebootfs/pxebootfs/internal/install"
+	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
 type mountFlags struct {
@@ -107,7 +110,19 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		defer stopProfile()
 	}
 
-	prov, closeProv, err := newProvisioner(ctx, cfg, log)
+	// The registry holds every node's record in both modes: roots in full
+	// mode, install states in both.
+	reg, err := registry.Open(registry.Options{Dir: cfg.StateDir, StartFSID: cfg.StartFSID, MaxNodes: cfg.MaxNodes, Logger: log})
+	if err != nil {
+		log.Error("start", "err", err)
+		return exitFailure
+	}
+	defer func() {
+		if err := reg.Close(); err != nil {
+			log.Warn("close registry", "err", err)
+		}
+	}()
+	prov, closeProv, err := newProvisioner(ctx, cfg, reg, log)
 	if err != nil {
 		log.Error("start", "err", err)
 		return exitFailure
@@ -116,8 +131,9 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	if prov != nil { // else a nil interface: config-only mode
 		cat.SetProvisioner(prov)
 	}
+	inst := newInstaller(cfg, reg, cat, grubCat, log)
 	cat.SetMountpoint(f.dir) // the content generator's --file is MOUNTPOINT/NAME
-	ops, err := startOps(ctx, cfg, cat, prov, log)
+	ops, err := startOps(ctx, cfg, cat, prov, inst, log)
 	if err != nil {
 		log.Error("start", "err", err)
 		return exitFailure
@@ -229,4 +245,25 @@ func mountGRUB(ctx context.Context, cfg *config.Config, gcat *catalog.Catalog, o
 	go gcat.Watch(ctx, watchInterval)
 	log.Info("serving GRUB configs", "mountpoint", cfg.GrubMount)
 	return srv, nil
+}
+
+// newInstaller makes install mode's manager over reg and gives it to the
+// catalogs (gcat may be nil): a node's install state picks its template in
+// both.
+func newInstaller(cfg *config.Config, reg *registry.Registry, cat, gcat *catalog.Catalog, log *slog.Logger) *install.Manager {
+	m := install.New(install.Options{
+		Store: reg, Dir: cfg.StateDir, CallbackURL: cfg.CallbackURL, MaxBoots: cfg.InstallMaxBoots, Logger: log,
+		Changed: func(id node.ID) {
+			cat.NodeChanged(id)
+			if gcat != nil {
+				gcat.NodeChanged(id)
+			}
+		},
+		Allowed: cat.Allowed,
+	})
+	cat.SetInstaller(m)
+	if gcat != nil {
+		gcat.SetInstaller(m)
+	}
+	return m
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/control"
+	"github.com/pxebootfs/pxebootfs/internal/install"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
@@ -64,7 +65,7 @@ func runNodes(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s\n", b)
 		return exitOK
 	}
-	printNodes(stdout, nodes, cfg.Export == config.ExportNone)
+	printNodes(stdout, nodes, cfg.FullMode(), cfg.Export == config.ExportNone)
 	return exitOK
 }
 
@@ -74,10 +75,14 @@ func runNodes(args []string, stdout, stderr io.Writer) int {
 func offlineNodes(ctx context.Context, cfg *config.Config) ([]control.NodeStatus, error) {
 	reg, err := registry.OpenReadOnly(cfg.StateDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // never mounted in full mode
+		return nil, nil // never mounted
 	}
 	if err != nil {
 		return nil, err
+	}
+	inst := install.New(install.Options{Store: reg, MaxBoots: cfg.InstallMaxBoots})
+	if !cfg.FullMode() {
+		return installNodes(reg.All(), inst), nil
 	}
 	o := provision.Options{Registry: reg, NodeDir: cfg.NodeDir}
 	if ov, err := newOverlay(cfg); err == nil {
@@ -89,20 +94,42 @@ func offlineNodes(ctx context.Context, cfg *config.Config) ([]control.NodeStatus
 			defer c.Close()
 		}
 	}
-	return toControlNodes(provision.New(o).Status(ctx)), nil
+	return toControlNodes(provision.New(o).Status(ctx), inst), nil
 }
 
-func printNodes(w io.Writer, nodes []control.NodeStatus, exportNone bool) {
+func printNodes(w io.Writer, nodes []control.NodeStatus, fullMode, exportNone bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tIP\tMAC\tFSID\tMOUNTED\tEXPORTED\tCREATED\tLAST BOOT\tBOOTS\tLAST ERROR")
+	if fullMode {
+		fmt.Fprint(tw, "NODE\tIP\tMAC\tFSID\tMOUNTED\tEXPORTED\tCREATED\tLAST BOOT\tBOOTS\tINSTALL\tSINCE\tLAST ERROR\n")
+	} else {
+		fmt.Fprint(tw, "NODE\tIP\tMAC\tCREATED\tINSTALL\tSINCE\tLAST ERROR\n")
+	}
 	unknownExport := "?"
 	if exportNone {
 		unknownExport = "-"
 	}
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
-			n.Node, n.IP, orDash(n.MAC), n.FSID, yesNo(n.Mounted, "?"), yesNo(n.Exported, unknownExport),
-			when(n.Created), when(n.LastBoot), n.BootCount, orDash(oneLine(n.LastError)))
+		state := orDash(n.Install)
+		if n.InstallLoop {
+			state += " install-loop?"
+		}
+		lastErr := n.LastError
+		if n.InstallError != "" {
+			lastErr = strings.TrimSpace("installer: " + n.InstallError + "; " + lastErr)
+			lastErr = strings.TrimSuffix(lastErr, ";")
+		}
+		if !fullMode {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+				n.Node, n.IP, orDash(n.MAC), when(n.Created), state, when(n.InstallChanged), orDash(oneLine(lastErr)))
+			continue
+		}
+		fsid := "-" // known for its install only: no root yet
+		if n.FSID != 0 {
+			fsid = fmt.Sprint(n.FSID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
+			n.Node, n.IP, orDash(n.MAC), fsid, yesNo(n.Mounted, "?"), yesNo(n.Exported, unknownExport),
+			when(n.Created), when(n.LastBoot), n.BootCount, state, when(n.InstallChanged), orDash(oneLine(lastErr)))
 	}
 	tw.Flush()
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/install"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
 type renderFlags struct {
@@ -55,6 +57,11 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	cat.SetMountpoint(f.mountpoint)
+	// A node in install mode renders its install or local template, with
+	// its token: read from the registry without its lock, changing nothing.
+	if reg, err := registry.OpenReadOnly(cfg.StateDir); err == nil {
+		cat.SetInstaller(install.New(install.Options{Store: reg, CallbackURL: cfg.CallbackURL, MaxBoots: cfg.InstallMaxBoots}))
+	}
 	e, err := cat.Resolve(context.Background(), f.name)
 	if err != nil {
 		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)

@@ -47,9 +47,11 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/ethers"
 	"github.com/pxebootfs/pxebootfs/internal/generator"
 	"github.com/pxebootfs/pxebootfs/internal/image"
+	"github.com/pxebootfs/pxebootfs/internal/install"
 	"github.com/pxebootfs/pxebootfs/internal/inventory"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
 	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 
@@ -117,6 +119,10 @@ type snapshot struct {
 	inv       *inventory.Inventory // nil without an inventory
 	images    *image.Index         // nil without tftp_root
 	imagesRel string               // images_dir relative to tftp_root
+	// installTmpl is install_template (nil when unset); localTmpl is
+	// local_template or the built-in one (never nil). The GRUB catalog
+	// holds their GRUB twins.
+	installTmpl, localTmpl *render.Template
 }
 
 type stamp struct {
@@ -141,6 +147,8 @@ type Catalog struct {
 
 	// grub: this catalog serves GRUB's prefix directory (NewGRUB).
 	grub bool
+	// inst: install mode (SetInstaller); nil when off.
+	inst Installer
 }
 
 // New loads the template and ethers named by cfg. prov may be nil
@@ -199,6 +207,9 @@ func (c *Catalog) load(cfg *config.Config) (*snapshot, error) {
 		return nil, fmt.Errorf("config %s: %s: %w", cfg.File, tmplKey, err)
 	}
 	s.tmpl = t
+	if err := c.loadInstallTemplates(cfg, s); err != nil {
+		return nil, err
+	}
 	if cfg.Ethers != "" {
 		e, err := ethers.Load(cfg.Ethers)
 		if err != nil {
@@ -379,7 +390,7 @@ func hashName(name string) uint64 {
 }
 
 // data builds the template fields for a node.
-func data(e Entry, root node.Root) render.Data {
+func data(e Entry, root node.Root, v install.View) render.Data {
 	d := render.Data{
 		Node:    e.Node.ID.String(),
 		IP:      e.Node.ID.Addr().String(),
@@ -387,6 +398,10 @@ func data(e Entry, root node.Root) render.Data {
 		Name:    e.Name,
 		FSID:    root.FSID,
 		NodeDir: root.Dir,
+
+		InstallState: string(v.State),
+		InstallToken: v.Token,
+		CallbackURL:  v.CallbackURL,
 	}
 	if e.Inv != nil {
 		d.Hostname, d.Vars = e.Inv.Hostname, e.Inv.Vars
@@ -403,7 +418,7 @@ func (c *Catalog) Render(e Entry) ([]byte, error) {
 		if c.prov != nil && e.provisioned() {
 			root = c.prov.Peek(e.Node.ID)
 		}
-		return c.renderNode(e, root)
+		return c.renderNode(e, root, c.installView(e))
 	case KindStatic:
 		return readStatic(e)
 	case KindGenerated:
@@ -414,8 +429,8 @@ func (c *Catalog) Render(e Entry) ([]byte, error) {
 	return nil, fmt.Errorf("render %q: unknown kind %d", e.Name, e.Kind)
 }
 
-func (c *Catalog) renderNode(e Entry, root node.Root) ([]byte, error) {
-	b, _, err := c.renderNodeImages(e, root)
+func (c *Catalog) renderNode(e Entry, root node.Root, v install.View) ([]byte, error) {
+	b, _, _, err := c.renderNodeImages(e, root, v)
 	return b, err
 }
 
@@ -423,11 +438,10 @@ func (c *Catalog) renderNode(e Entry, root node.Root) ([]byte, error) {
 // config names (image name -> version). Every {{image}} of one render
 // resolves against one snapshot of the image index, so a config names one
 // version of each image: the kernel and initrd a node fetches next always
-// match.
-func (c *Catalog) renderNodeImages(e Entry, root node.Root) ([]byte, map[string]string, error) {
+// match. installing tells whether the install template was used.
+func (c *Catalog) renderNodeImages(e Entry, root node.Root, v install.View) (b []byte, used map[string]string, installing bool, err error) {
 	s := c.cur.Load()
-	d := data(e, root)
-	var used map[string]string
+	d := data(e, root, v)
 	if s.images != nil {
 		d.SetImages(func(name, file string) (string, error) {
 			p, err := s.images.Path(s.imagesRel, name, file)
@@ -440,11 +454,16 @@ func (c *Catalog) renderNodeImages(e Entry, root node.Root) ([]byte, map[string]
 			return p, err
 		})
 	}
-	b, err := c.templateFor(e).Render(d)
-	if err != nil {
-		return nil, nil, fmt.Errorf("render %s for node %s: %w", e.Name, e.Node.ID, err)
+	t := c.installTemplate(s, e, v)
+	installing = t != nil && v.State != registry.InstallDone
+	if t == nil {
+		t = c.templateFor(e)
 	}
-	return b, used, nil
+	b, err = t.Render(d)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("render %s for node %s: %w", e.Name, e.Node.ID, err)
+	}
+	return b, used, installing, nil
 }
 
 // Stat is what stat reports for a served file.
@@ -480,7 +499,11 @@ func (c *Catalog) Stat(e Entry) (Stat, error) {
 		root = c.prov.Peek(e.Node.ID)
 		stable = root.Known
 	}
-	b, err := c.renderNode(e, root)
+	v := c.installView(e)
+	if v.State != registry.InstallNone && v.Token == "" {
+		stable = false // its first open makes its token
+	}
+	b, err := c.renderNode(e, root, v)
 	if err != nil {
 		return Stat{}, err
 	}
@@ -527,16 +550,22 @@ func (c *Catalog) Open(ctx context.Context, e Entry) ([]byte, error) {
 	var err error
 	switch e.Kind {
 	case KindNode:
+		var v install.View
+		v, err = c.openInstall(e)
 		var root node.Root
-		if c.prov != nil && e.provisioned() {
+		if err == nil && c.prov != nil && e.provisioned() {
 			root, err = c.prov.Ensure(ctx, e.Node)
 		}
 		var used map[string]string
+		var installing bool
 		if err == nil {
-			b, used, err = c.renderNodeImages(e, root)
+			b, used, installing, err = c.renderNodeImages(e, root, v)
 		}
 		if err == nil {
 			c.noteServed(used)
+			if installing {
+				c.inst.Served(e.Node.ID)
+			}
 		}
 	case KindGenerated:
 		b, err = c.openGenerated(ctx, e)

@@ -48,6 +48,25 @@ func (c *Client) Release(ctx context.Context, nodes []node.ID, purge, force bool
 	return resp.Results, nil
 }
 
+// Install puts nodes, and every inventory node matching where
+// ("NAME=value", "" for none), in install mode; see Reset for errors.
+func (c *Client) Install(ctx context.Context, nodes []node.ID, where string) ([]Result, error) {
+	resp, err := c.do(ctx, Request{Op: OpInstall, Nodes: nodes, Where: where})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Results, nil
+}
+
+// Installed ends nodes' install mode; see Reset for errors.
+func (c *Client) Installed(ctx context.Context, nodes []node.ID) ([]Result, error) {
+	resp, err := c.do(ctx, Request{Op: OpInstalled, Nodes: nodes})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Results, nil
+}
+
 // Reload asks the daemon to re-read its config.
 func (c *Client) Reload(ctx context.Context) error {
 	_, err := c.do(ctx, Request{Op: OpReload})

@@ -88,6 +88,57 @@ func (h *fakeHandler) Reload(ctx context.Context) error {
 	return h.reload
 }
 
+func (h *fakeHandler) Install(ctx context.Context, id node.ID) error {
+	h.record("install " + id.String())
+	return h.check(id)
+}
+
+func (h *fakeHandler) Installed(ctx context.Context, id node.ID) error {
+	h.record("installed " + id.String())
+	return h.check(id)
+}
+
+func (h *fakeHandler) Select(ctx context.Context, where string) ([]node.ID, error) {
+	h.record("select " + where)
+	switch where {
+	case "role=compute":
+		return []node.ID{node.MustParse("C0A80102")}, nil
+	case "role=none":
+		return nil, nil
+	}
+	return nil, &Error{Code: CodeBadRequest, Msg: "bad where"}
+}
+
+// TestInstallOps: install takes nodes and a where selection, installed
+// only nodes; each node gets its own result.
+func TestInstallOps(t *testing.T) {
+	h := &fakeHandler{}
+	_, path := listen(t, h)
+	c := NewClient(path)
+	ctx := context.Background()
+	res, err := c.Install(ctx, []node.ID{node.MustParse("C0A80109")}, "role=compute")
+	if err != nil || len(res) != 2 || !errors.Is(res[0].Err(), ErrUnknownNode) || res[1].Err() != nil {
+		t.Fatalf("Install = %+v, %v", res, err)
+	}
+	if _, err := c.Install(ctx, nil, "role=none"); !errors.Is(err, ErrUnknownNode) {
+		t.Errorf("install of an empty selection: %v", err)
+	}
+	if _, err := c.Install(ctx, nil, "bad"); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("install with a bad where: %v", err)
+	}
+	if _, err := c.do(ctx, Request{Op: OpInstalled, Where: "role=compute"}); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("installed with where: %v", err)
+	}
+	res, err = c.Installed(ctx, []node.ID{node.MustParse("C0A80102")})
+	if err != nil || len(res) != 1 || res[0].Err() != nil {
+		t.Fatalf("Installed = %+v, %v", res, err)
+	}
+	want := []string{"select role=compute", "install C0A80109", "install C0A80102", "select role=none", "select bad", "installed C0A80102"}
+	if !slices.Equal(h.calls, want) {
+		t.Errorf("calls %q, want %q", h.calls, want)
+	}
+}
+
 func listen(t *testing.T, h Handler) (*Server, string) {
 	t.Helper()
 	path := SocketPath(t.TempDir())

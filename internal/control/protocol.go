@@ -1,5 +1,6 @@
 // Package control is the admin socket between the `pxebootfs` commands
-// (nodes, reset, release, reload) and the running daemon.
+// (nodes, reset, release, reload, install, installed) and the running
+// daemon.
 //
 // # Protocol
 //
@@ -43,6 +44,10 @@ const (
 	OpReset   Op = "reset"
 	OpRelease Op = "release"
 	OpReload  Op = "reload"
+	// OpInstall puts nodes in install mode with a new token; OpInstalled
+	// ends their install mode by hand.
+	OpInstall   Op = "install"
+	OpInstalled Op = "installed"
 )
 
 // Request is what a client sends.
@@ -51,6 +56,9 @@ type Request struct {
 	Nodes []node.ID `json:"nodes,omitempty"` // reset, release: hex names
 	Force bool      `json:"force,omitempty"` // reset, release: even if the node booted within reset_guard
 	Purge bool      `json:"purge,omitempty"` // release: also delete the node's data and forget it
+	// Where (install): also every inventory node whose var NAME has value,
+	// given as "NAME=value".
+	Where string `json:"where,omitempty"`
 }
 
 // Response is what the daemon answers. Error is set when the request as a
@@ -91,6 +99,14 @@ type NodeStatus struct {
 	LastBoot  time.Time `json:"last_boot,omitzero"`
 	BootCount uint64    `json:"boot_count"`
 	LastError string    `json:"last_error,omitempty"`
+	// Install is the install state ("" none, install, installing,
+	// installed), since InstallChanged; InstallLoop flags a possible
+	// install loop; InstallError is the installer's last failure report's
+	// first line.
+	Install        string    `json:"install,omitempty"`
+	InstallChanged time.Time `json:"install_changed,omitzero"`
+	InstallLoop    bool      `json:"install_loop,omitempty"`
+	InstallError   string    `json:"install_error,omitempty"`
 }
 
 // Code classifies an error.

@@ -27,6 +27,11 @@ type Handler interface {
 	Reset(ctx context.Context, id node.ID, force bool) error
 	Release(ctx context.Context, id node.ID, purge, force bool) error
 	Reload(ctx context.Context) error
+	Install(ctx context.Context, id node.ID) error
+	Installed(ctx context.Context, id node.ID) error
+	// Select lists the inventory nodes whose var NAME is value, for
+	// install's Where ("NAME=value").
+	Select(ctx context.Context, where string) ([]node.ID, error)
 }
 
 // Limits of one connection: a request is a few hundred bytes, and a client
@@ -210,17 +215,35 @@ func (s *Server) handle(req Request) Response {
 			nodes = []NodeStatus{}
 		}
 		return Response{Nodes: nodes}
-	case OpReset, OpRelease:
+	case OpReset, OpRelease, OpInstall, OpInstalled:
+		if req.Where != "" {
+			if req.Op != OpInstall {
+				return Response{Error: fmt.Sprintf("%s: where is for install only", req.Op), Code: CodeBadRequest}
+			}
+			ids, err := s.h.Select(ctx, req.Where)
+			if err != nil {
+				return Response{Error: err.Error(), Code: CodeOf(err)}
+			}
+			if len(ids) == 0 {
+				return Response{Error: fmt.Sprintf("install: no inventory node has %s", req.Where), Code: CodeUnknownNode}
+			}
+			req.Nodes = append(req.Nodes, ids...)
+		}
 		if len(req.Nodes) == 0 {
 			return Response{Error: fmt.Sprintf("%s: no node given", req.Op), Code: CodeBadRequest}
 		}
 		results := make([]Result, len(req.Nodes))
 		for i, n := range req.Nodes {
 			var err error
-			if req.Op == OpReset {
+			switch req.Op {
+			case OpReset:
 				err = s.h.Reset(ctx, n, req.Force)
-			} else {
+			case OpRelease:
 				err = s.h.Release(ctx, n, req.Purge, req.Force)
+			case OpInstall:
+				err = s.h.Install(ctx, n)
+			case OpInstalled:
+				err = s.h.Installed(ctx, n)
 			}
 			results[i] = Result{Node: n}
 			if err != nil {

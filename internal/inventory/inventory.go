@@ -29,6 +29,11 @@
 //     installer config), relative to the inventory file; parsed at load.
 //   - provision: true (default) or false; false nodes get their config but
 //     no root, mount or export (installers need none).
+//   - install_template, local_template, grub_install_template,
+//     grub_local_template: this node's own templates for install mode and
+//     for once it is installed (see package install), relative like template.
+//   - install: true puts the node in install mode the first time it is
+//     seen; false (default) leaves it to `pxebootfs install`.
 //   - var.NAME: free-form values, .Vars.NAME in templates; NAME is a Go
 //     identifier (letters, digits, '_'), case-sensitive.
 //
@@ -69,7 +74,15 @@ type Host struct {
 	TemplateFile string             // absolute path; "" means pxe_template
 	Template     *render.Template   // parsed TemplateFile, nil without one
 	GrubTemplate *render.Template   // grub_template: the node's GRUB template, nil for grub_template's
-	Provision    bool               // false: config only, no root or export
+	// The node's own install and local-boot templates (keys
+	// install_template, local_template and their grub_ twins); nil for the
+	// config's.
+	InstallTemplate, LocalTemplate         *render.Template
+	GrubInstallTemplate, GrubLocalTemplate *render.Template
+	// Install: put the node in install mode the first time it is seen
+	// (a node that never was in install mode).
+	Install   bool
+	Provision bool              // false: config only, no root or export
 	Vars         map[string]string  // never nil
 }
 
@@ -239,24 +252,32 @@ func (p *parser) node(s *iniSection, name string) (*Host, error) {
 				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
 			}
 			n.Template, n.TemplateFile = t, abs
-		case key == "grub_template":
+		case key == "grub_template", key == "install_template", key == "local_template",
+			key == "grub_install_template", key == "grub_local_template":
 			t, _, err := p.template(v)
 			if err != nil {
 				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
 			}
-			n.GrubTemplate = t
-		case key == "provision":
+			*map[string]**render.Template{
+				"grub_template": &n.GrubTemplate, "install_template": &n.InstallTemplate, "local_template": &n.LocalTemplate,
+				"grub_install_template": &n.GrubInstallTemplate, "grub_local_template": &n.GrubLocalTemplate,
+			}[key] = t
+		case key == "provision", key == "install":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
 				return nil, p.errf(keyLine(key, 0), name, key, "%q is not true or false", v)
 			}
-			n.Provision = b
+			if key == "install" {
+				n.Install = b
+			} else {
+				n.Provision = b
+			}
 		case varRE.MatchString(key):
 			n.Vars[varRE.FindStringSubmatch(key)[1]] = v
 		case strings.HasPrefix(key, "var."):
 			return nil, p.errf(keyLine(key, 0), name, key, "variable name must be letters, digits and '_', not starting with a digit (it is used as .Vars.NAME)")
 		default:
-			return nil, p.errf(keyLine(key, 0), name, key, "unknown key; keys are ip, mac, hostname, template, grub_template, provision and var.NAME (case-sensitive)")
+			return nil, p.errf(keyLine(key, 0), name, key, "unknown key; keys are ip, mac, hostname, template, grub_template, install_template, local_template, grub_install_template, grub_local_template, install, provision and var.NAME (case-sensitive)")
 		}
 	}
 	switch {
@@ -267,11 +288,20 @@ func (p *parser) node(s *iniSection, name string) (*Host, error) {
 	case named.IsValid() && named != n.ID:
 		return nil, p.errf(keyLine("ip", 0), name, "ip", "%s does not match the node name %s (which is %s)", n.ID.Addr(), name, named.Addr())
 	}
-	if n.Template != nil {
-		// A per-node template must render for this very node, so a missing
-		// var is a load error here rather than a failed boot later.
-		if _, err := n.Template.Render(n.TrialData()); err != nil {
-			return nil, &Error{File: p.file, Line: keyLine("template", 0), Section: nodeSection(name), Key: "template", Err: err}
+	// A per-node template must render for this very node, so a missing var
+	// is a load error here rather than a failed boot later.
+	for _, own := range []struct {
+		key string
+		t   *render.Template
+	}{
+		{"template", n.Template}, {"install_template", n.InstallTemplate}, {"local_template", n.LocalTemplate},
+		{"grub_template", n.GrubTemplate}, {"grub_install_template", n.GrubInstallTemplate}, {"grub_local_template", n.GrubLocalTemplate},
+	} {
+		if own.t == nil {
+			continue
+		}
+		if _, err := own.t.Render(n.TrialData()); err != nil {
+			return nil, &Error{File: p.file, Line: keyLine(own.key, 0), Section: nodeSection(name), Key: own.key, Err: err}
 		}
 	}
 	return n, nil

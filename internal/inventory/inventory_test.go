@@ -249,3 +249,50 @@ func TestGrubTemplate(t *testing.T) {
 		t.Errorf("missing GRUB template: %v", err)
 	}
 }
+
+// TestInstallKeys: a node's own install and local templates are loaded and
+// checked for the node (a var it lacks is an error naming the key), and
+// install is a boolean.
+func TestInstallKeys(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "inst.template"), "install <NODE> {{.Vars.suite}}\n")
+	writeFile(t, filepath.Join(dir, "local.template"), "local <NODE>\n")
+	cases := []struct {
+		name, ini, wantErr string
+		check              func(t *testing.T, n *Host)
+	}{
+		{"all keys", "install = true\nvar.suite = trixie\ninstall_template = inst.template\nlocal_template = local.template\n" +
+			"grub_install_template = inst.template\ngrub_local_template = local.template\n", "", func(t *testing.T, n *Host) {
+			if !n.Install || n.InstallTemplate == nil || n.LocalTemplate == nil || n.GrubInstallTemplate == nil || n.GrubLocalTemplate == nil || n.Template != nil {
+				t.Fatalf("node %+v", n)
+			}
+			if b, err := n.InstallTemplate.Render(n.TrialData()); err != nil || string(b) != "install C0A80102 trixie\n" {
+				t.Errorf("render %q, %v", b, err)
+			}
+		}},
+		{"default", "hostname = n2\n", "", func(t *testing.T, n *Host) {
+			if n.Install || n.InstallTemplate != nil || n.LocalTemplate != nil {
+				t.Fatalf("node %+v", n)
+			}
+		}},
+		{"missing var", "install_template = inst.template\n", "install_template", nil},
+		{"install not bool", "install = maybe\n", `install: "maybe" is not true or false`, nil},
+		{"missing file", "local_template = nope.template\n", "local_template", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			writeFile(t, filepath.Join(dir, "nodes.ini"), "[node \"C0A80102\"]\n"+tc.ini)
+			inv, err := Load(filepath.Join(dir, "nodes.ini"))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, inv.ByID(node.MustParse("C0A80102")))
+		})
+	}
+}

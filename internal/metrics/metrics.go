@@ -20,12 +20,16 @@
 //	pxebootfs_nodes_known                    nodes in the registry (full mode)
 //	pxebootfs_nodes_mounted                  of them, with their overlay mounted now
 //	pxebootfs_nodes_exported                 of them, exported now
+//	pxebootfs_install_callbacks_total{action,code}  installers' callbacks by action and HTTP status
+//	pxebootfs_install_nodes{state}           nodes by install state (install, installing, installed)
+//	pxebootfs_install_loops                  nodes flagged as a possible install loop
 //
 // plus the client library's standard go_* and process_* metrics.
 package metrics
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +70,7 @@ type Metrics struct {
 	releases  *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 	errors    *prometheus.CounterVec
+	callbacks *prometheus.CounterVec
 }
 
 // Error kinds, the label values of pxebootfs_errors_total.
@@ -109,6 +114,10 @@ func New(nodes CountNodes) *Metrics {
 			Namespace: namespace, Name: "errors_total",
 			Help: "Errors by kind: render, serve, provision, reset, release, reload.",
 		}, []string{"kind"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "install_callbacks_total",
+			Help: "Installers' callbacks by action (started, done, failed) and HTTP status code.",
+		}, []string{"action", "code"}),
 	}
 	// Every series exists from the start, so a rate() over a fresh daemon
 	// and an alert on "errors > 0" both work.
@@ -132,7 +141,7 @@ func New(nodes CountNodes) *Metrics {
 	for _, k := range errorKinds {
 		m.errors.WithLabelValues(k)
 	}
-	m.reg.MustRegister(m.lookups, m.reads, m.renders, m.provision, m.resets, m.releases, m.reloads, m.errors,
+	m.reg.MustRegister(m.lookups, m.reads, m.renders, m.provision, m.resets, m.releases, m.reloads, m.errors, m.callbacks,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if nodes != nil {
@@ -327,4 +336,47 @@ func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descImageImports, prometheus.CounterValue, float64(n), r)
 	}
 	ch <- prometheus.MustNewConstMetric(descImageFetched, prometheus.CounterValue, float64(st.Fetched))
+}
+
+// InstallCallback counts one installer callback.
+func (m *Metrics) InstallCallback(action string, status int) {
+	if m == nil {
+		return
+	}
+	m.callbacks.WithLabelValues(action, strconv.Itoa(status)).Inc()
+}
+
+// InstallCounts is what the install gauges show.
+type InstallCounts struct {
+	ByState map[string]int // install, installing, installed
+	Loops   int
+}
+
+// RegisterInstalls adds the install gauges, computed from count when
+// scraped.
+func (m *Metrics) RegisterInstalls(count func() InstallCounts) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(&installCollector{count: count})
+}
+
+var (
+	descInstallNodes = prometheus.NewDesc(namespace+"_install_nodes", "Nodes by install state.", []string{"state"}, nil)
+	descInstallLoops = prometheus.NewDesc(namespace+"_install_loops", "Nodes in install mode whose install config was served install_max_boots times without progress: a possible install loop.", nil, nil)
+)
+
+type installCollector struct{ count func() InstallCounts }
+
+func (c *installCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descInstallNodes
+	ch <- descInstallLoops
+}
+
+func (c *installCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.count()
+	for _, st := range []string{"install", "installing", "installed"} {
+		ch <- prometheus.MustNewConstMetric(descInstallNodes, prometheus.GaugeValue, float64(n.ByState[st]), st)
+	}
+	ch <- prometheus.MustNewConstMetric(descInstallLoops, prometheus.GaugeValue, float64(n.Loops))
 }

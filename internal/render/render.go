@@ -53,6 +53,14 @@ type Data struct {
 	Hostname string            // from an inventory; "" without one
 	Vars     map[string]string // free-form inventory vars; a missing key is a render error
 
+	// Install mode (package install): the node's state ("", "install",
+	// "installing", "installed"), its secret token (empty unless in install
+	// mode or installed) and its callback base URL, callback_url +
+	// "/v1/install/NODE" ("" when callback_url is unset).
+	InstallState string
+	InstallToken string
+	CallbackURL  string
+
 	// images resolves {{image "NAME" "FILE"}} for this render; see
 	// SetImages.
 	images ImageFunc
@@ -90,6 +98,10 @@ func SampleData() Data {
 		FSID:     1001,
 		NodeDir:  "/netboot/node/C0A80102",
 		Hostname: "node2",
+
+		InstallState: "install",
+		InstallToken: "00112233445566778899aabbccddeeff",
+		CallbackURL:  "http://192.0.2.1:8770/v1/install/C0A80102",
 	}
 }
 

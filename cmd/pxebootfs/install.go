@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/pxebootfs/pxebootfs/internal/control"
+	"github.com/pxebootfs/pxebootfs/internal/node"
+)
+
+type installFlags struct {
+	config string
+	where  string
+}
+
+// runInstall asks the daemon to put nodes in install mode: each gets a new
+// token (an old one stops working) and is served its install template
+// until its installer calls done.
+func runInstall(args []string, stdout, stderr io.Writer) int {
+	var f installFlags
+	fl := newFlagSet("install", "[-where NAME=value] [NODE...]", stderr)
+	fl.StringVar(&f.config, "c", "", configFlagHelp)
+	fl.StringVar(&f.where, "where", "", "also every inventory node whose var.NAME is value (e.g. role=compute)")
+	args, code := parseInterspersed(fl, args)
+	if code >= 0 {
+		return code
+	}
+	var nodes []node.ID
+	if len(args) > 0 || f.where == "" {
+		if nodes, code = parseNodes("install", args, stderr); code >= 0 {
+			return code
+		}
+	}
+	cfg, code := adminConfig("install", f.config, stderr)
+	if code >= 0 {
+		return code
+	}
+	ctx, cancel := adminContext()
+	defer cancel()
+	results, err := controlClient(cfg).Install(ctx, nodes, f.where)
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs install: %v\n", err)
+		return exitFor(err)
+	}
+	return report("install", results, func(node.ID) string {
+		return "install mode, new token; served its install template until its installer calls done"
+	}, stdout, stderr)
+}
+
+// runInstalled ends nodes' install mode by hand: they are served their
+// local-boot config.
+func runInstalled(args []string, stdout, stderr io.Writer) int {
+	var config string
+	fl := newFlagSet("installed", "NODE...", stderr)
+	fl.StringVar(&config, "c", "", configFlagHelp)
+	return runNodeCommand(fl, &config, args, stdout, stderr,
+		func(ctx context.Context, c *control.Client, nodes []node.ID) ([]control.Result, string, error) {
+			results, err := c.Installed(ctx, nodes)
+			return results, "installed: served its local-boot config from now on", err
+		})
+}

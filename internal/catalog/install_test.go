@@ -1,0 +1,151 @@
+package catalog
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pxebootfs/pxebootfs/internal/install"
+	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
+)
+
+// TestInstallTemplates walks a node through its install states and checks
+// which template each name renders from, that stat's size matches, and
+// that only servings of the install config count for the loop guard.
+func TestInstallTemplates(t *testing.T) {
+	for _, grub := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pxelinux", true: "grub"}[grub], func(t *testing.T) {
+			_, cfg := newTestCatalog(t, twoNodes, "192.168.0.0/16")
+			dir := filepath.Dir(cfg.PXETemplate)
+			cfg.InstallTemplate = filepath.Join(dir, "install.template")
+			cfg.GrubTemplate = filepath.Join(dir, "grub.template")
+			cfg.GrubInstallTemplate = filepath.Join(dir, "grub-install.template")
+			write(t, cfg.InstallTemplate, "install <NODE> {{.InstallState}} {{.CallbackURL}}/done?token={{.InstallToken}}\n")
+			write(t, cfg.GrubTemplate, "grub <NODE>\n")
+			write(t, cfg.GrubInstallTemplate, "grub-install <NODE> {{.InstallState}}\n")
+			newCat, name, usual, local := New, "C0A80102", "APPEND nfsroot", "LOCALBOOT 0"
+			if grub {
+				newCat, name, usual, local = NewGRUB, "grub.cfg-C0A80102", "grub C0A80102", "exit"
+			}
+			c, err := newCat(cfg, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg, err := registry.Open(registry.Options{Dir: filepath.Join(dir, "state")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reg.Close()
+			changes := 0
+			c.OnChange(func() { changes++ })
+			m := install.New(install.Options{Store: reg, Dir: filepath.Join(dir, "state"), CallbackURL: "http://192.0.2.1:8770", MaxBoots: 2, Changed: c.NodeChanged})
+			c.SetInstaller(m)
+			id := node.MustParse(name[len(name)-8:])
+
+			fetch := func(want string) string {
+				t.Helper()
+				e, err := c.Resolve(context.Background(), name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, err := c.Stat(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := c.Open(context.Background(), e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(b), want) || st.Size != int64(len(b)) {
+					t.Fatalf("%s = %q (stat size %d), want it to hold %q", name, b, st.Size, want)
+				}
+				return string(b)
+			}
+			fetch(usual)
+			if err := m.Enter(id, "test"); err != nil {
+				t.Fatal(err)
+			}
+			tok := m.View(id).Token
+			got := fetch("install C0A80102 install")
+			if !grub && !strings.Contains(got, "http://192.0.2.1:8770/v1/install/C0A80102/done?token="+tok) {
+				t.Fatalf("install config %q lacks the callback", got)
+			}
+			if m.View(id).Loop {
+				t.Fatal("loop after one serving")
+			}
+			fetch("install C0A80102 install")
+			if !m.View(id).Loop {
+				t.Fatal("no loop flag after install_max_boots servings")
+			}
+			if out := m.Report(id.Addr(), id, install.Done, tok, nil); out.Status != 200 {
+				t.Fatal(out)
+			}
+			fetch(local)
+			fetch(local)
+			if rec, _ := reg.Get(id); rec.Install.Served != 0 {
+				t.Fatalf("local configs counted: %+v", rec.Install)
+			}
+			if changes != 2 {
+				t.Errorf("%d changes announced, want 2 (install, done)", changes)
+			}
+			// Install mode without an install template: the usual one.
+			cfg2 := *cfg
+			cfg2.InstallTemplate, cfg2.GrubInstallTemplate = "", ""
+			if err := c.SetConfig(&cfg2); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Enter(id, "test"); err != nil {
+				t.Fatal(err)
+			}
+			fetch(usual)
+		})
+	}
+}
+
+// TestInstallFirstSight: an inventory node with install = true enters
+// install mode at its first open (stat before it is not stable), and
+// once installed it is not sent back to install.
+func TestInstallFirstSight(t *testing.T) {
+	_, cfg := newTestCatalog(t, twoNodes, "192.168.0.0/16")
+	dir := filepath.Dir(cfg.PXETemplate)
+	cfg.InstallTemplate = filepath.Join(dir, "install.template")
+	write(t, cfg.InstallTemplate, "install <NODE> {{.InstallToken}}\n")
+	cfg.Inventory = filepath.Join(dir, "nodes.ini")
+	write(t, cfg.Inventory, "[node \"C0A80109\"]\ninstall = true\n")
+	c, err := New(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := registry.Open(registry.Options{Dir: filepath.Join(dir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	m := install.New(install.Options{Store: reg, Dir: filepath.Join(dir, "state")})
+	c.SetInstaller(m)
+	e, err := c.Resolve(context.Background(), "C0A80109")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := c.Stat(e)
+	if st.Stable {
+		t.Fatal("stat before the first open is stable, but the open makes a token")
+	}
+	b, err := c.Open(context.Background(), e)
+	id := node.MustParse("C0A80109")
+	tok := m.View(id).Token
+	if err != nil || len(tok) != 32 || string(b) != "install C0A80109 "+tok+"\n" {
+		t.Fatalf("first open = %q, %v", b, err)
+	}
+	if st, _ := c.Stat(e); !st.Stable || st.Size != int64(len(b)) {
+		t.Fatalf("stat after = %+v", st)
+	}
+	if err := m.Finish(id); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := c.Open(context.Background(), e); !strings.Contains(string(b), "LOCALBOOT 0") {
+		t.Fatalf("installed node got %q", b)
+	}
+}
