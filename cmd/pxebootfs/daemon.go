@@ -38,9 +38,9 @@ type daemonOps struct {
 
 	metricsSrv  *metrics.Server
 	callbackSrv *install.Server // nil without callback_listen
-	control    *control.Server
-	hup        chan os.Signal
-	hupDone    chan struct{}
+	control     *control.Server
+	hup         chan os.Signal
+	hupDone     chan struct{}
 
 	reloadMu sync.Mutex
 	cfg      *config.Config // the config serving; under reloadMu

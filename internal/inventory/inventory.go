@@ -83,7 +83,7 @@ type Host struct {
 	// (a node that never was in install mode).
 	Install   bool
 	Provision bool              // false: config only, no root or export
-	Vars         map[string]string  // never nil
+	Vars      map[string]string // never nil
 }
 
 // MAC is the node's first MAC in colon form, "" without one.
