@@ -41,6 +41,7 @@ bench:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/pxename
 	$(GO) test -run '^$$' -fuzz FuzzRender -fuzztime 60s ./internal/render
+	$(GO) test -run '^$$' -fuzz FuzzParsePath -fuzztime 60s ./internal/install
 
 vet:
 	gofmt -l . | (! grep .)

@@ -31,6 +31,7 @@ fuzz ./internal/pxename FuzzParseGRUB
 fuzz ./internal/render FuzzRender
 fuzz ./internal/ethers FuzzParse
 fuzz ./internal/node FuzzParse
+fuzz ./internal/install FuzzParsePath
 
 mounts_after=$(grep -cE ' (fuse\.pxebootfs|overlay) ' /proc/self/mounts || true)
 if [ "$mounts_after" != "$mounts_before" ]; then

@@ -9,7 +9,7 @@ const (
 	exitNoDaemon    = 4 // the command needs the running daemon and none answers on the control socket
 	exitUnknownNode = 5 // a node named is not in the registry
 	exitPermission  = 6 // not allowed: admin commands need root
-	exitRefused     = 7 // refused for safety: the node booted within reset_guard (see -force)
+	exitRefused     = 7 // refused: the node booted within reset_guard (see -force), or install cannot apply to it
 )
 
 // exitCodes is what each code means to an admin. The README's exit-code
@@ -25,5 +25,5 @@ var exitCodes = []struct {
 	{exitNoDaemon, "the command needs the running daemon and none answers on the control socket"},
 	{exitUnknownNode, "a node named is not in the registry"},
 	{exitPermission, "not allowed: admin commands need root"},
-	{exitRefused, "refused for safety: the node booted within `reset_guard` (`reset`, `release`, `release -purge`; add `-force` if it is really down)"},
+	{exitRefused, "refused for safety: the node booted within `reset_guard` (`reset`, `release`, `release -purge`; add `-force` if it is really down); `install` of a node outside `allow` or without an install template; `installed` of a node never in install mode"},
 }

@@ -223,3 +223,43 @@ func TestRestore(t *testing.T) {
 		t.Errorf("b re-exported as %+v, want fsid 102", got)
 	}
 }
+
+// TestInstallOnlyNode: a node known for its install only (fsid 0) is not
+// restored, reset or previewed as known; its first boot gives it an fsid
+// and a root, keeping its install state; purging it retires no fsid.
+func TestInstallOnlyNode(t *testing.T) {
+	e := newEnv(t)
+	n := mk("0A000005", "10.0.0.5")
+	if _, err := e.reg.Change(n.ID, true, func(r *registry.Record) (bool, error) {
+		r.Install.State = registry.InstallPending
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if root := e.p.Peek(n.ID); root.Known || root.FSID != 100 {
+		t.Fatalf("Peek of an install-only node = %+v, want a preview of fsid 100", root)
+	}
+	if ready, err := e.p.Restore(context.Background()); err != nil || ready != 0 || len(e.ex.exports) != 0 {
+		t.Fatalf("Restore = %d, %v, exports %v", ready, err, e.ex.exports)
+	}
+	if err := e.p.Reset(context.Background(), n.ID, true); !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("Reset of an install-only node: %v", err)
+	}
+	root, err := e.p.Ensure(context.Background(), n)
+	if err != nil || root.FSID != 101 || !root.Known { // 100 is a foreign export's
+		t.Fatalf("Ensure = %+v, %v", root, err)
+	}
+	if rec, _ := e.reg.Get(n.ID); rec.Install.State != registry.InstallPending || rec.FSID != 101 {
+		t.Fatalf("record after first boot: %+v", rec)
+	}
+	m := mk("0A000006", "10.0.0.6")
+	if _, err := e.reg.Change(m.ID, true, func(r *registry.Record) (bool, error) { return true, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.p.Release(context.Background(), m.ID, true, true); err != nil {
+		t.Fatalf("purge of an install-only node: %v", err)
+	}
+	if ret := e.reg.Retired(); len(ret) != 0 {
+		t.Fatalf("retired %v", ret)
+	}
+}
