@@ -15,6 +15,7 @@ packages=(
 	make git ca-certificates
 	qemu-system-x86 ovmf grub-efi-amd64-bin # real UEFI firmware booting GRUB from the mount
 	ipxe-qemu pxelinux syslinux-common      # real BIOS PXE: iPXE ROM, pxelinux
+	busybox-static dnsmasq-base cpio        # the diskless guest: its initrd and root, DHCP
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -40,6 +41,22 @@ if ! command -v go >/dev/null; then
 fi
 export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 go mod download
+# A Debian kernel for the diskless guest of the demo and the tests:
+# downloaded, unpacked by them, never installed as this machine's kernel.
+guest_cache=/var/cache/pxebootfs-guest
+if ! ls "$guest_cache"/linux-image-*-amd64_*.deb >/dev/null 2>&1; then
+	kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+	if [ -z "$kpkg" ]; then
+		apt-get update -qq
+		kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+	fi
+	echo "setup: downloading $kpkg for the diskless guest into $guest_cache" >&2
+	install -d -m 0755 "$guest_cache"
+	staging=$(mktemp -d "$guest_cache/.download.XXXXXX")
+	(cd "$staging" && apt-get download -qq "$kpkg" 2>/dev/null || { apt-get update -qq && apt-get download -qq "$kpkg"; })
+	mv "$staging"/*.deb "$guest_cache"/
+	rmdir "$staging"
+fi
 modprobe fuse 2>/dev/null || true
 modprobe overlay 2>/dev/null || true
 echo "setup: ok ($(go version))" >&2

@@ -36,6 +36,12 @@ type ganeshaSite struct {
 
 func newGaneshaSite(t *testing.T) *ganeshaSite {
 	t.Helper()
+	return newGaneshaSiteAllow(t, "127.0.0.0/8, "+netip.PrefixFrom(testenv.GaneshaClientAddr, 24).Masked().String())
+}
+
+// newGaneshaSiteAllow is newGaneshaSite serving the nodes of allow.
+func newGaneshaSiteAllow(t *testing.T, allow string) *ganeshaSite {
+	t.Helper()
 	srv := testenv.StartGanesha(t)
 	base := t.TempDir()
 	f := &ganeshaSite{
@@ -58,8 +64,8 @@ func newGaneshaSite(t *testing.T) *ganeshaSite {
 		t.Fatal(err)
 	}
 	f.site = newSite(t, fmt.Sprintf("node_dir: %s\nroot_dir: %s\noverlay_dir: %s\nstart_fsid: 10000\nstate_dir = %s\n"+
-		"allow = 127.0.0.0/8, %s\nexport = ganesha\nganesha_config = %s\nganesha_dbus = %s\n",
-		f.nodes, f.root, f.overlays, f.state, netip.PrefixFrom(testenv.GaneshaClientAddr, 24).Masked(), srv.Include, srv.Bus))
+		"allow = %s\nexport = ganesha\nganesha_config = %s\nganesha_dbus = %s\n",
+		f.nodes, f.root, f.overlays, f.state, allow, srv.Include, srv.Bus))
 	f.write(f.template, fullTemplate)
 	// Runs after the daemon's cleanup and before Ganesha's.
 	t.Cleanup(func() { f.cleanupNodes(t) })

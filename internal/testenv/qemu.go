@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"context"
 	"io"
 	"os"
 	"os/exec"
@@ -44,6 +45,18 @@ func RequireFile(t testing.TB, path, pkg string) {
 // PID, and on failure prints its console.
 func StartQEMU(t testing.TB, args ...string) *QEMU {
 	t.Helper()
+	return startQEMU(t, nil, args)
+}
+
+// StartQEMUIn is StartQEMU with the guest in network namespace ns (its tap
+// devices live there; see BootNet).
+func StartQEMUIn(t testing.TB, ns *NetNS, args ...string) *QEMU {
+	t.Helper()
+	return startQEMU(t, ns, args)
+}
+
+func startQEMU(t testing.TB, ns *NetNS, args []string) *QEMU {
+	t.Helper()
 	bin := RequireTool(t, qemuBinary)
 	log := filepath.Join(t.TempDir(), qemuLogName)
 	out, err := os.Create(log)
@@ -52,6 +65,10 @@ func StartQEMU(t testing.TB, args ...string) *QEMU {
 	}
 	base := []string{"-accel", "tcg", "-m", "256", "-nographic", "-serial", "mon:stdio", "-no-reboot", "-vga", "none"}
 	cmd := exec.Command(bin, append(base, args...)...)
+	if ns != nil {
+		// nsenter execs QEMU: the PID killed at cleanup is QEMU's.
+		cmd = ns.Command(context.Background(), bin, append(base, args...)...)
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

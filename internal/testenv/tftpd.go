@@ -305,7 +305,8 @@ func probeTFTP(server netip.AddrPort, wait time.Duration) (bool, error) {
 // ownsUDPPort reports whether process pid holds a socket bound to UDP port
 // (IPv4) on this network namespace.
 func ownsUDPPort(pid int, port uint16) (bool, error) {
-	f, err := os.Open("/proc/net/udp")
+	// The process's own view: it may be in another network namespace.
+	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "net", "udp"))
 	if err != nil {
 		return false, fmt.Errorf("list UDP sockets: %w", err)
 	}
