@@ -42,8 +42,8 @@ var guestModules = []string{"e1000", "nfsv3"}
 
 // Guest is a kernel and an initrd for a diskless node.
 type Guest struct {
-	Kernel string // vmlinuz
-	Initrd string // gzip'd newc cpio
+	Kernel  string // vmlinuz
+	Initrd  string // gzip'd newc cpio
 	Busybox string // the static busybox the initrd runs, for golden roots
 }
 
