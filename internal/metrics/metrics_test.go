@@ -188,3 +188,34 @@ func scrapeValue(t *testing.T, m *Metrics, series string) (float64, bool) {
 	}
 	return 0, false
 }
+
+func TestInstallMetrics(t *testing.T) {
+	m := New(nil)
+	m.RegisterInstalls(func() InstallCounts {
+		return InstallCounts{ByState: map[string]int{"install": 2, "installed": 5}, Loops: 1}
+	})
+	m.InstallCallback("done", 200)
+	m.InstallCallback("done", 200)
+	m.InstallCallback("started", 403)
+	want := `
+# HELP pxebootfs_install_callbacks_total Installers' callbacks by action (started, done, failed) and HTTP status code.
+# TYPE pxebootfs_install_callbacks_total counter
+pxebootfs_install_callbacks_total{action="done",code="200"} 2
+pxebootfs_install_callbacks_total{action="started",code="403"} 1
+# HELP pxebootfs_install_loops Nodes in install mode whose install config was served install_max_boots times without progress: a possible install loop.
+# TYPE pxebootfs_install_loops gauge
+pxebootfs_install_loops 1
+# HELP pxebootfs_install_nodes Nodes by install state.
+# TYPE pxebootfs_install_nodes gauge
+pxebootfs_install_nodes{state="install"} 2
+pxebootfs_install_nodes{state="installed"} 5
+pxebootfs_install_nodes{state="installing"} 0
+`
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want),
+		"pxebootfs_install_callbacks_total", "pxebootfs_install_loops", "pxebootfs_install_nodes"); err != nil {
+		t.Error(err)
+	}
+	var nilM *Metrics
+	nilM.InstallCallback("done", 200) // no panic
+	nilM.RegisterInstalls(nil)
+}
