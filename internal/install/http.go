@@ -1,17 +1,16 @@
 package install
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/pxebootfs/pxebootfs/internal/httpserve"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
@@ -106,52 +105,22 @@ func remoteAddr(r *http.Request) netip.Addr {
 }
 
 // Server is the running callback endpoint.
-type Server struct {
-	srv  *http.Server
-	ln   net.Listener
-	done chan struct{}
-}
+type Server = httpserve.Server
 
 // Serve listens on addr (callback_listen) and serves m's callback until
-// Close.
+// Close, with read and write timeouts and a header limit: installers send
+// one short request, and a client that dawdles must not hold a connection.
 func (m *Manager) Serve(addr string, log *slog.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("callback_listen %s: %w", addr, err)
-	}
-	s := &Server{
-		srv: &http.Server{
-			Handler:           m.Handler(),
-			ReadHeaderTimeout: readTimeout,
-			ReadTimeout:       readTimeout,
-			WriteTimeout:      writeTimeout,
-			IdleTimeout:       idleTimeout,
-			MaxHeaderBytes:    maxHeaderBytes,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		},
-		ln:   ln,
-		done: make(chan struct{}),
-	}
-	go func() {
-		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("install callback server stopped", "err", err)
-		}
-	}()
-	return s, nil
+	return httpserve.Start("install callback", addr, m.server(), 5*time.Second, log)
 }
 
-// Addr is the address listened on.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
-
-// Close stops the server, letting requests in flight finish (briefly).
-func (s *Server) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	err := s.srv.Shutdown(ctx)
-	<-s.done
-	if err != nil {
-		return fmt.Errorf("install callback server: %w", err)
+func (m *Manager) server() *http.Server {
+	return &http.Server{
+		Handler:           m.Handler(),
+		ReadHeaderTimeout: readTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 	}
-	return nil
 }

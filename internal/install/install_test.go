@@ -276,8 +276,8 @@ func TestServeTimeouts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s.srv.ReadTimeout == 0 || s.srv.WriteTimeout == 0 || s.srv.ReadHeaderTimeout == 0 || s.srv.MaxHeaderBytes == 0 {
-		t.Fatalf("server without limits: %+v", s.srv)
+	if srv := m.server(); srv.ReadTimeout == 0 || srv.WriteTimeout == 0 || srv.ReadHeaderTimeout == 0 || srv.MaxHeaderBytes == 0 {
+		t.Fatalf("server without limits: %+v", srv)
 	}
 	resp, err := http.Get("http://" + s.Addr().String() + "/v1/install/7F000001/done?token=x")
 	if err != nil {
