@@ -341,38 +341,10 @@ var keys = []keySpec{
 			return seconds(v, &p.c.ImageGrace)
 		},
 	},
-	{
-		name: "install_template", reload: true, example: "install.template",
-		doc: "Template of the pxelinux config of nodes in install mode (`pxebootfs install`); it sees .InstallToken and .CallbackURL. Default: unset (no pxelinux install config).",
-		parse: func(p *parser, v string) *Error {
-			p.c.InstallTemplate = p.path(v)
-			return readableFile(p.c.InstallTemplate)
-		},
-	},
-	{
-		name: "local_template", reload: true, example: "local.template",
-		doc: "Template of the pxelinux config of installed nodes. Default: built in, boots the local disk (LOCALBOOT 0).",
-		parse: func(p *parser, v string) *Error {
-			p.c.LocalTemplate = p.path(v)
-			return readableFile(p.c.LocalTemplate)
-		},
-	},
-	{
-		name: "grub_install_template", reload: true, example: "grub-install.template",
-		doc: "GRUB twin of install_template, served under grub_mount to nodes in install mode. Default: unset.",
-		parse: func(p *parser, v string) *Error {
-			p.c.GrubInstallTemplate = p.path(v)
-			return readableFile(p.c.GrubInstallTemplate)
-		},
-	},
-	{
-		name: "grub_local_template", reload: true, example: "grub-local.template",
-		doc: "GRUB twin of local_template. Default: built in, `exit` (the firmware boots the next entry, the local disk).",
-		parse: func(p *parser, v string) *Error {
-			p.c.GrubLocalTemplate = p.path(v)
-			return readableFile(p.c.GrubLocalTemplate)
-		},
-	},
+	templateKey("install_template", "install.template", "Template of the pxelinux config of nodes in install mode (`pxebootfs install`); it sees .InstallToken and .CallbackURL. Default: unset (no pxelinux install config).", func(c *Config) *string { return &c.InstallTemplate }),
+	templateKey("local_template", "local.template", "Template of the pxelinux config of installed nodes. Default: built in, boots the local disk (LOCALBOOT 0).", func(c *Config) *string { return &c.LocalTemplate }),
+	templateKey("grub_install_template", "grub-install.template", "GRUB twin of install_template, served under grub_mount to nodes in install mode. Default: unset.", func(c *Config) *string { return &c.GrubInstallTemplate }),
+	templateKey("grub_local_template", "grub-local.template", "GRUB twin of local_template. Default: built in, `exit` (the firmware boots the next entry, the local disk).", func(c *Config) *string { return &c.GrubLocalTemplate }),
 	{
 		name: "callback_listen", example: "0.0.0.0:8770",
 		doc: "host:port of the HTTP endpoint installers call at /v1/install/NODE/{started,done,failed}?token=TOKEN. Default: unset (no callback; end install mode with `pxebootfs installed`).",
@@ -414,6 +386,14 @@ var keys = []keySpec{
 			return nil
 		},
 	},
+}
+
+// templateKey is a reloadable key naming a template file, stored by field.
+func templateKey(name, example, doc string, field func(*Config) *string) keySpec {
+	return keySpec{name: name, reload: true, example: example, doc: doc, parse: func(p *parser, v string) *Error {
+		*field(p.c) = p.path(v)
+		return readableFile(*field(p.c))
+	}}
 }
 
 // parseBool accepts what Python's ConfigParser.getboolean does, so that
