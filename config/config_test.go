@@ -129,6 +129,8 @@ func TestLoadErrors(t *testing.T) {
 		{"overlay_dir is a file", strings.Replace(full, "overlay_dir: overlay", "overlay_dir: afile", 1), "overlay_dir", "exists and is not a directory"},
 		{"state_dir is a file", strings.Replace(full, "state_dir = state", "state_dir = afile", 1), "state_dir", "exists and is not a directory"},
 
+		{"overlay_dir with an equals sign", strings.Replace(full, "overlay_dir: overlay", "overlay_dir: ov=1", 1), "overlay_dir", "overlay mount options use as a separator"},
+		{"node_dir with a comma", strings.Replace(full, "node_dir: nodes", "node_dir: n,1", 1), "node_dir", `contains ','`},
 		{"node_dir inside root_dir", strings.Replace(full, "node_dir: nodes", "node_dir: root/nodes", 1), "node_dir", "lies inside root_dir's tree"},
 		{"root_dir inside node_dir", strings.Replace(full, "node_dir: nodes", "node_dir: .", 1), "root_dir", "lies inside node_dir's tree"},
 		{"node_dir equals overlay_dir", strings.Replace(full, "overlay_dir: overlay", "overlay_dir: nodes/", 1), "overlay_dir", "same directory as node_dir"},

@@ -441,6 +441,7 @@ var crossChecks = []func(p *parser) *Error{
 	checkFSIDRange,
 	checkGaneshaFSIDRange,
 	checkDistinctDirs,
+	checkMountOptionDirs,
 	checkGeneratorSet,
 	checkImagesDir,
 	checkGrub,
@@ -540,6 +541,22 @@ func ganeshaConfigFile(path string) *Error {
 		return &Error{Reason: "cannot check file", Err: err}
 	case !fi.Mode().IsRegular():
 		return &Error{Reason: fmt.Sprintf("%s exists and is not a regular file (%s)", path, kind(fi.Mode()))}
+	}
+	return nil
+}
+
+// checkMountOptionDirs refuses full-mode directories whose paths cannot be
+// written into an overlay's mount options (overlayfs splits them at ',' and
+// ':', escapes with '\', aufs splits branches at '=' and ':'), so the
+// mistake is a config error at start rather than a failed first boot.
+func checkMountOptionDirs(p *parser) *Error {
+	if !p.c.FullMode() {
+		return nil
+	}
+	for _, d := range []struct{ key, path string }{{"node_dir", p.c.NodeDir}, {"root_dir", p.c.RootDir}, {"overlay_dir", p.c.OverlayDir}} {
+		if i := strings.IndexAny(d.path, ",:=\\"); i >= 0 {
+			return p.errf(d.key, "%q contains %q, which overlay mount options use as a separator or escape; choose a path without it", d.path, d.path[i])
+		}
 	}
 	return nil
 }

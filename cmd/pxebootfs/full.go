@@ -31,14 +31,16 @@ func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Regis
 		return nil, func() {}, nil
 	}
 	var closers []func()
-	closeAll = func() {
+	all := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 	}
 	defer func() {
+		// The returns below set closeAll to nil on error: close through
+		// the local.
 		if err != nil {
-			closeAll()
+			all()
 		}
 	}()
 	// node_dir, overlay_dir and state_dir exist: config.CreateDirs made them.
@@ -71,7 +73,7 @@ func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Regis
 	}
 	log.Info("restore: done", "ready", n, "known", reg.Len())
 	p.DiscardLeftovers()
-	return p, closeAll, nil
+	return p, all, nil
 }
 
 func newOverlay(cfg *config.Config) (*overlay.Manager, error) {
