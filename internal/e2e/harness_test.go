@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -199,10 +200,22 @@ func mounted(dir string) bool {
 // run runs the binary with args and returns stdout, stderr and exit code.
 func run(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
+	return runTimeout(t, 10*time.Minute, args...)
+}
+
+// runTimeout is run, killing the command (by its PID) after timeout: a
+// command that was expected to exit must not hang the test.
+func runTimeout(t testing.TB, timeout time.Duration, args ...string) (string, string, int) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(binary, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s: still running after %v; killed", cmd, timeout)
+	}
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
