@@ -40,20 +40,41 @@ func newBareFloor(b *testing.B, f *fullSite) *bareFloor {
 		b.Fatal(err)
 	}
 	fl := &bareFloor{m: m, nodes: filepath.Join(base, "node"), file: "/etc/exports.d/zz-floor.exports"}
-	b.Cleanup(func() {
+	b.Cleanup(func() { fl.clear(b) })
+	return fl
+}
+
+// clear takes back the floor's exports and mounts, so that a floor measured
+// now does not weigh on what is measured next.
+func (fl *bareFloor) clear(b *testing.B) {
+	if _, err := os.Stat(fl.file); err == nil {
 		os.Remove(fl.file)
 		// -r drops every export no exports file names: ours, and
 		// none of the daemon's (all in its own file).
 		if out, err := exec.Command("exportfs", "-r").CombinedOutput(); err != nil {
 			b.Errorf("exportfs -r: %v: %s", err, out)
 		}
-		for _, id := range fl.ids {
-			if err := fl.m.Unmount(id); err != nil {
-				b.Errorf("floor cleanup: %v", err)
-			}
+	}
+	for _, id := range fl.ids {
+		if err := fl.m.Unmount(id); err != nil {
+			b.Errorf("floor cleanup: %v", err)
 		}
-	})
-	return fl
+	}
+	fl.ids = nil
+}
+
+// mounts mounts nodes first..first+n-1 one after another, exporting
+// nothing (the floor of export = none), and returns how long it took.
+func (fl *bareFloor) mounts(b *testing.B, first, n int) time.Duration {
+	start := time.Now()
+	for i := first; i < first+n; i++ {
+		id := floorID(i)
+		if _, err := fl.m.Mount(id); err != nil {
+			b.Fatal(err)
+		}
+		fl.ids = append(fl.ids, id)
+	}
+	return time.Since(start)
 }
 
 // floorID is node i of the floor, in 172.16/12 so that it never meets the
