@@ -258,10 +258,18 @@ func (p *parser) node(s *iniSection, name string) (*Host, error) {
 			if err != nil {
 				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
 			}
-			*map[string]**render.Template{
-				"grub_template": &n.GrubTemplate, "install_template": &n.InstallTemplate, "local_template": &n.LocalTemplate,
-				"grub_install_template": &n.GrubInstallTemplate, "grub_local_template": &n.GrubLocalTemplate,
-			}[key] = t
+			switch key {
+			case "grub_template":
+				n.GrubTemplate = t
+			case "install_template":
+				n.InstallTemplate = t
+			case "local_template":
+				n.LocalTemplate = t
+			case "grub_install_template":
+				n.GrubInstallTemplate = t
+			case "grub_local_template":
+				n.GrubLocalTemplate = t
+			}
 		case key == "provision", key == "install":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
