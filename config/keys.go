@@ -177,8 +177,8 @@ var keys = []keySpec{
 		},
 	},
 	{
-		name: "state_dir", full: true, def: DefaultStateDir,
-		doc: "Directory where pxebootfs records its nodes (fsids, MACs) across restarts. Created if missing.",
+		name: "state_dir", def: DefaultStateDir,
+		doc: "Directory where pxebootfs records its nodes (fsids, MACs, install states) across restarts, and where the control socket lives. Created if missing.",
 		parse: func(p *parser, v string) *Error {
 			p.c.StateDir = p.path(v)
 			return dirIfExists(p.c.StateDir)
