@@ -38,8 +38,11 @@ func TestExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if inv.Len() != 3 {
-		t.Fatalf("%d nodes, want 3", inv.Len())
+	if inv.Len() != 4 {
+		t.Fatalf("%d nodes, want 4", inv.Len())
+	}
+	if n := inv.ByID(node.MustParse("192.168.1.5")); n == nil || !n.Install || n.InstallTemplate == nil || n.Provision {
+		t.Errorf("install node: %+v", n)
 	}
 	n := inv.ByMAC(mac("52:54:00:12:34:58"))
 	if n == nil || n.Name != "rack1-n03" || n.ID != node.MustParse("192.168.1.3") || n.MAC() != "52:54:00:12:34:57" {
@@ -54,7 +57,8 @@ func TestExample(t *testing.T) {
 		t.Errorf("installer render: %q, %v", b, err)
 	}
 	abs, _ := filepath.Abs("../../testdata/templates/installer.template")
-	wantFiles := []string{inv.File(), abs}
+	abs2, _ := filepath.Abs("../../testdata/templates/install.template")
+	wantFiles := []string{inv.File(), abs, abs2}
 	if !reflect.DeepEqual(inv.Files(), wantFiles) {
 		t.Errorf("Files() = %v, want %v", inv.Files(), wantFiles)
 	}
