@@ -16,7 +16,7 @@ import (
 // tftpd-hpa in full mode (allocate fsid, mount overlay, exportfs, render)
 // beside a warm fetch of an already provisioned node, in the same run.
 //
-//	go test -run '^$' -bench ColdProvision -benchtime 200x ./e2e
+//	go test -run '^$' -bench ColdProvision -benchtime 200x ./internal/e2e
 func BenchmarkColdProvision(b *testing.B) {
 	f := newFullSite(b, "max_nodes = 65536\n")
 	f.start()
