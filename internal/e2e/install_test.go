@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"os"
 	"os/exec"
@@ -208,5 +209,55 @@ func TestInstallCycle(t *testing.T) {
 	}
 	if _, errOut, code := run(t, "install", "-c", s.cfg, "10.0.0.1"); code != exitRefused || !strings.Contains(errOut, "outside allow") {
 		t.Errorf("install outside allow: exit %d: %s", code, errOut)
+	}
+}
+
+// TestInstallThroughGRUB: a UEFI node in install mode is served
+// grub_install_template under the GRUB mount, and once installed the
+// built-in GRUB twin of the local-boot config (exit: back to the firmware,
+// which boots the local disk); install_template serves its pxelinux names
+// at the same time, from the same state.
+func TestInstallThroughGRUB(t *testing.T) {
+	testenv.RequireTool(t, "curl")
+	port := freeLoopbackPort(t)
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	s := newSite(t, "allow = 127.0.0.0/24\ninstall_template = install.template\ngrub_install_template = grub-install.template\n"+
+		"callback_listen = 127.0.0.1:"+strconv.Itoa(port)+"\ncallback_url = "+base+"\n")
+	s.write(filepath.Join(s.dir, "install.template"), installTemplate)
+	s.write(filepath.Join(s.dir, "grub-install.template"), "linux /d-i/linux cb={{.CallbackURL}} token={{.InstallToken}} node=<NODE>\n")
+	withGRUB(t, s, "echo usual <NODE>\n")
+	s.start()
+	addr := testenv.StartTFTPD(t, s.tftpRoot)
+	const node, ip = "7F00000C", "127.0.0.12"
+	grub := func() string {
+		t.Helper()
+		res, err := testenv.Get(context.Background(), addr, "grub/grub.cfg-"+ip, testenv.GetOptions{Tsize: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Tsize != int64(len(res.Data)) {
+			t.Fatalf("tsize %d for %d bytes", res.Tsize, len(res.Data))
+		}
+		return string(res.Data)
+	}
+	if got := grub(); got != "echo usual 7F00000C\n" {
+		t.Fatalf("before install: %q", got)
+	}
+	if _, errOut, code := run(t, "install", "-c", s.cfg, node); code != 0 {
+		t.Fatalf("install: %s", errOut)
+	}
+	got := grub()
+	m := regexp.MustCompile(`cb=(\S+) token=([0-9a-f]{32}) node=7F00000C`).FindStringSubmatch(got)
+	if m == nil || m[1] != base+"/v1/install/"+node {
+		t.Fatalf("GRUB install config: %q", got)
+	}
+	if pxe, err := getExactTFTP(t, addr, node, testenv.GetOptions{}); err != nil || !strings.Contains(string(pxe), "token="+m[2]) {
+		t.Fatalf("pxelinux name of the same node: %q, %v", pxe, err)
+	}
+	if code := curlFrom(t, ip, "POST", m[1]+"/done?token="+m[2], nil); code != 200 {
+		t.Fatalf("done: %d", code)
+	}
+	if got := grub(); !strings.Contains(got, "\nexit\n") || strings.Contains(got, m[2]) {
+		t.Fatalf("installed node's GRUB config: %q", got)
 	}
 }
