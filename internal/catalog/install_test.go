@@ -33,11 +33,7 @@ func TestInstallTemplates(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			reg, err := registry.Open(registry.Options{Dir: filepath.Join(dir, "state")})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer reg.Close()
+			reg := openRegistry(t, dir)
 			changes := 0
 			c.OnChange(func() { changes++ })
 			m := install.New(install.Options{Store: reg, Dir: filepath.Join(dir, "state"), CallbackURL: "http://192.0.2.1:8770", MaxBoots: 2, Changed: c.NodeChanged})
@@ -118,11 +114,7 @@ func TestInstallFirstSight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.Open(registry.Options{Dir: filepath.Join(dir, "state")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	reg := openRegistry(t, dir)
 	m := install.New(install.Options{Store: reg, Dir: filepath.Join(dir, "state")})
 	c.SetInstaller(m)
 	e, err := c.Resolve(context.Background(), "C0A80109")
@@ -148,4 +140,15 @@ func TestInstallFirstSight(t *testing.T) {
 	if b, _ := c.Open(context.Background(), e); !strings.Contains(string(b), "LOCALBOOT 0") {
 		t.Fatalf("installed node got %q", b)
 	}
+}
+
+// openRegistry opens a registry in dir/state for the test.
+func openRegistry(t *testing.T, dir string) *registry.Registry {
+	t.Helper()
+	reg, err := registry.Open(registry.Options{Dir: filepath.Join(dir, "state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close() })
+	return reg
 }

@@ -32,6 +32,21 @@ func freeLoopbackPort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// newInstallSite is a config-only site serving 127.0.0.0/24 with
+// install_template and the callback on a free port of 127.0.0.1, whose base
+// URL it returns (callback_url is written with a trailing slash, which
+// pxebootfs drops).
+func newInstallSite(t *testing.T, extra string) (*site, string) {
+	t.Helper()
+	testenv.RequireTool(t, "curl")
+	port := strconv.Itoa(freeLoopbackPort(t))
+	base := "http://127.0.0.1:" + port
+	s := newSite(t, "allow = 127.0.0.0/24\ninstall_template = install.template\n"+
+		"callback_listen = 127.0.0.1:"+port+"\ncallback_url = "+base+"/\n"+extra)
+	s.write(filepath.Join(s.dir, "install.template"), installTemplate)
+	return s, base
+}
+
 // curlFrom calls url with curl bound to source address src, as an
 // installer on node src would, and returns the HTTP status.
 func curlFrom(t *testing.T, src, method, url string, body []byte) int {
@@ -62,12 +77,7 @@ func curlFrom(t *testing.T, src, method, url string, body []byte) int {
 // next fetch is the built-in local-boot config. A daemon restart in the
 // middle changes nothing; refusals change nothing; repeats are harmless.
 func TestInstallCycle(t *testing.T) {
-	testenv.RequireTool(t, "curl")
-	port := freeLoopbackPort(t)
-	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	s := newSite(t, "allow = 127.0.0.0/24\ninstall_template = install.template\ninstall_max_boots = 2\n"+
-		"callback_listen = 127.0.0.1:"+strconv.Itoa(port)+"\ncallback_url = "+base+"/\n")
-	s.write(filepath.Join(s.dir, "install.template"), installTemplate)
+	s, base := newInstallSite(t, "install_max_boots = 2\n")
 	d := s.start()
 	addr := testenv.StartTFTPD(t, s.tftpRoot)
 	const node, ip = "7F00000B", "127.0.0.11"
@@ -218,12 +228,7 @@ func TestInstallCycle(t *testing.T) {
 // which boots the local disk); install_template serves its pxelinux names
 // at the same time, from the same state.
 func TestInstallThroughGRUB(t *testing.T) {
-	testenv.RequireTool(t, "curl")
-	port := freeLoopbackPort(t)
-	base := "http://127.0.0.1:" + strconv.Itoa(port)
-	s := newSite(t, "allow = 127.0.0.0/24\ninstall_template = install.template\ngrub_install_template = grub-install.template\n"+
-		"callback_listen = 127.0.0.1:"+strconv.Itoa(port)+"\ncallback_url = "+base+"\n")
-	s.write(filepath.Join(s.dir, "install.template"), installTemplate)
+	s, base := newInstallSite(t, "grub_install_template = grub-install.template\n")
 	s.write(filepath.Join(s.dir, "grub-install.template"), "linux /d-i/linux cb={{.CallbackURL}} token={{.InstallToken}} node=<NODE>\n")
 	withGRUB(t, s, "echo usual <NODE>\n")
 	s.start()
