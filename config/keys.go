@@ -345,17 +345,7 @@ var keys = []keySpec{
 	templateKey("local_template", "local.template", "Template of the pxelinux config of installed nodes. Default: built in, boots the local disk (LOCALBOOT 0).", func(c *Config) *string { return &c.LocalTemplate }),
 	templateKey("grub_install_template", "grub-install.template", "GRUB twin of install_template, served under grub_mount to nodes in install mode. Default: unset.", func(c *Config) *string { return &c.GrubInstallTemplate }),
 	templateKey("grub_local_template", "grub-local.template", "GRUB twin of local_template. Default: built in, `exit` (the firmware boots the next entry, the local disk).", func(c *Config) *string { return &c.GrubLocalTemplate }),
-	{
-		name: "callback_listen", example: "0.0.0.0:8770",
-		doc: "host:port of the HTTP endpoint installers call at /v1/install/NODE/{started,done,failed}?token=TOKEN. Default: unset (no callback; end install mode with `pxebootfs installed`).",
-		parse: func(p *parser, v string) *Error {
-			if e := checkListen(v); e != nil {
-				return e
-			}
-			p.c.CallbackListen = v
-			return nil
-		},
-	},
+	listenKey("callback_listen", "0.0.0.0:8770", "host:port of the HTTP endpoint installers call at /v1/install/NODE/{started,done,failed}?token=TOKEN. Default: unset (no callback; end install mode with `pxebootfs installed`).", func(c *Config) *string { return &c.CallbackListen }),
 	{
 		name: "callback_url", example: "http://192.0.2.1:8770",
 		doc: "Base URL by which nodes reach callback_listen (templates get .CallbackURL = this + /v1/install/NODE); required with callback_listen.",
@@ -375,17 +365,18 @@ var keys = []keySpec{
 			return positiveInt(v, &p.c.InstallMaxBoots)
 		},
 	},
-	{
-		name: "metrics_listen", example: "127.0.0.1:9123",
-		doc: "host:port on which Prometheus metrics are served at /metrics; the host is an IP address, localhost or empty (every address). Default: unset (no metrics endpoint).",
-		parse: func(p *parser, v string) *Error {
-			if e := checkListen(v); e != nil {
-				return e
-			}
-			p.c.MetricsListen = v
-			return nil
-		},
-	},
+	listenKey("metrics_listen", "127.0.0.1:9123", "host:port on which Prometheus metrics are served at /metrics; the host is an IP address, localhost or empty (every address). Default: unset (no metrics endpoint).", func(c *Config) *string { return &c.MetricsListen }),
+}
+
+// listenKey is a key naming a host:port to listen on, stored by field.
+func listenKey(name, example, doc string, field func(*Config) *string) keySpec {
+	return keySpec{name: name, example: example, doc: doc, parse: func(p *parser, v string) *Error {
+		if e := checkListen(v); e != nil {
+			return e
+		}
+		*field(p.c) = v
+		return nil
+	}}
 }
 
 // templateKey is a reloadable key naming a template file, stored by field.
