@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,11 +89,18 @@ func startQEMU(t testing.TB, ns *NetNS, args []string) *QEMU {
 	return q
 }
 
-// Console is what the guest wrote to its serial console so far.
+// Console is what the guest wrote to its serial console so far, without
+// terminal escape sequences: the firmware and pxelinux move the cursor
+// while printing, and a sequence can land inside a line (seen: pxelinux's
+// "[25;50H" in the middle of a config's say line).
 func (q *QEMU) Console() string {
 	b, _ := os.ReadFile(q.log)
-	return string(b)
+	return escapes.ReplaceAllString(string(b), "")
 }
+
+// escapes matches ANSI/VT100 control sequences: CSI ("ESC [" ... final
+// byte) and the two-byte ESC sequences (SeaBIOS starts with "ESC c").
+var escapes = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[0-~])`)
 
 // WaitFor waits until the console shows marker, or fails the test after
 // timeout (or if the guest exits first).
