@@ -71,7 +71,7 @@ func TestDisklessBoot(t *testing.T) {
 	}
 
 	step("pxebootfs mount in full mode over %s (export = ganesha)", f.mnt)
-	f.start()
+	d := f.start()
 	net := testenv.StartBootNet(t, f.srv.NS, f.tftpRoot, map[string]netip.Addr{
 		guestA.mac: testenv.BootAddr(15), guestB.mac: testenv.BootAddr(16),
 	})
@@ -83,11 +83,26 @@ func TestDisklessBoot(t *testing.T) {
 	wrote := func(g disklessGuest, n int) string {
 		return fmt.Sprintf("pxebootfs-guest: node %s boot %d wrote", g.name, n)
 	}
-	showConsole := func(g disklessGuest, q *testenv.QEMU) {
-		t.Helper()
-		for _, l := range q.Lines("pxebootfs-") {
-			// From the marker on: the firmware's escape codes may share the line.
-			t.Logf("   %s console: %s", g.name, l[strings.Index(l, "pxebootfs-"):])
+	// follow narrates q's console lines that matter as they appear, until
+	// marker shows, the guest exits or bootTimeout passes since start.
+	follow := func(g disklessGuest, q *testenv.QEMU, marker string, start time.Time) {
+		shown := 0
+		served := strings.Count(d.stderr.String(), "msg=serve name="+g.name)
+		for {
+			if n := strings.Count(d.stderr.String(), "msg=serve name="+g.name); n > served {
+				t.Logf("   [%3.0fs] pxelinux on %s fetched pxelinux.cfg/%s through the mount", time.Since(t0).Seconds(), g.name, g.name)
+				served = n
+			}
+			lines := q.Lines("pxebootfs-")
+			for _, l := range lines[shown:] {
+				// From the marker on: what the firmware printed may share the line.
+				t.Logf("   [%3.0fs] %s console: %s", time.Since(t0).Seconds(), g.name, l[strings.Index(l, "pxebootfs-"):])
+			}
+			shown = len(lines)
+			if strings.Contains(q.Console(), marker) || q.Exited() || time.Since(start) > bootTimeout {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 
@@ -102,9 +117,7 @@ func TestDisklessBoot(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for !strings.Contains(gq.q.Console(), wrote(gq.g, 1)) && time.Since(start) < bootTimeout && !gq.q.Exited() {
-				time.Sleep(200 * time.Millisecond)
-			}
+			follow(gq.g, gq.q, wrote(gq.g, 1), start)
 		}()
 	}
 	wg.Wait()
@@ -114,7 +127,6 @@ func TestDisklessBoot(t *testing.T) {
 	}{{guestA, qa}, {guestB, qb}} {
 		gq.q.WaitFor(t, wrote(gq.g, 1), time.Second)
 		gq.q.Wait(t, time.Minute)
-		showConsole(gq.g, gq.q)
 		if got := gq.q.Lines("root holds:"); len(got) != 1 || !strings.HasSuffix(got[0], "root holds: booted-by-"+gq.g.name) {
 			t.Errorf("node %s sees other nodes' writes: %q", gq.g.name, got)
 		}
@@ -149,9 +161,9 @@ func TestDisklessBoot(t *testing.T) {
 
 	step("rebooting node %s: its root keeps what it wrote", guestA.name)
 	qa2 := boot(guestA)
-	qa2.WaitFor(t, wrote(guestA, 2), bootTimeout)
+	follow(guestA, qa2, wrote(guestA, 2), time.Now())
+	qa2.WaitFor(t, wrote(guestA, 2), time.Second)
 	qa2.Wait(t, time.Minute)
-	showConsole(guestA, qa2)
 	requireFile(t, filepath.Join(upperA, "booted-by-"+guestA.name), "boot 1 of "+guestA.name+"\nboot 2 of "+guestA.name+"\n")
 
 	step("pxebootfs reset -force %s: a fresh root, same fsid", guestA.name)
