@@ -21,6 +21,8 @@
 //   - names a field Data does not have where dot is known to be Data
 //     (outside with/range bodies and defined templates), found by walking
 //     the parse tree so untaken branches are checked too;
+//   - ranges over a number ({{range 5}}, {{range len .X}}), which could
+//     spin for ever without writing: text/template has no step limit;
 //   - fails to render SampleData.
 //
 // Keys of .Vars cannot be known at parse time (they come from an inventory,
@@ -350,6 +352,7 @@ func (c *checker) walk(n parse.Node, dotIsData bool) {
 	case *parse.WithNode:
 		c.branch(&n.BranchNode, dotIsData, false)
 	case *parse.RangeNode:
+		c.rangeOverNumber(n)
 		c.branch(&n.BranchNode, dotIsData, false)
 	case *parse.TemplateNode:
 		c.walk(n.Pipe, dotIsData)
@@ -383,6 +386,32 @@ func (c *checker) field(n parse.Node, ident string, onData bool) {
 		loc, context := c.tree.ErrorContext(n)
 		c.err = fmt.Errorf("%s: unknown field .%s in {{%s}}; fields are .%s",
 			loc, ident, context, strings.Join(dataFields, ", ."))
+	}
+}
+
+// rangeOverNumber refuses {{range N}} and {{range len X}}: text/template
+// has no step limit, and a range over a large number spins without
+// writing (so the output cap does not stop it), hanging every open of the
+// name. pxelinux templates range over .Vars or lists; a count held in a
+// variable is not caught here.
+func (c *checker) rangeOverNumber(n *parse.RangeNode) {
+	if n.Pipe == nil || len(n.Pipe.Cmds) == 0 {
+		return
+	}
+	cmd := n.Pipe.Cmds[len(n.Pipe.Cmds)-1]
+	if len(cmd.Args) == 0 {
+		return
+	}
+	number := false
+	switch a := cmd.Args[0].(type) {
+	case *parse.NumberNode:
+		number = true
+	case *parse.IdentifierNode:
+		number = a.Ident == "len"
+	}
+	if number {
+		loc, context := c.tree.ErrorContext(n)
+		c.err = fmt.Errorf("%s: %s ranges over a number; templates may range over .Vars or a list only (a render must end, and text/template has no step limit)", loc, context)
 	}
 }
 

@@ -146,6 +146,8 @@ func TestParseErrors(t *testing.T) {
 		{"node only as a var key", "{{.Vars.Node}}", []string{"never uses"}},
 		{"placeholder lower case", "<node>", []string{"never uses"}},
 		{"unknown field", "<NODE>\nx={{.Foo}}\n", []string{"/etc/x.template:2:", "unknown field .Foo", "fields are .Node, .IP"}},
+		{"range over a number", "<NODE>\n{{range 2000000000}}{{end}}", []string{"/etc/x.template:2:", "ranges over a number"}},
+		{"range over len", "<NODE>{{range $i := len .CallbackURL}}{{range len .IP}}{{end}}{{end}}", []string{"ranges over a number"}},
 		{"unknown field in untaken if", "<NODE>\n{{if .Vars.x}}\n{{.Foo}}{{end}}", []string{"/etc/x.template:3:", "unknown field .Foo"}},
 		{"unknown field in else of if", "<NODE>{{if .IP}}{{else}}\n{{.Ip}}{{end}}", []string{":2:", "unknown field .Ip"}},
 		{"unknown field in with pipeline", "<NODE>\n{{with .Nodedir}}x{{end}}", []string{":2:", "unknown field .Nodedir"}},
@@ -155,7 +157,7 @@ func TestParseErrors(t *testing.T) {
 		{"field of a string", "<NODE>\n{{.Node.X}}", []string{"trial render", ":2:", "can't evaluate field X"}},
 		{"undefined template", "<NODE>\n{{template \"nope\" .}}", []string{"trial render", ":2:", `"nope" not defined`}},
 		{"unknown field inside defined template", "{{define \"a\"}}{{.Zap}}{{end}}<NODE>{{template \"a\" .}}", []string{"trial render", "can't evaluate field Zap"}},
-		{"output too large", "<NODE>{{range 200000}}0123456789{{end}}", []string{"trial render", "larger than"}},
+		{"output too large", "<NODE>{{printf \"%2000000s\" \"x\"}}", []string{"trial render", "larger than"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
