@@ -529,26 +529,8 @@ func (r *Registry) SetReleased(id node.ID, released bool) error {
 // durable it returns once it is on disk, else once it is in memory (see
 // flushLaterLocked).
 func (r *Registry) update(what string, id node.ID, change func(*Record) (durable bool)) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.writableLocked(); err != nil {
-		return fmt.Errorf("%s %s: %w", what, id, err)
-	}
-	e, ok := r.st.nodes[id]
-	if !ok {
-		return fmt.Errorf("%s %s: %w", what, id, ErrUnknownNode)
-	}
-	durable := change(&e.n)
-	r.logLocked(func(seq uint64) []byte { return putLine(seq, e.n) })
-	r.gen++
-	if !durable {
-		r.flushLaterLocked()
-		return nil
-	}
-	if err := r.commitLocked(r.gen); err != nil {
-		return fmt.Errorf("%s %s: persist: %w", what, id, err)
-	}
-	return nil
+	_, err := r.change(what, id, false, func(n *Record) (bool, error) { return change(n), nil })
+	return err
 }
 
 // Change applies change to id's record, creating a record without an fsid
@@ -557,20 +539,25 @@ func (r *Registry) update(what string, id node.ID, change func(*Record) (durable
 // with an error, and then nothing changes; when it says durable the call
 // returns once the change is on disk, else within bootFlushDelay.
 func (r *Registry) Change(id node.ID, create bool, change func(*Record) (durable bool, err error)) (Record, error) {
+	return r.change("change", id, create, change)
+}
+
+// change is Change and update; what names the operation in errors.
+func (r *Registry) change(what string, id node.ID, create bool, change func(*Record) (durable bool, err error)) (Record, error) {
 	if !id.IsValid() {
-		return Record{}, errors.New("change: no node given")
+		return Record{}, fmt.Errorf("%s: no node given", what)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.writableLocked(); err != nil {
-		return Record{}, fmt.Errorf("change %s: %w", id, err)
+		return Record{}, fmt.Errorf("%s %s: %w", what, id, err)
 	}
 	e, ok := r.st.nodes[id]
 	if !ok && !create {
-		return Record{}, fmt.Errorf("change %s: %w", id, ErrUnknownNode)
+		return Record{}, fmt.Errorf("%s %s: %w", what, id, ErrUnknownNode)
 	}
 	if !ok && r.max > 0 && len(r.st.nodes) >= r.max {
-		return Record{}, fmt.Errorf("change %s: max_nodes %d reached: %w", id, r.max, ErrFull)
+		return Record{}, fmt.Errorf("%s %s: max_nodes %d reached: %w", what, id, r.max, ErrFull)
 	}
 	n := Record{ID: id, Created: time.Now().UTC()}
 	if ok {
@@ -581,25 +568,22 @@ func (r *Registry) Change(id node.ID, create bool, change func(*Record) (durable
 		return Record{}, err
 	}
 	if n.ID != id || (ok && n.FSID != e.n.FSID) || (!ok && n.FSID != 0) {
-		return Record{}, fmt.Errorf("change %s: the node's name and fsid cannot be changed", id)
+		return Record{}, fmt.Errorf("%s %s: the node's name and fsid cannot be changed", what, id)
 	}
 	r.gen++
 	if !ok {
-		e = &entry{}
+		e = &entry{gen: r.gen}
 		r.st.nodes[id] = e
 		durable = true // a new record is durable, like Allocate's
 	}
 	e.n = n
-	if !ok {
-		e.gen = r.gen
-	}
 	r.logLocked(func(seq uint64) []byte { return putLine(seq, e.n) })
 	if !durable {
 		r.flushLaterLocked()
 		return n, nil
 	}
 	if err := r.commitLocked(r.gen); err != nil {
-		return Record{}, fmt.Errorf("change %s: persist: %w", id, err)
+		return Record{}, fmt.Errorf("%s %s: persist: %w", what, id, err)
 	}
 	return n, nil
 }
