@@ -139,7 +139,7 @@ func (m *Manager) View(id node.ID) View {
 }
 
 func (m *Manager) view(in registry.Install, id node.ID) View {
-	v := View{State: in.State, Token: in.Token, Loop: m.Loop(in), Fresh: in.State == registry.InstallNone && in.Token == ""}
+	v := View{State: in.State, Token: in.Token, Loop: m.Loop(in), Fresh: never(in)}
 	if m.o.CallbackURL != "" {
 		v.CallbackURL = m.o.CallbackURL + "/v1/install/" + id.String()
 	}
@@ -180,22 +180,7 @@ func short(token string) string {
 // Enter puts id in install mode with a new token, whatever its state: the
 // old token stops working. The node is created in the registry if unknown.
 func (m *Manager) Enter(id node.ID, reason string) error {
-	token, err := newToken()
-	if err != nil {
-		return err
-	}
-	if _, err := m.o.Store.Change(id, true, func(r *registry.Record) (bool, error) {
-		r.Install = registry.Install{State: registry.InstallPending, Token: token, Changed: m.o.Now().UTC()}
-		return true, nil
-	}); err != nil {
-		return fmt.Errorf("install %s: %w", id, err)
-	}
-	if err := os.Remove(m.reportPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		m.o.Logger.Warn("install: remove the previous failure report", "node", id, "err", err)
-	}
-	m.o.Logger.Info("install: node in install mode", "node", id, "reason", reason, "token", short(token))
-	m.changed(id)
-	return nil
+	return m.enter(id, reason, false)
 }
 
 // errUnchanged aborts a Change that has nothing to do.
@@ -205,12 +190,22 @@ var errUnchanged = errors.New("unchanged")
 // inventory node with install = true); a node that was is left as it is,
 // so an installed node does not install again.
 func (m *Manager) FirstSight(id node.ID) error {
+	return m.enter(id, "inventory install = true, first sight", true)
+}
+
+// never reports whether a node in state in never was in install mode.
+func never(in registry.Install) bool {
+	return in.State == registry.InstallNone && in.Token == ""
+}
+
+// enter is Enter, and with onlyNever FirstSight.
+func (m *Manager) enter(id node.ID, reason string, onlyNever bool) error {
 	token, err := newToken()
 	if err != nil {
 		return err
 	}
 	_, err = m.o.Store.Change(id, true, func(r *registry.Record) (bool, error) {
-		if r.Install.State != registry.InstallNone || r.Install.Token != "" {
+		if onlyNever && !never(r.Install) {
 			return false, errUnchanged
 		}
 		r.Install = registry.Install{State: registry.InstallPending, Token: token, Changed: m.o.Now().UTC()}
@@ -220,9 +215,15 @@ func (m *Manager) FirstSight(id node.ID) error {
 	case errors.Is(err, errUnchanged):
 		return nil
 	case err != nil:
-		return fmt.Errorf("install %s on first sight: %w", id, err)
+		return fmt.Errorf("install %s (%s): %w", id, reason, err)
 	}
-	m.o.Logger.Info("install: node in install mode", "node", id, "reason", "inventory install = true, first sight", "token", short(token))
+	if !onlyNever {
+		// A node that never was in install mode has no report.
+		if err := os.Remove(m.reportPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			m.o.Logger.Warn("install: remove the previous failure report", "node", id, "err", err)
+		}
+	}
+	m.o.Logger.Info("install: node in install mode", "node", id, "reason", reason, "token", short(token))
 	m.changed(id)
 	return nil
 }
