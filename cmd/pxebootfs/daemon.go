@@ -332,16 +332,10 @@ func (h controlHandler) Install(ctx context.Context, id node.ID) error {
 // hasInstallTemplate: an install template applies to id under either
 // loader.
 func (o *daemonOps) hasInstallTemplate(id node.ID) bool {
-	cfg := o.cat.Config()
-	if cfg.InstallTemplate != "" || (cfg.GrubMount != "" && cfg.GrubInstallTemplate != "") {
-		return true
-	}
-	for _, n := range o.cat.InventoryNodes() {
-		if n.ID == id {
-			return n.InstallTemplate != nil || n.GrubInstallTemplate != nil
-		}
-	}
-	return false
+	o.reloadMu.Lock()
+	grub := o.grub
+	o.reloadMu.Unlock()
+	return o.cat.HasInstallTemplate(id) || (grub != nil && grub.HasInstallTemplate(id))
 }
 
 func (h controlHandler) Installed(ctx context.Context, id node.ID) error {

@@ -83,6 +83,15 @@ func (c *Catalog) loadInstallTemplates(cfg *config.Config, s *snapshot) error {
 	return nil
 }
 
+// HasInstallTemplate reports whether a node id in install mode would be
+// served an install template by this catalog (its own from the inventory,
+// or install_template / grub_install_template), rather than its usual one.
+func (c *Catalog) HasInstallTemplate(id node.ID) bool {
+	s := c.cur.Load()
+	e := Entry{Kind: KindNode, Node: node.Node{ID: id}, Inv: s.inv.ByID(id)}
+	return c.installTemplate(s, e, install.View{State: registry.InstallPending}) != nil
+}
+
 // installView is the install state e's config renders from now, without
 // side effects. An inventory node with install = true that was never in
 // install mode is shown as its first open will make it (without a token,

@@ -87,10 +87,16 @@ func TestInstallTemplates(t *testing.T) {
 				t.Errorf("%d changes announced, want 2 (install, done)", changes)
 			}
 			// Install mode without an install template: the usual one.
+			if !c.HasInstallTemplate(id) {
+				t.Fatal("HasInstallTemplate = false with an install template")
+			}
 			cfg2 := *cfg
 			cfg2.InstallTemplate, cfg2.GrubInstallTemplate = "", ""
 			if err := c.SetConfig(&cfg2); err != nil {
 				t.Fatal(err)
+			}
+			if c.HasInstallTemplate(id) {
+				t.Fatal("HasInstallTemplate = true without one")
 			}
 			if err := m.Enter(id, "test"); err != nil {
 				t.Fatal(err)
