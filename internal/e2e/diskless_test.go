@@ -61,7 +61,6 @@ func TestDisklessBoot(t *testing.T) {
 	testenv.InstallPXELinux(t, f.tftpRoot)
 	for src, dst := range map[string]string{guest.Kernel: "vmlinuz", guest.Initrd: "initrd.gz"} {
 		testenv.CopyFile(t, src, filepath.Join(f.tftpRoot, dst))
-		os.Chmod(filepath.Join(f.tftpRoot, dst), 0o644)
 	}
 	goldenBefore := listTree(t, f.root)
 	t0 := time.Now()

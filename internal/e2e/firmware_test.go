@@ -47,8 +47,7 @@ func TestBIOSFirmwareBootsPXELinux(t *testing.T) {
 	s := newSite(t, "")
 	s.write(s.template, "SERIAL 0 115200\nSAY PXEBOOTFS-BIOS node=<NODE> mac={{.MAC}} ip={{.IP}}\nPROMPT 0\nDEFAULT local\nLABEL local\n  LOCALBOOT 0\n")
 	s.start()
-	testenv.CopyFile(t, testenv.PXELinux, filepath.Join(s.tftpRoot, "pxelinux.0"))
-	testenv.CopyFile(t, testenv.LDLinux, filepath.Join(s.tftpRoot, "ldlinux.c32"))
+	testenv.InstallPXELinux(t, s.tftpRoot)
 	q := testenv.StartQEMU(t,
 		"-netdev", "user,id=n0,tftp="+s.tftpRoot+",bootfile=pxelinux.0",
 		"-device", "e1000,netdev=n0,mac=52:54:00:12:34:56",

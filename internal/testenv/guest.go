@@ -225,12 +225,16 @@ func buildGuest(deb, staging string) error {
 	return copyFile(filepath.Join(pkg, "boot", "vmlinuz-"+kver), filepath.Join(out, "vmlinuz"), 0o644)
 }
 
+// copyFile copies src to dst with mode (exactly: not narrowed by umask).
 func copyFile(src, dst string, mode os.FileMode) error {
 	b, err := os.ReadFile(src)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(dst, b, mode)
+	if err := os.WriteFile(dst, b, mode); err != nil {
+		return err
+	}
+	return os.Chmod(dst, mode)
 }
 
 // goldenInit is the golden root's /sbin/init: it reports where its root

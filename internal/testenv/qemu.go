@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -124,22 +123,11 @@ func (q *QEMU) WaitFor(t testing.TB, marker string, timeout time.Duration) time.
 	}
 }
 
-// CopyFile copies src to dst (firmware variables, boot loaders).
+// CopyFile copies src to dst (firmware variables, boot loaders, kernels),
+// world-readable: tftpd-hpa serves only such files.
 func CopyFile(t testing.TB, src, dst string) {
 	t.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
+	if err := copyFile(src, dst, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
