@@ -29,6 +29,11 @@
 //   - otherwise the page cache is kept when an open's content equals the
 //     last open's (FOPEN_KEEP_CACHE).
 //
+// The mount's root and by-ip/ never change, so their attributes are cached
+// for StableTimeout too: with default_permissions the kernel checks the
+// root's mode on every path walk into the mount, and a zero timeout there
+// cost every fetch a GETATTR round trip (TestWarmFetchIsOneOpen).
+//
 // Everything else (static files, which admins edit in place; generated
 // content; a node not yet registered, whose fsid is not yet its own) keeps
 // the old rules: entries and unknown names cached 1 s (pxelinux's walk

@@ -104,7 +104,17 @@ func setFileAttr(out *fuse.Attr, ino uint64, st catalog.Stat) {
 	out.Blocks = (out.Size + 511) / 512
 }
 
-func setDirAttr(out *fuse.Attr, ino uint64) {
+// setDirAttr fills the attributes of our own directories (the mount's root
+// and by-ip/), which never change. The kernel may keep them: with
+// default_permissions it checks the root's mode on every path walk through
+// the mount, and with a zero timeout that check was one more GETATTR round
+// trip on every tftpd open.
+func setDirAttr(out *fuse.AttrOut, ino uint64) {
+	fillDirAttr(&out.Attr, ino)
+	out.SetTimeout(StableTimeout)
+}
+
+func fillDirAttr(out *fuse.Attr, ino uint64) {
 	out.Ino = ino
 	out.Mode = syscall.S_IFDIR | 0o555
 	out.Nlink = 2

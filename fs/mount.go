@@ -3,6 +3,7 @@ package fs
 import (
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"os"
 	"syscall"
@@ -18,6 +19,10 @@ type MountOptions struct {
 	// Debug logs every FUSE request (go-fuse's own debug output).
 	Debug  bool
 	Logger *slog.Logger
+
+	// debugLog receives go-fuse's request log instead of the standard
+	// logger: how tests count the requests an operation costs.
+	debugLog *log.Logger
 }
 
 // Server is a mounted pxebootfs.
@@ -48,7 +53,8 @@ func Mount(dir string, src Source, o MountOptions) (*Server, error) {
 			FsName:     "pxebootfs",
 			Name:       "pxebootfs",
 			Options:    []string{"ro", "default_permissions"},
-			Debug:      o.Debug,
+			Debug:      o.Debug || o.debugLog != nil,
+			Logger:     o.debugLog,
 			// As root, mount(2) directly; fusermount3 is the fallback.
 			DirectMount: true,
 			// Many tftpd children open at once during a boot storm; the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"path/filepath"
 	"slices"
@@ -120,6 +121,95 @@ func testMount(t *testing.T, src Source) string {
 		srv.Wait()
 	})
 	return dir
+}
+
+// requestLog collects go-fuse's request log: one "rx N: OPCODE …" line
+// per request the kernel sends.
+type requestLog struct {
+	mu  sync.Mutex
+	ops []string
+}
+
+func (l *requestLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := strings.Fields(string(p))
+	for i, w := range f {
+		if w == "rx" && i+2 < len(f) {
+			l.ops = append(l.ops, f[i+2])
+		}
+	}
+	return len(p), nil
+}
+
+// take returns the requests logged since the last take.
+func (l *requestLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ops := l.ops
+	l.ops = nil
+	return ops
+}
+
+// TestWarmFetchIsOneOpen: a warm fetch of a stable name (what a tftpd
+// does: open, fstat, read, close) costs the daemon one OPEN and its
+// RELEASE and nothing else: the kernel answers the path walk (the root's
+// mode, which default_permissions checks), the entry, the attributes and
+// the read from its caches. The mount root once had attribute timeout 0,
+// which made every fetch one more GETATTR round trip.
+func TestWarmFetchIsOneOpen(t *testing.T) {
+	testenv.RequireRoot(t)
+	src := &fakeSource{stable: true, files: map[string][]byte{"C0A80102": []byte("warm\n")}}
+	dir := t.TempDir()
+	reqs := &requestLog{}
+	srv, err := Mount(dir, src, MountOptions{debugLog: log.New(reqs, "", 0)})
+	if err != nil {
+		t.Fatalf("Mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		srv.Wait()
+	})
+	p := filepath.Join(dir, "C0A80102")
+	fetch := func() {
+		t.Helper()
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Stat(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	fetch()
+	fetch() // the first FLUSH's ENOSYS turns FLUSH off
+	// RELEASE is sent after close returns: collect until the kernel has
+	// been quiet for a while.
+	settle := func() []string {
+		var ops []string
+		for quiet := 0; quiet < 5; {
+			time.Sleep(20 * time.Millisecond)
+			if got := reqs.take(); len(got) > 0 {
+				ops, quiet = append(ops, got...), 0
+			} else {
+				quiet++
+			}
+		}
+		return ops
+	}
+	settle()
+	for i := range 3 {
+		fetch()
+		if ops := settle(); !slices.Equal(ops, []string{"OPEN", "RELEASE"}) {
+			t.Errorf("warm fetch %d sent %v, want [OPEN RELEASE]", i, ops)
+		}
+	}
 }
 
 func TestMountReadAndStat(t *testing.T) {

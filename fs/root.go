@@ -39,7 +39,7 @@ func NewRoot(src Source) fusefs.InodeEmbedder { return &root{src: src} }
 
 // Getattr serves stat of the mount point itself.
 func (r *root) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	setDirAttr(&out.Attr, rootIno)
+	setDirAttr(out, rootIno)
 	return 0
 }
 
@@ -48,7 +48,9 @@ func (r *root) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 // probes must not create anything. Runs concurrently for different names.
 func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	if name == byIPName && r.src.FullMode() {
-		setDirAttr(&out.Attr, byIPIno)
+		fillDirAttr(&out.Attr, byIPIno)
+		out.SetEntryTimeout(StableTimeout)
+		out.SetAttrTimeout(StableTimeout)
 		return r.NewInode(ctx, &byIP{src: r.src}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: byIPIno}), 0
 	}
 	e, err := r.src.Resolve(ctx, name)
@@ -156,7 +158,7 @@ var (
 
 // Getattr serves stat of by-ip/.
 func (d *byIP) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	setDirAttr(&out.Attr, byIPIno)
+	setDirAttr(out, byIPIno)
 	return 0
 }
 
