@@ -62,8 +62,9 @@ func BenchmarkColdProvision(b *testing.B) {
 // through tftpd-hpa by 64 concurrent clients (each gets an fsid, an overlay
 // and an export), beside its floor in the same run: the same bytes as
 // 1,000 static files through the same tftpd with the same client. Then the
-// same 1,000 nodes again (warm). Each is printed with its ratio to the
-// floor, and the mounts and exports are counted.
+// same 1,000 nodes again (warm), with 64 clients and with one, each beside
+// the static files again. Each is printed with its ratio to the floor, and
+// the mounts and exports are counted.
 //
 //	go test -run '^$' -bench Storm1000 -benchtime 1x ./internal/e2e
 func BenchmarkStorm1000(b *testing.B) {
@@ -76,22 +77,24 @@ func BenchmarkStorm1000(b *testing.B) {
 		addr := testenv.StartTFTPD(b, f.tftpRoot)
 		b.StartTimer()
 
+		static, staticFailed := timeStorm(b, addr, "static", n, clients)
 		start := time.Now()
-		_, staticFailed := fetchStormFrom(b, addr, "static", 1, n, clients)
-		static := time.Since(start)
-		start = time.Now()
 		served, failed := fetchStorm(b, addr, n, clients)
 		cold := time.Since(start)
-		start = time.Now()
-		_, warmFailed := fetchStorm(b, addr, n, clients)
-		warm := time.Since(start)
-		// The same with one client: latency, not throughput.
-		start = time.Now()
-		_, static1Failed := fetchStormFrom(b, addr, "static", 1, n, 1)
-		static1 := time.Since(start)
-		start = time.Now()
-		_, warm1Failed := fetchStorm(b, addr, n, 1)
-		warm1 := time.Since(start)
+		// Warm, with 64 clients and with one, each beside its static
+		// floor: best of three interleaved rounds, so that a moment of
+		// load on the machine does not land on one side only.
+		var warm, static64, warm1, static1 time.Duration
+		var warmFailed int
+		for r := 0; r < warmRounds; r++ {
+			s64, f1 := timeStorm(b, addr, "static", n, clients)
+			w64, f2 := timeStorm(b, addr, "pxelinux.cfg", n, clients)
+			s1, f3 := timeStorm(b, addr, "static", n, 1)
+			w1, f4 := timeStorm(b, addr, "pxelinux.cfg", n, 1)
+			warmFailed += f1 + f2 + f3 + f4
+			static64, warm = best(static64, s64), best(warm, w64)
+			static1, warm1 = best(static1, s1), best(warm1, w1)
+		}
 		b.StopTimer()
 		// The unavoidable work of 1,000 new nodes, measured alone: bare
 		// overlay mounts and one exportfs -a for all.
@@ -111,16 +114,36 @@ func BenchmarkStorm1000(b *testing.B) {
 		b.ReportMetric(bare.Seconds(), "bare-mounts+exports-s")
 		b.ReportMetric(cold.Seconds()/(static.Seconds()+bare.Seconds()), "cold/(static+bare)")
 		b.ReportMetric(warm.Seconds(), "warm-s")
-		b.ReportMetric(warm.Seconds()/static.Seconds(), "warm/static")
+		b.ReportMetric(static64.Seconds(), "static-best-s")
+		b.ReportMetric(static64.Seconds()/warm.Seconds(), "warm-rate/static-rate")
 		b.ReportMetric(static1.Seconds(), "static-1client-s")
 		b.ReportMetric(warm1.Seconds(), "warm-1client-s")
-		b.ReportMetric(warm1.Seconds()/static1.Seconds(), "warm/static-1client")
-		b.ReportMetric(float64(failed+warmFailed+staticFailed+static1Failed+warm1Failed), "errors")
+		b.ReportMetric(static1.Seconds()/warm1.Seconds(), "warm-rate/static-rate-1client")
+		b.ReportMetric(float64(failed+warmFailed+staticFailed), "errors")
 		b.ReportMetric(float64(len(mounts)), "mounts")
 		b.ReportMetric(float64(len(exps)), "exports")
 		b.ReportMetric(float64(ok), "served-with-root")
 		b.ReportMetric(0, "ns/op")
 	}
+}
+
+// warmRounds is how many interleaved rounds of warm and static fetches
+// BenchmarkStorm1000 runs; it reports the best of each.
+const warmRounds = 3
+
+// timeStorm times fetching dir/NAME for nodes 1..n with clients clients.
+func timeStorm(b *testing.B, addr, dir string, n, clients int) (time.Duration, int) {
+	start := time.Now()
+	_, failed := fetchStormFrom(b, addr, dir, 1, n, clients)
+	return time.Since(start), failed
+}
+
+// best is the shorter of two durations, d if best is still 0.
+func best(best, d time.Duration) time.Duration {
+	if best == 0 || d < best {
+		return d
+	}
+	return best
 }
 
 // staticFloor writes, for nodes 1..n, a static file of the size of the
