@@ -291,7 +291,7 @@ func noTempFiles(t testing.TB, dir string) {
 		t.Fatal(err)
 	}
 	for _, de := range des {
-		if strings.Contains(de.Name(), ".tmp-") {
+		if strings.Contains(de.Name(), ".tmp-") || strings.Contains(de.Name(), ".one-") {
 			t.Errorf("temporary file left behind: %s", de.Name())
 		}
 	}

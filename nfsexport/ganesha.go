@@ -57,6 +57,8 @@ type Ganesha struct {
 	// rewrites (see editFile).
 	fileMu    sync.Mutex
 	fileBatch batcher[blockEdit]
+	// showBatch shares ShowExports calls; see sharedShow.
+	showBatch batcher[*showCall]
 
 	connMu     sync.Mutex
 	conn       *dbus.Conn
@@ -175,10 +177,14 @@ func (g *Ganesha) ConfigFile() string { return g.file }
 // still mounted (pxebootfs alone restarted) are left alone: running nodes
 // are not disturbed. Without Ganesha running, there is nothing to find;
 // exports it makes when it starts later read the file after the mounts.
+//
+// Files of one-block calls a crash interrupted (see oneBlockCall) are
+// removed.
 func (g *Ganesha) Init(ctx context.Context) error {
 	if err := g.initFile(); err != nil {
 		return err
 	}
+	g.removeOneBlockFiles()
 	blocks, err := g.fileBlocks()
 	if err != nil {
 		return err
@@ -340,7 +346,7 @@ func (g *Ganesha) apply(ctx context.Context, e Export) (string, error) {
 				if _, err := g.removeExport(ctx, id); err != nil {
 					return "", err
 				}
-				if err := g.addExport(ctx, id); err != nil {
+				if err := g.addExport(ctx, e); err != nil {
 					return "", err
 				}
 				g.clearStale(id)
@@ -349,12 +355,12 @@ func (g *Ganesha) apply(ctx context.Context, e Export) (string, error) {
 			if c, ok := live.onlyClient(); ok && c == e.Client {
 				return "unchanged", nil
 			}
-			if err := g.updateExport(ctx, id); err != nil {
+			if err := g.updateExport(ctx, e); err != nil {
 				return "", err
 			}
 			return "updated", nil
 		}
-		err = g.addExport(ctx, id)
+		err = g.addExport(ctx, e)
 		if err == nil {
 			return "added", nil
 		}

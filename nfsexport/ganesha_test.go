@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -402,6 +403,35 @@ func TestGaneshaUnreachable(t *testing.T) {
 		if ok, err := g.Exported(ctx, big); ok || err != nil {
 			t.Errorf("Exported(fsid %d) = %v, %v; want false, nil", fsid, ok, err)
 		}
+	}
+}
+
+// TestGaneshaInitRemovesOneBlockFiles: the file an AddExport or
+// UpdateExport was given (its block alone) is removed after the call; one a
+// crash left behind is removed by the next Init, and nothing else is.
+func TestGaneshaInitRemovesOneBlockFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pxebootfs.conf")
+	g, err := NewGanesha(GaneshaOptions{ConfigFile: file, Bus: "unix:path=" + filepath.Join(dir, "no-bus")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	stray := filepath.Join(dir, ".pxebootfs.conf.one-123")
+	other := filepath.Join(dir, "admin.conf")
+	for _, p := range []string{stray, other} {
+		if err := os.WriteFile(p, []byte("EXPORT {}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := g.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stray); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Init left %s (%v)", stray, err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("Init removed a file not its own: %v", err)
 	}
 }
 
