@@ -692,9 +692,12 @@ func seconds(v string, d *time.Duration) *Error {
 }
 
 // mountPoint is an existing directory, or a FUSE mount whose daemon died
-// (ENOTCONN), which `pxebootfs mount` clears before mounting again.
+// (ENOTCONN), which `pxebootfs mount` clears before mounting again. Asked
+// with statfs: the kernel answers a stat of our mount's root from its
+// cache even when the daemon is dead.
 func mountPoint(path string) *Error {
-	if _, err := os.Stat(path); errors.Is(err, syscall.ENOTCONN) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); errors.Is(err, syscall.ENOTCONN) {
 		return nil
 	}
 	return existingDir(path)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
-	"os"
-	"syscall"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -87,11 +85,11 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// clearDeadMount detaches a FUSE mount whose daemon died (kill -9): stat
-// then fails with ENOTCONN and mounting on top of it would fail.
+// clearDeadMount detaches a FUSE mount whose daemon died (kill -9): asking
+// it anything then fails with ENOTCONN, and mounting on top of it would
+// stack the new mount over a dead one.
 func clearDeadMount(dir string, log *slog.Logger) error {
-	_, err := os.Stat(dir)
-	if err == nil || !errors.Is(err, syscall.ENOTCONN) {
+	if !Dead(dir) {
 		return nil
 	}
 	log.Warn("clearing dead FUSE mount left by a previous daemon", "dir", dir)
@@ -99,6 +97,15 @@ func clearDeadMount(dir string, log *slog.Logger) error {
 		return fmt.Errorf("clear dead mount at %s: %w", dir, err)
 	}
 	return nil
+}
+
+// Dead reports whether dir is a FUSE mount whose daemon died. It asks with
+// statfs, which the kernel always sends to the daemon: a stat of the mount
+// point is answered from the attributes the kernel caches (see
+// setDirAttr) and succeeds on a dead mount.
+func Dead(dir string) bool {
+	var st unix.Statfs_t
+	return errors.Is(unix.Statfs(dir, &st), unix.ENOTCONN)
 }
 
 // detach lazily unmounts dir. As root the syscall works directly; otherwise

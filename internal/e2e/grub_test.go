@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
+
+	pxfs "github.com/pxebootfs/pxebootfs/fs"
 )
 
 // withGRUB adds a GRUB mount at tftp_root/grub with a template and a static
@@ -101,12 +103,12 @@ func TestGRUBMountRestartOverDeadMount(t *testing.T) {
 	d.cmd.Process.Kill()
 	<-d.done
 	for _, dir := range []string{s.mnt, grubDir} {
-		if _, err := os.Stat(dir); err == nil {
+		if !pxfs.Dead(dir) {
 			t.Fatalf("%s: expected a dead mount after kill -9", dir)
 		}
 	}
 	s.start()
-	for !mounted(grubDir) {
+	for !serving(grubDir) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if b, err := os.ReadFile(filepath.Join(grubDir, "grub.cfg-C0A80102")); err != nil || string(b) != "echo C0A80102\n" {

@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
+
+	pxfs "github.com/pxebootfs/pxebootfs/fs"
 )
 
 // binary is the pxebootfs binary built once for the whole package.
@@ -172,7 +174,7 @@ func (s *site) start(args ...string) *daemon {
 			unix.Unmount(s.mnt, unix.MNT_DETACH)
 		}
 	})
-	for !mounted(s.mnt) {
+	for !serving(s.mnt) {
 		select {
 		case <-d.done:
 			s.t.Fatalf("pxebootfs exited before mounting: %v\n%s", d.err, d.stderr.String())
@@ -199,6 +201,11 @@ func (d *daemon) stop(t testing.TB) error {
 	}
 	return d.err
 }
+
+// serving reports whether a live pxebootfs is mounted at dir: a dead mount
+// left by a killed daemon is in the mount table too, until the next daemon
+// clears it.
+func serving(dir string) bool { return mounted(dir) && !pxfs.Dead(dir) }
 
 func mounted(dir string) bool {
 	ok, err := mountinfo.Mounted(dir)

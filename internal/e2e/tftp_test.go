@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
+
+	pxfs "github.com/pxebootfs/pxebootfs/fs"
 )
 
 // TestTFTPServesRenderedConfigs fetches through a real tftpd-hpa with every
@@ -194,7 +196,7 @@ func TestRestartOverDeadMount(t *testing.T) {
 	d.waitLog(t, "msg=serving")
 	d.cmd.Process.Kill()
 	<-d.done
-	if _, err := os.Stat(s.mnt); err == nil {
+	if !pxfs.Dead(s.mnt) {
 		t.Fatal("expected a dead mount after kill -9")
 	}
 	s.start()
