@@ -57,8 +57,15 @@ type Ganesha struct {
 	// rewrites (see editFile).
 	fileMu    sync.Mutex
 	fileBatch batcher[blockEdit]
-	// showBatch shares ShowExports calls; see sharedShow.
+	// showBatch shares ShowExports calls; see sharedShow. addBatch shares
+	// AddExport calls for new exports; see addNew.
 	showBatch batcher[*showCall]
+	addBatch  batcher[Export]
+	// seen holds the Export_Ids Ganesha was seen to export (by any
+	// ShowExports, or because pxebootfs added them) and has not seen
+	// removed since: a hint for apply, never trusted alone.
+	seenMu sync.Mutex
+	seen   map[uint16]bool
 
 	connMu     sync.Mutex
 	conn       *dbus.Conn
@@ -139,7 +146,7 @@ var (
 // NewGanesha checks o and fills in its defaults. It neither connects nor
 // writes anything.
 func NewGanesha(o GaneshaOptions) (*Ganesha, error) {
-	g := &Ganesha{file: o.ConfigFile, bus: o.Bus, log: o.Logger, stale: map[uint16]bool{}}
+	g := &Ganesha{file: o.ConfigFile, bus: o.Bus, log: o.Logger, stale: map[uint16]bool{}, seen: map[uint16]bool{}}
 	g.watchCtx, g.watchCancel = context.WithCancel(context.Background())
 	if g.file == "" {
 		g.file = DefaultGaneshaConfig
@@ -332,9 +339,17 @@ var errIDConflict = errors.New("Export_Id in use")
 func (g *Ganesha) apply(ctx context.Context, e Export) (string, error) {
 	id := uint16(e.FSID)
 	for attempt := 0; ; attempt++ {
-		live, found, err := g.lookup(ctx, id)
-		if err != nil {
-			return "", err
+		var live liveExport
+		var found bool
+		// An id Ganesha was never seen to export (a new node's) is added
+		// without asking first: lookup's ShowExports lists every export,
+		// which made each new node cost O(exports). If Ganesha has it
+		// after all, AddExport says so and the next attempt asks.
+		if attempt > 0 || g.seenLive(id) {
+			var err error
+			if live, found, err = g.lookup(ctx, id); err != nil {
+				return "", err
+			}
 		}
 		if found {
 			if live.Path != e.Path {
@@ -360,9 +375,17 @@ func (g *Ganesha) apply(ctx context.Context, e Export) (string, error) {
 			}
 			return "updated", nil
 		}
-		err = g.addExport(ctx, e)
+		var err error
+		if attempt == 0 && !found && !g.seenLive(id) {
+			err = g.addNew(ctx, e)
+		} else {
+			err = g.addExport(ctx, e)
+		}
 		if err == nil {
 			return "added", nil
+		}
+		if isUnreachable(err) {
+			return "", err
 		}
 		if isAlreadyActive(err) && attempt == 0 {
 			continue // added meanwhile: look again

@@ -330,6 +330,11 @@ func (g *Ganesha) show(ctx context.Context) (map[uint16]string, error) {
 		}
 		out[id] = path
 	}
+	g.seenMu.Lock()
+	for id := range out {
+		g.seen[id] = true
+	}
+	g.seenMu.Unlock()
 	return out, nil
 }
 
@@ -365,7 +370,11 @@ func exportExpr(id uint16) string {
 // AddExport from a managed file of 500 blocks took 124 ms (one at a time),
 // which made a storm of new nodes quadratic in the fleet.
 func (g *Ganesha) addExport(ctx context.Context, e Export) error {
-	return g.oneBlockCall(ctx, "AddExport", e)
+	err := g.oneBlockCall(ctx, "AddExport", e)
+	if err == nil || isAlreadyActive(err) {
+		g.noteLive(uint16(e.FSID), true)
+	}
+	return err
 }
 
 func (g *Ganesha) updateExport(ctx context.Context, e Export) error {
@@ -376,21 +385,90 @@ func (g *Ganesha) updateExport(ctx context.Context, e Export) error {
 // that holds e's block, removed once Ganesha has read it (Ganesha keeps
 // what it parsed; at its start it reads the managed file).
 func (g *Ganesha) oneBlockCall(ctx context.Context, method string, e Export) error {
+	blk := ganeshaBlock{ID: uint16(e.FSID), Path: e.Path, Client: e.Client}
+	_, err := g.blocksCall(ctx, method, []ganeshaBlock{blk}, exportExpr(blk.ID))
+	return err
+}
+
+// blocksCall runs method(file, expr) with a temporary file holding blocks.
+func (g *Ganesha) blocksCall(ctx context.Context, method string, blocks []ganeshaBlock, expr string) ([]any, error) {
 	f, err := os.CreateTemp(filepath.Dir(g.file), oneBlockPattern(g.file))
 	if err != nil {
-		return fmt.Errorf("%s: %w", method, err)
+		return nil, fmt.Errorf("%s: %w", method, err)
 	}
 	defer os.Remove(f.Name())
-	blk := ganeshaBlock{ID: uint16(e.FSID), Path: e.Path, Client: e.Client}
-	_, err = f.Write(renderGaneshaFile(g.file, []ganeshaBlock{blk}))
+	_, err = f.Write(renderGaneshaFile(g.file, blocks))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("%s: write %s: %w", method, f.Name(), err)
+		return nil, fmt.Errorf("%s: write %s: %w", method, f.Name(), err)
 	}
-	_, err = g.call(ctx, method, f.Name(), exportExpr(blk.ID))
-	return err
+	return g.call(ctx, method, f.Name(), expr)
+}
+
+// everyBlockExpr selects every block renderGaneshaFile writes (each has
+// Access_Type = None at its top; see there).
+const everyBlockExpr = "EXPORT(Access_Type=None)"
+
+// addNew adds e, an export Ganesha was never seen to have, together with
+// the new exports of concurrent callers: one AddExport for all of them.
+// Ganesha's AddExport costs O(exports it has) per call (measured: 0.9 ms
+// with none, 3.3 ms with 3,000), and it answers one call at a time, so in a
+// storm of new nodes one call per node made each node cost O(fleet); 64
+// blocks in one call took 52 ms with 3,000 exports, 0.8 ms each. If the
+// shared call fails, or adds fewer than asked, each is added on its own, so
+// that each caller gets its own answer ("already active" for one the
+// shared call did add, which apply takes as such).
+func (g *Ganesha) addNew(ctx context.Context, e Export) error {
+	return g.addBatch.do(e, func(batch []Export) []error {
+		return g.addNewBatch(context.WithoutCancel(ctx), batch)
+	})
+}
+
+func (g *Ganesha) addNewBatch(ctx context.Context, batch []Export) []error {
+	errs := make([]error, len(batch))
+	if len(batch) > 1 {
+		blocks := make([]ganeshaBlock, len(batch))
+		for i, e := range batch {
+			blocks[i] = ganeshaBlock{ID: uint16(e.FSID), Path: e.Path, Client: e.Client}
+		}
+		body, err := g.blocksCall(ctx, "AddExport", blocks, everyBlockExpr)
+		if err == nil && exportsAdded(body) == len(batch) {
+			for _, e := range batch {
+				g.noteLive(uint16(e.FSID), true)
+			}
+			return errs
+		}
+		if isUnreachable(err) {
+			for i := range errs {
+				errs[i] = err
+			}
+			return errs
+		}
+		g.log.Warn("adding exports one by one: adding them together failed", "exports", len(batch), "answer", body, "err", err)
+	}
+	for i, e := range batch {
+		errs[i] = g.addExport(ctx, e)
+	}
+	return errs
+}
+
+// exportsAdded reads AddExport's answer, "N exports added"; -1 if it says
+// something else.
+func exportsAdded(body []any) int {
+	if len(body) == 0 {
+		return -1
+	}
+	msg, ok := body[0].(string)
+	if !ok {
+		return -1
+	}
+	var n int
+	if _, err := fmt.Sscanf(msg, "%d exports added", &n); err != nil {
+		return -1
+	}
+	return n
 }
 
 // oneBlockPattern names oneBlockCall's files: hidden, and never a name
@@ -445,8 +523,29 @@ func (g *Ganesha) removeExport(ctx context.Context, id uint16) (removed bool, er
 		return false, nil
 	}
 	_, err = g.call(ctx, "RemoveExport", id)
+	if err == nil || isNoSuchExport(err) {
+		g.noteLive(id, false)
+	}
 	if isNoSuchExport(err) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// noteLive records whether Ganesha exports id, as just seen.
+func (g *Ganesha) noteLive(id uint16, live bool) {
+	g.seenMu.Lock()
+	defer g.seenMu.Unlock()
+	if live {
+		g.seen[id] = true
+	} else {
+		delete(g.seen, id)
+	}
+}
+
+// seenLive reports whether Ganesha was seen to export id.
+func (g *Ganesha) seenLive(id uint16) bool {
+	g.seenMu.Lock()
+	defer g.seenMu.Unlock()
+	return g.seen[id]
 }
