@@ -36,7 +36,7 @@ bench:
 	$(GO) test -run '^$$' -bench Restart1000 -benchtime 1x -timeout 30m ./internal/e2e
 	$(GO) test -run '^$$' -bench Fleet10000 -benchtime 1x ./internal/e2e
 	# Long (exportfs is quadratic in exports: see the README).
-	$(GO) test -run '^$$' -bench Storm10000 -benchtime 1x -timeout 90m ./internal/e2e
+	$(GO) test -run '^$$' -bench Storm10000 -benchtime 1x -timeout 150m ./internal/e2e
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/pxename

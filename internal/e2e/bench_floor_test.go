@@ -27,7 +27,8 @@ type bareFloor struct {
 	ids   []node.ID
 }
 
-func newBareFloor(b *testing.B, f *fullSite) *bareFloor {
+// newBareFloor makes a floor whose nodes overlay root (a golden root).
+func newBareFloor(b *testing.B, root string) *bareFloor {
 	b.Helper()
 	base := b.TempDir()
 	for _, d := range []string{"node", "overlay"} {
@@ -35,7 +36,7 @@ func newBareFloor(b *testing.B, f *fullSite) *bareFloor {
 			b.Fatal(err)
 		}
 	}
-	m, err := overlay.New(overlay.Options{RootDir: f.root, NodeDir: filepath.Join(base, "node"), OverlayDir: filepath.Join(base, "overlay")})
+	m, err := overlay.New(overlay.Options{RootDir: root, NodeDir: filepath.Join(base, "node"), OverlayDir: filepath.Join(base, "overlay")})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -142,7 +142,14 @@ func (f *fullSite) exports(t testing.TB) map[string]nfsexport.Export {
 // overlayMounts counts overlay mounts per node dir.
 func (f *fullSite) overlayMounts(t testing.TB) map[string]int {
 	t.Helper()
-	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(f.nodes))
+	return overlayMountsUnder(t, f.nodes)
+}
+
+// overlayMountsUnder counts the overlay mounts at each mount point under
+// nodes.
+func overlayMountsUnder(t testing.TB, nodes string) map[string]int {
+	t.Helper()
+	infos, err := mountinfo.GetMounts(mountinfo.PrefixFilter(nodes))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,13 @@ func newGaneshaSite(t *testing.T) *ganeshaSite {
 }
 
 // newGaneshaSiteAllow is newGaneshaSite serving the nodes of allow.
-func newGaneshaSiteAllow(t *testing.T, allow string) *ganeshaSite {
+func newGaneshaSiteAllow(t testing.TB, allow string) *ganeshaSite {
+	t.Helper()
+	return newGaneshaSiteConfig(t, allow, "")
+}
+
+// newGaneshaSiteConfig is newGaneshaSiteAllow with more config lines.
+func newGaneshaSiteConfig(t testing.TB, allow, extra string) *ganeshaSite {
 	t.Helper()
 	srv := testenv.StartGanesha(t)
 	base := t.TempDir()
@@ -64,8 +70,8 @@ func newGaneshaSiteAllow(t *testing.T, allow string) *ganeshaSite {
 		t.Fatal(err)
 	}
 	f.site = newSite(t, fmt.Sprintf("node_dir: %s\nroot_dir: %s\noverlay_dir: %s\nstart_fsid: 10000\nstate_dir = %s\n"+
-		"allow = %s\nexport = ganesha\nganesha_config = %s\nganesha_dbus = %s\n",
-		f.nodes, f.root, f.overlays, f.state, allow, srv.Include, srv.Bus))
+		"allow = %s\nexport = ganesha\nganesha_config = %s\nganesha_dbus = %s\n%s",
+		f.nodes, f.root, f.overlays, f.state, allow, srv.Include, srv.Bus, extra))
 	f.write(f.template, fullTemplate)
 	// Runs after the daemon's cleanup and before Ganesha's.
 	t.Cleanup(func() { f.cleanupNodes(t) })
@@ -74,12 +80,16 @@ func newGaneshaSiteAllow(t *testing.T, allow string) *ganeshaSite {
 
 // cleanupNodes unexports and unmounts every node root the test made: the
 // daemon leaves them in place on purpose, and an exported overlay cannot be
-// unmounted.
-func (f *ganeshaSite) cleanupNodes(t *testing.T) {
+// unmounted. More than bulkCleanup exports (a benchmark's) are left to
+// Ganesha's own end, which comes next: their overlays are detached lazily,
+// and the kernel lets them go when Ganesha exits.
+func (f *ganeshaSite) cleanupNodes(t testing.TB) {
 	ctx := context.Background()
-	for _, e := range f.exports(t) {
-		if err := f.ex.Unexport(ctx, e); err != nil {
-			t.Errorf("cleanup: %v", err)
+	if exps := f.exports(t); len(exps) <= bulkCleanup {
+		for _, e := range exps {
+			if err := f.ex.Unexport(ctx, e); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
 		}
 	}
 	infos, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(f.nodes))
@@ -91,7 +101,7 @@ func (f *ganeshaSite) cleanupNodes(t *testing.T) {
 }
 
 // exports returns Ganesha's exports of node roots, by path.
-func (f *ganeshaSite) exports(t *testing.T) map[string]nfsexport.Export {
+func (f *ganeshaSite) exports(t testing.TB) map[string]nfsexport.Export {
 	t.Helper()
 	list, err := f.ex.List(context.Background())
 	if err != nil {
