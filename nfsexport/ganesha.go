@@ -57,6 +57,12 @@ type Ganesha struct {
 	// rewrites (see editFile).
 	fileMu    sync.Mutex
 	fileBatch batcher[blockEdit]
+	// parsed is the managed file's content as last read or written, and
+	// its blocks; under fileMu (see readFile).
+	parsed struct {
+		data   []byte
+		blocks []ganeshaBlock
+	}
 	// showBatch shares ShowExports calls; see sharedShow. addBatch shares
 	// AddExport calls for new exports; see addNew.
 	showBatch batcher[*showCall]

@@ -3,6 +3,7 @@ package nfsexport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -129,6 +130,58 @@ func TestGaneshaFileEditedByHand(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(file); string(data) != hand {
 		t.Errorf("file was changed:\n%s", data)
+	}
+}
+
+// TestGaneshaFileReplacedOutside: the parsed blocks are reused only while
+// the file holds what was last read or written; a file replaced from
+// outside (restored from a backup) is read again, and a broken one refused.
+func TestGaneshaFileReplacedOutside(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "pxebootfs.conf")
+	g, err := NewGanesha(GaneshaOptions{ConfigFile: file, Bus: "unix:path=/nonexistent/bus"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := func(id uint16) ganeshaBlock {
+		return ganeshaBlock{ID: id, Path: fmt.Sprintf("/srv/nodes/%d", id), Client: netip.AddrFrom4([4]byte{10, 0, 0, byte(id)})}
+	}
+	add := func(id uint16) error {
+		return g.editFile(func(b []ganeshaBlock) ([]ganeshaBlock, error) { return append(b, block(id)), nil })
+	}
+	ids := func() []uint16 {
+		t.Helper()
+		b, err := g.fileBlocks()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint16
+		for _, x := range b {
+			out = append(out, x.ID)
+		}
+		return out
+	}
+	for _, id := range []uint16{1, 2} {
+		if err := add(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := ids(); !slices.Equal(got, []uint16{1, 2}) {
+		t.Fatalf("blocks %v, want [1 2]", got)
+	}
+	if err := os.WriteFile(file, renderGaneshaFile(file, []ganeshaBlock{block(7)}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := add(3); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(); !slices.Equal(got, []uint16{3, 7}) {
+		t.Errorf("after the file was replaced: blocks %v, want [3 7]", got)
+	}
+	if err := os.WriteFile(file, []byte("EXPORT { Export_Id = 9; }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := add(4); !errors.Is(err, errNotOurFile) {
+		t.Errorf("edit of a broken file = %v, want errNotOurFile", err)
 	}
 }
 
