@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/godbus/dbus/v5"
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 	"github.com/pxebootfs/pxebootfs/overlay"
 )
 
@@ -25,6 +27,10 @@ type bareFloor struct {
 	nodes string
 	file  string // its exports file in the private /etc/exports.d
 	ids   []node.ID
+	// ganesha and ganeshaIDs: the Ganesha that ganeshaBatch exported
+	// the floor's nodes through, and their Export_Ids.
+	ganesha    *testenv.GaneshaServer
+	ganeshaIDs []int
 }
 
 // newBareFloor makes a floor whose nodes overlay root (a golden root).
@@ -56,6 +62,12 @@ func (fl *bareFloor) clear(b *testing.B) {
 			b.Errorf("exportfs -r: %v: %s", err, out)
 		}
 	}
+	for _, id := range fl.ganeshaIDs {
+		if err := ganeshaCall(fl.ganesha, "RemoveExport", uint16(id)); err != nil {
+			b.Errorf("floor cleanup: %v", err)
+		}
+	}
+	fl.ganeshaIDs = nil
 	for _, id := range fl.ids {
 		if err := fl.m.Unmount(id); err != nil {
 			b.Errorf("floor cleanup: %v", err)
@@ -126,4 +138,50 @@ func (fl *bareFloor) batch(b *testing.B, first, n int) time.Duration {
 		b.Fatalf("exportfs -a: %v: %s", err, out)
 	}
 	return time.Since(start)
+}
+
+// ganeshaBatch mounts nodes first..first+n-1 one after another, then
+// exports them all through Ganesha as an admin could without pxebootfs: one
+// file of EXPORT blocks and one AddExport call (dbus-send) for all of them.
+// It returns how long it took.
+func (fl *bareFloor) ganeshaBatch(b *testing.B, srv *testenv.GaneshaServer, first, n int) time.Duration {
+	fl.ganesha = srv
+	file := filepath.Join(filepath.Dir(srv.Include), "floor.conf")
+	start := time.Now()
+	var blocks strings.Builder
+	for i := first; i < first+n; i++ {
+		id := floorID(i)
+		if _, err := fl.m.Mount(id); err != nil {
+			b.Fatal(err)
+		}
+		fl.ids = append(fl.ids, id)
+		exportID := 30000 + i // clear of the daemon's fsids
+		fl.ganeshaIDs = append(fl.ganeshaIDs, exportID)
+		path := filepath.Join(fl.nodes, id.String())
+		// Filesystem_Id as pxebootfs gives it: overlayfs has no
+		// stable one of its own.
+		fmt.Fprintf(&blocks, "EXPORT {\n Export_Id = %d; Path = %q; Pseudo = %q; Filesystem_Id = %d.0; Access_Type = None;\n FSAL { Name = VFS; }\n CLIENT { Clients = %s; Access_Type = RW; }\n}\n",
+			exportID, path, path, exportID, id.Addr())
+	}
+	if err := os.WriteFile(file, []byte(blocks.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if err := ganeshaCall(srv, "AddExport", file, "EXPORT(Access_Type=None)"); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// ganeshaCall calls a method of Ganesha's export manager on its bus.
+func ganeshaCall(srv *testenv.GaneshaServer, method string, args ...any) error {
+	conn, err := dbus.Connect(srv.Bus)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", srv.Bus, err)
+	}
+	defer conn.Close()
+	call := conn.Object("org.ganesha.nfsd", "/org/ganesha/nfsd/ExportMgr").Call("org.ganesha.nfsd.exportmgr."+method, 0, args...)
+	if call.Err != nil {
+		return fmt.Errorf("%s%v on %s: %w", method, args, srv.Bus, call.Err)
+	}
+	return nil
 }
