@@ -81,13 +81,19 @@ func (fl *bareFloor) clear(b *testing.B) {
 func (fl *bareFloor) mounts(b *testing.B, first, n int) time.Duration {
 	start := time.Now()
 	for i := first; i < first+n; i++ {
-		id := floorID(i)
-		if _, err := fl.m.Mount(id); err != nil {
-			b.Fatal(err)
-		}
-		fl.ids = append(fl.ids, id)
+		fl.mount(b, i)
 	}
 	return time.Since(start)
+}
+
+// mount mounts the floor's node i and returns its ID.
+func (fl *bareFloor) mount(b *testing.B, i int) node.ID {
+	id := floorID(i)
+	if _, err := fl.m.Mount(id); err != nil {
+		b.Fatal(err)
+	}
+	fl.ids = append(fl.ids, id)
+	return id
 }
 
 // floorID is node i of the floor, in 172.16/12 so that it never meets the
@@ -103,12 +109,8 @@ func (fl *bareFloor) exportLine(id node.ID, fsid int) (string, string) {
 // one mounts and exports one node with exportfs -o, as an admin's script
 // would, and returns how long it took.
 func (fl *bareFloor) one(b *testing.B, i int) time.Duration {
-	id := floorID(i)
 	start := time.Now()
-	if _, err := fl.m.Mount(id); err != nil {
-		b.Fatal(err)
-	}
-	fl.ids = append(fl.ids, id)
+	id := fl.mount(b, i)
 	path, opts := fl.exportLine(id, 50000+i)
 	if out, err := exec.Command("exportfs", "-o", opts, id.Addr().String()+":"+path).CombinedOutput(); err != nil {
 		b.Fatalf("exportfs: %v: %s", err, out)
@@ -123,11 +125,7 @@ func (fl *bareFloor) batch(b *testing.B, first, n int) time.Duration {
 	start := time.Now()
 	var lines strings.Builder
 	for i := first; i < first+n; i++ {
-		id := floorID(i)
-		if _, err := fl.m.Mount(id); err != nil {
-			b.Fatal(err)
-		}
-		fl.ids = append(fl.ids, id)
+		id := fl.mount(b, i)
 		path, opts := fl.exportLine(id, 50000+i)
 		fmt.Fprintf(&lines, "%s %s(%s)\n", path, id.Addr(), opts)
 	}
@@ -142,7 +140,7 @@ func (fl *bareFloor) batch(b *testing.B, first, n int) time.Duration {
 
 // ganeshaBatch mounts nodes first..first+n-1 one after another, then
 // exports them all through Ganesha as an admin could without pxebootfs: one
-// file of EXPORT blocks and one AddExport call (dbus-send) for all of them.
+// file of EXPORT blocks and one AddExport call for all of them.
 // It returns how long it took.
 func (fl *bareFloor) ganeshaBatch(b *testing.B, srv *testenv.GaneshaServer, first, n int) time.Duration {
 	fl.ganesha = srv
@@ -150,11 +148,7 @@ func (fl *bareFloor) ganeshaBatch(b *testing.B, srv *testenv.GaneshaServer, firs
 	start := time.Now()
 	var blocks strings.Builder
 	for i := first; i < first+n; i++ {
-		id := floorID(i)
-		if _, err := fl.m.Mount(id); err != nil {
-			b.Fatal(err)
-		}
-		fl.ids = append(fl.ids, id)
+		id := fl.mount(b, i)
 		exportID := 30000 + i // clear of the daemon's fsids
 		fl.ganeshaIDs = append(fl.ganeshaIDs, exportID)
 		path := filepath.Join(fl.nodes, id.String())
