@@ -149,7 +149,7 @@ func consoleLines(console, marker string) []string {
 	var out []string
 	for _, l := range strings.Split(console, "\n") {
 		if strings.Contains(l, marker) {
-			out = append(out, strings.TrimRight(l, "\r"))
+			out = append(out, l)
 		}
 	}
 	return out

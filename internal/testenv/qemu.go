@@ -89,12 +89,18 @@ func startQEMU(t testing.TB, ns *NetNS, args []string) *QEMU {
 }
 
 // Console is what the guest wrote to its serial console so far, without
-// terminal escape sequences: the firmware and pxelinux move the cursor
-// while printing, and a sequence can land inside a line (seen: pxelinux's
-// "[25;50H" in the middle of a config's say line).
+// terminal escape sequences and carriage returns: the firmware and
+// pxelinux move the cursor while printing, and a move can land inside a
+// line (seen: pxelinux's "ESC[25;50H", and a bare CR after the first
+// letter of a config's say line: "P\rXEBOOTFS-BIOS node=…").
 func (q *QEMU) Console() string {
 	b, _ := os.ReadFile(q.log)
-	return escapes.ReplaceAllString(string(b), "")
+	return cleanConsole(string(b))
+}
+
+// cleanConsole removes terminal escape sequences and carriage returns.
+func cleanConsole(s string) string {
+	return strings.ReplaceAll(escapes.ReplaceAllString(s, ""), "\r", "")
 }
 
 // escapes matches ANSI/VT100 control sequences: CSI ("ESC [" ... final
