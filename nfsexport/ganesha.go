@@ -313,7 +313,7 @@ func (g *Ganesha) Export(ctx context.Context, e Export) error {
 			}
 			keep = append(keep, b)
 		}
-		return append(keep, ganeshaBlock{ID: id, Path: e.Path, Client: e.Client}), nil
+		return append(keep, blockOf(e)), nil
 	})
 	if err != nil {
 		return fmt.Errorf("export %s: record in %s: %w", e, g.file, err)
@@ -348,10 +348,12 @@ func (g *Ganesha) apply(ctx context.Context, e Export) (string, error) {
 		var live liveExport
 		var found bool
 		// An id Ganesha was never seen to export (a new node's) is added
-		// without asking first: lookup's ShowExports lists every export,
-		// which made each new node cost O(exports). If Ganesha has it
-		// after all, AddExport says so and the next attempt asks.
-		if attempt > 0 || g.seenLive(id) {
+		// without asking first, together with the other new nodes of the
+		// moment (addNew): lookup's ShowExports lists every export, which
+		// made each new node cost O(exports). If Ganesha has it after
+		// all, AddExport says so and the next attempt asks.
+		ask := attempt > 0 || g.seenLive(id)
+		if ask {
 			var err error
 			if live, found, err = g.lookup(ctx, id); err != nil {
 				return "", err
@@ -382,10 +384,10 @@ func (g *Ganesha) apply(ctx context.Context, e Export) (string, error) {
 			return "updated", nil
 		}
 		var err error
-		if attempt == 0 && !found && !g.seenLive(id) {
-			err = g.addNew(ctx, e)
-		} else {
+		if ask {
 			err = g.addExport(ctx, e)
+		} else {
+			err = g.addNew(ctx, e)
 		}
 		if err == nil {
 			return "added", nil
@@ -537,7 +539,7 @@ func (g *Ganesha) Exported(ctx context.Context, e Export) (bool, error) {
 		// Ganesha will serve when it starts, so the node counts as
 		// exported now, and the export is checked once Ganesha answers.
 		blocks, ferr := g.fileBlocks()
-		if ferr == nil && slices.Contains(blocks, ganeshaBlock{ID: id, Path: e.Path, Client: e.Client}) {
+		if ferr == nil && slices.Contains(blocks, blockOf(e)) {
 			g.checkLater(e)
 			return true, nil
 		}
@@ -552,7 +554,7 @@ func (g *Ganesha) Exported(ctx context.Context, e Export) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("check export %s: %w", e, err)
 	}
-	return slices.Contains(blocks, ganeshaBlock{ID: id, Path: e.Path, Client: e.Client}), nil
+	return slices.Contains(blocks, blockOf(e)), nil
 }
 
 // List returns Ganesha's exports that an Export can describe (exactly one

@@ -385,8 +385,7 @@ func (g *Ganesha) updateExport(ctx context.Context, e Export) error {
 // that holds e's block, removed once Ganesha has read it (Ganesha keeps
 // what it parsed; at its start it reads the managed file).
 func (g *Ganesha) oneBlockCall(ctx context.Context, method string, e Export) error {
-	blk := ganeshaBlock{ID: uint16(e.FSID), Path: e.Path, Client: e.Client}
-	_, err := g.blocksCall(ctx, method, []ganeshaBlock{blk}, exportExpr(blk.ID))
+	_, err := g.blocksCall(ctx, method, []ganeshaBlock{blockOf(e)}, exportExpr(uint16(e.FSID)))
 	return err
 }
 
@@ -431,7 +430,7 @@ func (g *Ganesha) addNewBatch(ctx context.Context, batch []Export) []error {
 	if len(batch) > 1 {
 		blocks := make([]ganeshaBlock, len(batch))
 		for i, e := range batch {
-			blocks[i] = ganeshaBlock{ID: uint16(e.FSID), Path: e.Path, Client: e.Client}
+			blocks[i] = blockOf(e)
 		}
 		body, err := g.blocksCall(ctx, "AddExport", blocks, everyBlockExpr)
 		if err == nil && exportsAdded(body) == len(batch) {

@@ -24,6 +24,11 @@ func (b ganeshaBlock) export() Export {
 	return Export{Path: b.Path, Client: b.Client, FSID: uint32(b.ID)}
 }
 
+// blockOf is e's block; e.FSID must fit in 16 bits (validateGaneshaExport).
+func blockOf(e Export) ganeshaBlock {
+	return ganeshaBlock{ID: uint16(e.FSID), Path: e.Path, Client: e.Client}
+}
+
 const ganeshaFileHeader = `# Written by pxebootfs: one EXPORT block per node root, each visible to that
 # node's IP alone. Ganesha reads it at start through a line in its main
 # configuration (ganesha.conf):
