@@ -7,7 +7,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -63,15 +62,10 @@ func StartBootNet(t testing.TB, ns *NetNS, tftpRoot string, guests map[string]ne
 	makeTraversable(t, tftpRoot, runAs)
 	logs := &logBuffer{}
 	addr := netip.AddrPortFrom(BootServerAddr, 69)
-	cmd := ns.Command(context.Background(), tftpdBin, "-L", "-a", addr.String(), "-s", "-vvv", "-u", runAs, tftpRoot)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
+	srv, err := launchTFTPD(ns.Command(context.Background(), tftpdBin, tftpdArgs(addr, runAs, tftpRoot)...), addr, logs)
+	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &tftpd{cmd: cmd, addr: addr, exited: make(chan struct{})}
-	go func() { srv.waitErr = cmd.Wait(); close(srv.exited) }()
 	t.Cleanup(func() {
 		if err := srv.stop(); err != nil {
 			t.Errorf("stop in.tftpd in %s: %v", ns.Name, err)
@@ -84,7 +78,7 @@ func StartBootNet(t testing.TB, ns *NetNS, tftpRoot string, guests map[string]ne
 	// it has one, and from the host a probe cannot reach the namespace.
 	deadline := time.Now().Add(tftpdReadyTimeout)
 	for {
-		ok, err := ownsUDPPort(cmd.Process.Pid, 69)
+		ok, err := ownsUDPPort(srv.cmd.Process.Pid, 69)
 		if ok {
 			break
 		}

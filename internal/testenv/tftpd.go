@@ -140,9 +140,31 @@ type tftpd struct {
 
 func startTFTPD(bin, runAs, root string, port int, logs *logBuffer) (*tftpd, error) {
 	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
-	cmd := exec.Command(bin, "-L", "-a", addr.String(), "-s", "-vvv", "-u", runAs, root)
+	s, err := launchTFTPD(exec.Command(bin, tftpdArgs(addr, runAs, root)...), addr, logs)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.waitReady(); err != nil {
+		if stopErr := s.stop(); stopErr != nil {
+			err = errors.Join(err, stopErr)
+		}
+		return nil, fmt.Errorf("%s: %w", s.cmd, err)
+	}
+	return s, nil
+}
+
+// tftpdArgs are in.tftpd's arguments to serve root on addr as runAs, in
+// the foreground, logging every request.
+func tftpdArgs(addr netip.AddrPort, runAs, root string) []string {
+	return []string{"-L", "-a", addr.String(), "-s", "-vvv", "-u", runAs, root}
+}
+
+// launchTFTPD starts cmd, an in.tftpd serving on addr, as the leader of
+// its own process group (its per-request children stop with it), killed
+// if this process dies first, its output going to logs.
+func launchTFTPD(cmd *exec.Cmd, addr netip.AddrPort, logs *logBuffer) (*tftpd, error) {
 	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// Children inherit the output pipe; do not let one that outlives the
 	// parent hold up Wait.
 	cmd.WaitDelay = time.Second
@@ -154,12 +176,6 @@ func startTFTPD(bin, runAs, root string, port int, logs *logBuffer) (*tftpd, err
 		s.waitErr = cmd.Wait()
 		close(s.exited)
 	}()
-	if err := s.waitReady(); err != nil {
-		if stopErr := s.stop(); stopErr != nil {
-			err = errors.Join(err, stopErr)
-		}
-		return nil, fmt.Errorf("%s: %w", cmd, err)
-	}
 	return s, nil
 }
 
