@@ -152,6 +152,9 @@ func (s *site) start(args ...string) *daemon {
 	d := &daemon{stderr: &lockedBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(binary, append(append([]string{"mount", "-c", s.cfg}, args...), s.mnt)...)
 	d.cmd.Stderr = d.stderr
+	// If the test process is killed before its cleanup runs, the daemon
+	// unmounts and exits instead of lingering with its mount.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := d.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
