@@ -38,10 +38,10 @@ bench:
 	# Long (exportfs is quadratic in exports: see the README).
 	$(GO) test -run '^$$' -bench Storm10000 -benchtime 1x -timeout 150m ./internal/e2e
 
+# Every fuzz target, ten times test.sh's budget (about a minute each);
+# FUZZ_SCALE or FUZZTIME change it (scripts/fuzz.sh).
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/pxename
-	$(GO) test -run '^$$' -fuzz FuzzRender -fuzztime 60s ./internal/render
-	$(GO) test -run '^$$' -fuzz FuzzParsePath -fuzztime 60s ./internal/install
+	FUZZ_SCALE=$${FUZZ_SCALE:-10} scripts/fuzz.sh
 
 vet:
 	gofmt -l . | (! grep .)

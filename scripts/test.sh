@@ -24,18 +24,8 @@ fi
 go vet ./...
 go test -race -count=1 -timeout 30m ./...
 
-# Fuzz targets, briefly, so they stay green. Each budget is a count of
-# inputs (about 5 s of fuzzing here), not a duration: with a duration, Go
-# before 1.27 can fail a target with a bare "context deadline exceeded" when
-# the deadline races a worker's last input (go.dev/issue/75804); a count has
-# no deadline. FUZZTIME (e.g. 30s or 1000000x) overrides every budget.
-fuzz() { go test -run '^$' -fuzz "^$2\$" -fuzztime "${FUZZTIME:-$3}" "$1"; }
-fuzz ./internal/pxename FuzzParse 300000x
-fuzz ./internal/pxename FuzzParseGRUB 250000x
-fuzz ./internal/render FuzzRender 120000x
-fuzz ./internal/ethers FuzzParse 150000x
-fuzz ./internal/node FuzzParse 120000x
-fuzz ./internal/install FuzzParsePath 50000x
+# Fuzz targets, briefly, so they stay green.
+scripts/fuzz.sh
 
 mounts_after=$(grep -cE ' (fuse\.pxebootfs|overlay) ' /proc/self/mounts || true)
 if [ "$mounts_after" != "$mounts_before" ]; then
