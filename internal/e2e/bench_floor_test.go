@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/godbus/dbus/v5"
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
@@ -63,7 +63,7 @@ func (fl *bareFloor) clear(b *testing.B) {
 		}
 	}
 	for _, id := range fl.ganeshaIDs {
-		if err := ganeshaCall(fl.ganesha, "RemoveExport", uint16(id)); err != nil {
+		if err := fl.ganesha.Call(context.Background(), "RemoveExport", uint16(id)); err != nil {
 			b.Errorf("floor cleanup: %v", err)
 		}
 	}
@@ -160,22 +160,8 @@ func (fl *bareFloor) ganeshaBatch(b *testing.B, srv *testenv.GaneshaServer, firs
 	if err := os.WriteFile(file, []byte(blocks.String()), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	if err := ganeshaCall(srv, "AddExport", file, "EXPORT(Access_Type=None)"); err != nil {
+	if err := srv.Call(context.Background(), "AddExport", file, "EXPORT(Access_Type=None)"); err != nil {
 		b.Fatal(err)
 	}
 	return time.Since(start)
-}
-
-// ganeshaCall calls a method of Ganesha's export manager on its bus.
-func ganeshaCall(srv *testenv.GaneshaServer, method string, args ...any) error {
-	conn, err := dbus.Connect(srv.Bus)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", srv.Bus, err)
-	}
-	defer conn.Close()
-	call := conn.Object("org.ganesha.nfsd", "/org/ganesha/nfsd/ExportMgr").Call("org.ganesha.nfsd.exportmgr."+method, 0, args...)
-	if call.Err != nil {
-		return fmt.Errorf("%s%v on %s: %w", method, args, srv.Bus, call.Err)
-	}
-	return nil
 }

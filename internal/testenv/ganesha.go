@@ -336,20 +336,26 @@ func (g *GaneshaServer) waitReady(p *daemonProc) error {
 			return fmt.Errorf("ganesha.nfsd did not answer on D-Bus within %s: %v", daemonReadyTimeout, last)
 		case <-time.After(50 * time.Millisecond):
 		}
-		if last = g.ping(ctx); last == nil {
+		if last = g.Call(ctx, "ShowExports"); last == nil {
 			return nil
 		}
 	}
 }
 
-func (g *GaneshaServer) ping(ctx context.Context) error {
+// Call calls method of Ganesha's D-Bus export manager with args, as
+// pxebootfs does, for tests and benchmarks that export without it.
+func (g *GaneshaServer) Call(ctx context.Context, method string, args ...any) error {
 	conn, err := dbus.Connect(g.Bus, dbus.WithContext(ctx))
 	if err != nil {
-		return err
+		return fmt.Errorf("connect to %s: %w", g.Bus, err)
 	}
 	defer conn.Close()
-	return conn.Object("org.ganesha.nfsd", "/org/ganesha/nfsd/ExportMgr").
-		CallWithContext(ctx, "org.ganesha.nfsd.exportmgr.ShowExports", 0).Err
+	call := conn.Object("org.ganesha.nfsd", "/org/ganesha/nfsd/ExportMgr").
+		CallWithContext(ctx, "org.ganesha.nfsd.exportmgr."+method, 0, args...)
+	if call.Err != nil {
+		return fmt.Errorf("%s%v on %s: %w", method, args, g.Bus, call.Err)
+	}
+	return nil
 }
 
 // Stop stops ganesha.nfsd (SIGTERM, then SIGKILL), leaving rpcbind and the
