@@ -193,7 +193,8 @@ func (m *Manager) FirstSight(id node.ID) error {
 	return m.enter(id, "inventory install = true, first sight", true)
 }
 
-// never reports whether a node in state in never was in install mode.
+// never reports whether a node whose install record is in has never been
+// in install mode.
 func never(in registry.Install) bool {
 	return in.State == registry.InstallNone && in.Token == ""
 }
