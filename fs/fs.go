@@ -28,9 +28,6 @@ type Source interface {
 	// OnChange registers a function to run after what names hold
 	// changed (a reload), once the new content is served.
 	OnChange(f func())
-	// StaticSubdir is the directory name stands for in a static tree
-	// served with its subdirectories (the GRUB mount), if any.
-	StaticSubdir(name string) (string, bool)
 }
 
 // Cache timeouts; see the package documentation for why.

@@ -52,8 +52,6 @@ func (s *fakeSource) Stat(e catalog.Entry) (catalog.Stat, error) {
 	return catalog.Stat{Size: int64(len(s.files[e.Name])), Stable: s.stable}, nil
 }
 
-func (s *fakeSource) StaticSubdir(name string) (string, bool) { return "", false }
-
 func (s *fakeSource) OnChange(f func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

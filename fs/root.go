@@ -55,13 +55,13 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 	}
 	e, err := r.src.Resolve(ctx, name)
 	if err != nil {
-		if dir, ok := r.src.StaticSubdir(name); ok {
-			if errno := lstatAttr(dir, &out.Attr); errno != 0 {
-				return nil, errno
-			}
-			return r.NewInode(ctx, &staticTree{path: dir}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
-		}
 		return nil, toErrno(err)
+	}
+	if e.Kind == catalog.KindDir {
+		if errno := lstatAttr(e.Static, &out.Attr); errno != 0 {
+			return nil, errno
+		}
+		return r.NewInode(ctx, &staticTree{path: e.Static}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
 	}
 	st, err := r.src.Stat(e)
 	if err != nil {

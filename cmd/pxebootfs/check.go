@@ -3,13 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"syscall"
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/image"
+	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 
@@ -73,27 +73,34 @@ func checkAll(cfg *config.Config) []problem {
 	add := func(config bool, format string, args ...any) {
 		problems = append(problems, problem{fmt.Sprintf(format, args...), config})
 	}
-	if _, err := catalog.New(cfg, nil, slog.New(slog.DiscardHandler)); err != nil {
-		add(true, "%v", err)
-	} else if t, err := render.Load(cfg.PXETemplate); err == nil {
-		d := render.SampleData()
-		if cfg.TFTPRoot != "" {
-			// Whether the images exist is checked below, by name.
-			d.SetImages(render.SampleImage)
+	for _, lc := range cfg.Loaders() {
+		ld, err := loader.ByName(lc.Keys.Loader)
+		if err == nil {
+			_, err = catalog.New(ld, cfg, catalog.Options{})
 		}
-		if _, err := t.Render(d); err != nil {
-			add(true, "pxe_template %s: %v", cfg.PXETemplate, err)
-		}
-		for _, msg := range checkTemplateImages(cfg, t) {
-			add(true, "pxe_template %s: %s", cfg.PXETemplate, msg)
-		}
-	}
-	if cfg.GrubMount != "" {
-		if _, err := catalog.NewGRUB(cfg, nil, slog.New(slog.DiscardHandler)); err != nil {
+		if err != nil {
 			add(true, "%v", err)
-		} else if t, err := render.Load(cfg.GrubTemplate); err == nil {
+			continue
+		}
+		for r, path := range lc.Templates {
+			if path == "" {
+				continue
+			}
+			key := lc.Keys.Templates[r]
+			t, err := render.Load(path)
+			if err != nil {
+				continue // catalog.New said so
+			}
+			d := render.SampleData()
+			if cfg.TFTPRoot != "" {
+				// Whether the images exist is checked below, by name.
+				d.SetImages(render.SampleImage)
+			}
+			if _, err := t.Render(d); err != nil {
+				add(true, "%s %s: %v", key, path, err)
+			}
 			for _, msg := range checkTemplateImages(cfg, t) {
-				add(true, "grub_template %s: %s", cfg.GrubTemplate, msg)
+				add(true, "%s %s: %s", key, path, msg)
 			}
 		}
 	}

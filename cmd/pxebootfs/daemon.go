@@ -30,8 +30,7 @@ import (
 // metrics endpoint, and systemd notifications.
 type daemonOps struct {
 	log  *slog.Logger
-	cat  *catalog.Catalog
-	grub *catalog.Catalog       // GRUB's prefix directory; nil without grub_mount
+	cats catalogList            // one per mounted loader, pxelinux's first
 	prov *provision.Provisioner // nil in config-only mode
 	inst *install.Manager       // install mode, in both modes
 	met  *metrics.Metrics       // nil without metrics_listen
@@ -48,8 +47,8 @@ type daemonOps struct {
 
 // startOps starts everything but the filesystem. prov is what
 // newProvisioner returned (nil in config-only mode). Call close when done.
-func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, prov *provision.Provisioner, inst *install.Manager, log *slog.Logger) (o *daemonOps, err error) {
-	o = &daemonOps{log: log, cat: cat, prov: prov, inst: inst, cfg: cfg, hupDone: make(chan struct{})}
+func startOps(ctx context.Context, cfg *config.Config, cats catalogList, prov *provision.Provisioner, inst *install.Manager, log *slog.Logger) (o *daemonOps, err error) {
+	o = &daemonOps{log: log, cats: cats, prov: prov, inst: inst, cfg: cfg, hupDone: make(chan struct{})}
 	if prov != nil {
 		prov.SetResetPolicy(cfg.ResetGuard, cfg.ResetOnBoot)
 	}
@@ -63,7 +62,7 @@ func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, pro
 		if o.prov != nil {
 			count = o.countNodes
 		}
-		o.met = metrics.New(count)
+		o.met = metrics.New(count, o.cats.names()...)
 		if o.prov != nil {
 			o.prov.SetMetrics(o.met)
 		}
@@ -116,16 +115,13 @@ func startOps(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, pro
 	return o, nil
 }
 
-// source is what the filesystem serves: the catalog, counted when metrics
-// are on.
-func (o *daemonOps) source() fs.Source { return o.sourceOf(o.cat, metrics.LoaderPXELinux) }
-
-// sourceOf wraps a catalog in the metrics, if any, labelled with its loader.
-func (o *daemonOps) sourceOf(c *catalog.Catalog, loader string) fs.Source {
+// sourceOf is what a loader's mount serves: its catalog, counted when
+// metrics are on, labelled with its loader.
+func (o *daemonOps) sourceOf(c *catalog.Catalog) fs.Source {
 	if o.met == nil {
 		return c
 	}
-	return meteredSource{Catalog: c, m: o.met, loader: loader}
+	return meteredSource{Catalog: c, m: o.met, loader: c.Loader().Name}
 }
 
 // ready tells systemd (Type=notify) that the mount is up.
@@ -193,11 +189,8 @@ func (o *daemonOps) reloadLocked() error {
 	if keys := config.FixedChanged(o.cfg, cfg); len(keys) > 0 {
 		return fmt.Errorf("reload: %s: %s changed, which takes a restart (systemctl restart pxebootfs)", cfg.File, strings.Join(keys, ", "))
 	}
-	if err := o.cat.SetConfig(cfg); err != nil {
-		return fmt.Errorf("reload: %w", err)
-	}
-	if o.grub != nil {
-		if err := o.grub.SetConfig(cfg); err != nil {
+	for _, c := range o.cats {
+		if err := c.SetConfig(cfg); err != nil {
 			return fmt.Errorf("reload: %w", err)
 		}
 	}
@@ -320,22 +313,24 @@ func (o *daemonOps) installCounts() metrics.InstallCounts {
 // served an install config: within allow, and with an install template
 // for it.
 func (h controlHandler) Install(ctx context.Context, id node.ID) error {
-	if !h.o.cat.Allowed(id.Addr()) {
+	if !h.o.cats.allowed(id.Addr()) {
 		return &control.Error{Code: control.CodeRefused, Msg: fmt.Sprintf("%s (%s) is outside allow: it would never be served its install config", id, id.Addr())}
 	}
 	if !h.o.hasInstallTemplate(id) {
-		return &control.Error{Code: control.CodeRefused, Msg: fmt.Sprintf("%s: no install template applies (set install_template in %s, or install_template for the node in the inventory)", id, h.o.cat.Config().File)}
+		return &control.Error{Code: control.CodeRefused, Msg: fmt.Sprintf("%s: no install template applies (set install_template in %s, or install_template for the node in the inventory)", id, h.o.cats[0].Config().File)}
 	}
 	return withCode(h.o.inst.Enter(id, "admin"))
 }
 
-// hasInstallTemplate: an install template applies to id under either
+// hasInstallTemplate: an install template applies to id under some
 // loader.
 func (o *daemonOps) hasInstallTemplate(id node.ID) bool {
-	o.reloadMu.Lock()
-	grub := o.grub
-	o.reloadMu.Unlock()
-	return o.cat.HasInstallTemplate(id) || (grub != nil && grub.HasInstallTemplate(id))
+	for _, c := range o.cats {
+		if c.HasInstallTemplate(id) {
+			return true
+		}
+	}
+	return false
 }
 
 func (h controlHandler) Installed(ctx context.Context, id node.ID) error {
@@ -355,7 +350,7 @@ func (h controlHandler) Select(ctx context.Context, where string) ([]node.ID, er
 		return nil, &control.Error{Code: control.CodeBadRequest, Msg: fmt.Sprintf("-where %q: want NAME=value (an inventory var.NAME)", where)}
 	}
 	var ids []node.ID
-	for _, n := range h.o.cat.InventoryNodes() {
+	for _, n := range h.o.cats[0].InventoryNodes() {
 		if v, ok := n.Vars[name]; ok && v == strings.TrimSpace(value) {
 			ids = append(ids, n.ID)
 		}

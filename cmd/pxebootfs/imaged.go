@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/image"
 	"github.com/pxebootfs/pxebootfs/internal/metrics"
 )
@@ -41,9 +40,10 @@ func checkImagesOutsideMount(cfg *config.Config, mountpoint string) error {
 // startImages runs the daemon's part of boot images: it removes what killed
 // imports left in staging, records every servedInterval which versions the
 // served configs named (kept across restarts, for garbage collection) and
-// prunes every pruneInterval. The returned function stops it and records
-// the last served versions.
-func startImages(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, log *slog.Logger) (func(), error) {
+// prunes every pruneInterval. served is the ledger every catalog notes
+// into, with each version's serve time. The returned function stops it
+// and records the last served versions.
+func startImages(ctx context.Context, cfg *config.Config, served *image.Served, log *slog.Logger) (func(), error) {
 	if cfg.TFTPRoot == "" {
 		return func() {}, nil
 	}
@@ -57,24 +57,16 @@ func startImages(ctx context.Context, cfg *config.Config, cat *catalog.Catalog, 
 	case err != nil:
 		return nil, err
 	}
-	var pending map[string]string // served, not yet recorded (lock busy)
-	var pendingAt time.Time
 	record := func() {
-		for name, v := range cat.TakeServed() {
-			if pending == nil {
-				pending = map[string]string{}
+		pending := served.Take()
+		if err := st.RecordServed(pending); err != nil {
+			// Kept for the next tick. ErrBusy: an import holds the
+			// index; a version's grace also runs from when it stopped
+			// being current, so a late record cannot let GC pull it.
+			served.Restore(pending)
+			if !errors.Is(err, image.ErrBusy) {
+				log.Warn("record served image versions", "err", err)
 			}
-			pending[name], pendingAt = v, time.Now()
-		}
-		switch err := st.RecordServed(pending, pendingAt); {
-		case err == nil:
-			pending = nil
-		case errors.Is(err, image.ErrBusy):
-			// An import holds the index; next tick. A version's grace
-			// also runs from when it stopped being current, so a late
-			// record cannot let GC pull it.
-		default:
-			log.Warn("record served image versions", "err", err)
 		}
 	}
 	prune := func() {

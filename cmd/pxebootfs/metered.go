@@ -16,7 +16,7 @@ import (
 type meteredSource struct {
 	*catalog.Catalog
 	m      *metrics.Metrics
-	loader string // metrics.LoaderPXELinux or LoaderGRUB
+	loader string // the loader label: the catalog's loader's name
 }
 
 var _ fs.Source = meteredSource{}

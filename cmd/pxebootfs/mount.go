@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,8 +17,9 @@ import (
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/fs"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/image"
 	"github.com/pxebootfs/pxebootfs/internal/install"
-	"github.com/pxebootfs/pxebootfs/internal/metrics"
+	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
@@ -63,37 +65,31 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
-	// Everything that can be checked is checked before anything is
-	// created, and what a failed start created is removed again: a start
-	// that fails changes nothing on disk.
-	cat, err := catalog.New(cfg, nil, log)
-	if err != nil {
+	return serve(f, cfg, log)
+}
+
+// serve runs the daemon: everything that can be checked is checked before
+// anything is created, and what a failed start created is removed again,
+// so a start that fails changes nothing on disk. Each failure is one log
+// line and the exit code that says what kind it was.
+func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
+	failed := func(code int, err error) int {
 		log.Error("start", "err", err)
-		return exitConfig
+		return code
+	}
+	mounts, err := planMounts(cfg, f.dir)
+	if err != nil {
+		return failed(exitConfig, err)
 	}
 	if err := config.CheckDirs(cfg); err != nil {
-		log.Error("start", "err", err)
-		return exitConfig
+		return failed(exitConfig, err)
 	}
 	if err := checkImagesOutsideMount(cfg, f.dir); err != nil {
-		log.Error("start", "err", err)
-		return exitConfig
-	}
-	var grubCat *catalog.Catalog // GRUB's directory; nil without grub_mount
-	if cfg.GrubMount != "" {
-		if grubCat, err = catalog.NewGRUB(cfg, nil, log); err != nil {
-			log.Error("start", "err", err)
-			return exitConfig
-		}
-		if abs, _ := filepath.Abs(f.dir); abs == cfg.GrubMount {
-			log.Error("start", "err", fmt.Errorf("%s: grub_mount %s is the pxelinux.cfg mount point", cfg.File, cfg.GrubMount))
-			return exitConfig
-		}
+		return failed(exitConfig, err)
 	}
 	created, err := config.CreateDirs(cfg)
 	if err != nil {
-		log.Error("start", "err", err)
-		return exitFailure
+		return failed(exitFailure, err)
 	}
 	started := false
 	defer func() {
@@ -114,8 +110,7 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	// mode, install states in both.
 	reg, err := registry.Open(registry.Options{Dir: cfg.StateDir, StartFSID: cfg.StartFSID, MaxNodes: cfg.MaxNodes, Logger: log})
 	if err != nil {
-		log.Error("start", "err", err)
-		return exitFailure
+		return failed(exitFailure, err)
 	}
 	defer func() {
 		if err := reg.Close(); err != nil {
@@ -124,50 +119,173 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	}()
 	prov, closeProv, err := newProvisioner(ctx, cfg, reg, log)
 	if err != nil {
-		log.Error("start", "err", err)
-		return exitFailure
+		return failed(exitFailure, err)
 	}
 	defer closeProv()
-	if prov != nil { // else a nil interface: config-only mode
-		cat.SetProvisioner(prov)
-	}
-	inst := newInstaller(cfg, reg, cat, grubCat, log)
-	cat.SetMountpoint(f.dir) // the content generator's --file is MOUNTPOINT/NAME
-	ops, err := startOps(ctx, cfg, cat, prov, inst, log)
+	served := &image.Served{}
+	inst, err := buildCatalogs(cfg, mounts, reg, prov, served, log)
 	if err != nil {
-		log.Error("start", "err", err)
-		return exitFailure
+		return failed(exitConfig, err)
+	}
+	ops, err := startOps(ctx, cfg, catalogsOf(mounts), prov, inst, log)
+	if err != nil {
+		return failed(exitFailure, err)
 	}
 	defer ops.close()
-	stopImages, err := startImages(ctx, cfg, cat, log)
+	stopImages, err := startImages(ctx, cfg, served, log)
 	if err != nil {
-		log.Error("start", "err", err)
-		return exitFailure
+		return failed(exitFailure, err)
 	}
 	defer stopImages()
-	srv, err := fs.Mount(f.dir, ops.source(), fs.MountOptions{Debug: f.debugFUSE, Logger: log})
-	if err != nil {
-		log.Error("start", "err", err)
-		return exitFailure
-	}
-	grubSrv, err := mountGRUB(ctx, cfg, grubCat, ops, prov, f.debugFUSE, log)
-	if err != nil {
-		log.Error("start", "err", err)
-		if cerr := srv.Close(); cerr != nil {
-			log.Error("unmount", "err", cerr)
-		}
-		return exitFailure
+	if err := mountAll(mounts, ops, f.debugFUSE, log); err != nil {
+		return failed(exitFailure, err)
 	}
 	started = true
-	go cat.Watch(ctx, watchInterval)
-	log.Info("serving", "mountpoint", f.dir, "config", cfg.File, "full_mode", cfg.FullMode(), "version", versionString())
+	for _, m := range mounts {
+		go m.cat.Watch(ctx, watchInterval)
+		log.Info("serving", "loader", m.ld.Name, "mountpoint", m.dir, "config", cfg.File, "full_mode", cfg.FullMode(), "version", versionString())
+	}
 	ops.ready()
+	return waitAndUnmount(ctx, mounts, ops, log)
+}
 
+// loaderMount is one loader's directory the daemon serves.
+type loaderMount struct {
+	ld  *loader.Loader
+	dir string // the mount point
+	cat *catalog.Catalog
+	srv *fs.Server // once mounted
+}
+
+// planMounts lists the mounts of cfg's loaders: pxelinux at dir (the
+// command line's), every other configured loader at its mount key's
+// directory (one without is only rendered by `pxebootfs render`). Each
+// loader's catalog is loaded once here to check the config before anything
+// is created; a failure, or two loaders on one mount point, is a config
+// error.
+func planMounts(cfg *config.Config, dir string) ([]*loaderMount, error) {
+	var mounts []*loaderMount
+	seen := map[string]string{}
+	for _, lc := range cfg.Loaders() {
+		ld, err := loader.ByName(lc.Keys.Loader)
+		if err != nil {
+			return nil, err
+		}
+		m := &loaderMount{ld: ld, dir: lc.Mount}
+		if lc.Keys.Mount == "" {
+			m.dir = dir
+		}
+		if m.dir == "" {
+			continue
+		}
+		if _, err := catalog.New(ld, cfg, catalog.Options{}); err != nil {
+			return nil, err
+		}
+		abs, err := filepath.Abs(m.dir)
+		if err != nil {
+			return nil, fmt.Errorf("mount point %s: %w", m.dir, err)
+		}
+		if other, dup := seen[abs]; dup {
+			return nil, fmt.Errorf("%s: %s and %s are both mounted at %s", cfg.File, mountKey(other), mountKey(ld.Name), abs)
+		}
+		seen[abs] = ld.Name
+		mounts = append(mounts, m)
+	}
+	return mounts, nil
+}
+
+// mountKey names where a loader's mount point comes from, for errors.
+func mountKey(name string) string {
+	if k := config.KeysOf(name).Mount; k != "" {
+		return k
+	}
+	return "the " + name + " MOUNTPOINT"
+}
+
+// buildCatalogs makes each mount's serving catalog, all with the same
+// provisioner (a node keeps one root and one fsid whichever loader asks),
+// install manager and image ledger, and returns the install manager.
+func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Registry, prov *provision.Provisioner, served *image.Served, log *slog.Logger) (*install.Manager, error) {
+	var p node.Provisioner // stays a nil interface in config-only mode
+	if prov != nil {
+		p = prov
+	}
+	// The manager tells the catalogs of install state changes, and the
+	// catalogs ask it for install states: it is made first, and reaches
+	// the catalogs through cats, filled below before anything is served.
+	var cats catalogList
+	inst := install.New(install.Options{
+		Store: reg, Dir: cfg.StateDir, CallbackURL: cfg.CallbackURL, MaxBoots: cfg.InstallMaxBoots, Logger: log,
+		Changed: func(id node.ID) { cats.nodeChanged(id) },
+		Allowed: func(a netip.Addr) bool { return cats.allowed(a) },
+	})
+	for _, m := range mounts {
+		c, err := catalog.New(m.ld, cfg, catalog.Options{Prov: p, Inst: inst, Served: served, Mountpoint: m.dir, Log: log})
+		if err != nil {
+			return nil, err
+		}
+		m.cat = c
+		cats = append(cats, c)
+	}
+	return inst, nil
+}
+
+// catalogList is the daemon's catalogs, pxelinux's first.
+type catalogList []*catalog.Catalog
+
+// nodeChanged drops what the kernel caches of a node's names in every
+// loader's mount.
+func (cs catalogList) nodeChanged(id node.ID) {
+	for _, c := range cs {
+		c.NodeChanged(id)
+	}
+}
+
+// allowed is the allow list, which every catalog shares.
+func (cs catalogList) allowed(a netip.Addr) bool { return len(cs) > 0 && cs[0].Allowed(a) }
+
+// names are the loaders' names, for the metrics' loader label.
+func (cs catalogList) names() []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Loader().Name
+	}
+	return out
+}
+
+func catalogsOf(mounts []*loaderMount) catalogList {
+	cs := make(catalogList, len(mounts))
+	for i, m := range mounts {
+		cs[i] = m.cat
+	}
+	return cs
+}
+
+// mountAll mounts every loader's directory; if one fails, those already
+// mounted are unmounted again.
+func mountAll(mounts []*loaderMount, ops *daemonOps, debug bool, log *slog.Logger) error {
+	for i, m := range mounts {
+		srv, err := fs.Mount(m.dir, ops.sourceOf(m.cat), fs.MountOptions{Debug: debug, Logger: log})
+		if err != nil {
+			for _, done := range mounts[:i] {
+				if cerr := done.srv.Close(); cerr != nil {
+					log.Error("unmount", "mountpoint", done.dir, "err", cerr)
+				}
+			}
+			return fmt.Errorf("mount %s at %s: %w", m.ld.Name, m.dir, err)
+		}
+		m.srv = srv
+	}
+	return nil
+}
+
+// waitAndUnmount serves until a signal, then unmounts every mount; or
+// returns when someone unmounted one from outside.
+func waitAndUnmount(ctx context.Context, mounts []*loaderMount, ops *daemonOps, log *slog.Logger) int {
 	done := make(chan struct{})
 	var doneOnce sync.Once
-	go func() { srv.Wait(); doneOnce.Do(func() { close(done) }) }()
-	if grubSrv != nil {
-		go func() { grubSrv.Wait(); doneOnce.Do(func() { close(done) }) }()
+	for _, m := range mounts {
+		go func() { m.srv.Wait(); doneOnce.Do(func() { close(done) }) }()
 	}
 	select {
 	case <-ctx.Done():
@@ -178,19 +296,16 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 		log.Warn("filesystem was unmounted from outside; exiting")
 		return exitOK
 	}
-	failed := false
-	if grubSrv != nil {
-		if err := grubSrv.Close(); err != nil {
-			log.Error("unmount", "err", err)
-			failed = true
+	code := exitOK
+	// The other loaders first, pxelinux's last, as they were mounted.
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if err := mounts[i].srv.Close(); err != nil {
+			log.Error("unmount", "mountpoint", mounts[i].dir, "err", err)
+			code = exitFailure
 		}
 	}
-	if err := srv.Close(); err != nil {
-		log.Error("unmount", "err", err)
-		return exitFailure
-	}
-	if failed {
-		return exitFailure
+	if code != exitOK {
+		return code
 	}
 	// After a lazy unmount the server finishes when the last tftpd child
 	// closes its file, which can take a minute; do not hold shutdown for it.
@@ -199,7 +314,9 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	case <-time.After(shutdownGrace):
 		log.Warn("files still open after lazy unmount; exiting anyway", "waited", shutdownGrace)
 	}
-	log.Info("unmounted", "mountpoint", f.dir)
+	for _, m := range mounts {
+		log.Info("unmounted", "mountpoint", m.dir)
+	}
 	return exitOK
 }
 
@@ -221,49 +338,4 @@ func startCPUProfile(log *slog.Logger) func() {
 	}
 	log.Info("writing cpu profile", "file", path)
 	return func() { pprof.StopCPUProfile(); f.Close() }
-}
-
-// mountGRUB mounts GRUB's prefix directory (grub_mount) beside pxelinux.cfg,
-// served by gcat (checked at start, like the pxelinux catalog) with the
-// same provisioner: a node keeps one root and one fsid whichever loader
-// asks. nil without grub_mount.
-func mountGRUB(ctx context.Context, cfg *config.Config, gcat *catalog.Catalog, ops *daemonOps, prov *provision.Provisioner, debug bool, log *slog.Logger) (*fs.Server, error) {
-	if gcat == nil {
-		return nil, nil
-	}
-	if prov != nil { // else a nil interface: config-only mode
-		gcat.SetProvisioner(prov)
-	}
-	gcat.SetMountpoint(cfg.GrubMount)
-	srv, err := fs.Mount(cfg.GrubMount, ops.sourceOf(gcat, metrics.LoaderGRUB), fs.MountOptions{Debug: debug, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	ops.reloadMu.Lock() // reloads read it
-	ops.grub = gcat
-	ops.reloadMu.Unlock()
-	go gcat.Watch(ctx, watchInterval)
-	log.Info("serving GRUB configs", "mountpoint", cfg.GrubMount)
-	return srv, nil
-}
-
-// newInstaller makes install mode's manager over reg and gives it to the
-// catalogs (gcat may be nil): a node's install state picks its template in
-// both.
-func newInstaller(cfg *config.Config, reg *registry.Registry, cat, gcat *catalog.Catalog, log *slog.Logger) *install.Manager {
-	m := install.New(install.Options{
-		Store: reg, Dir: cfg.StateDir, CallbackURL: cfg.CallbackURL, MaxBoots: cfg.InstallMaxBoots, Logger: log,
-		Changed: func(id node.ID) {
-			cat.NodeChanged(id)
-			if gcat != nil {
-				gcat.NodeChanged(id)
-			}
-		},
-		Allowed: cat.Allowed,
-	})
-	cat.SetInstaller(m)
-	if gcat != nil {
-		gcat.SetInstaller(m)
-	}
-	return m
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"strings"
 
+	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/install"
+	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
@@ -18,8 +18,9 @@ type renderFlags struct {
 	mountpoint string
 }
 
-// runRender prints exactly the bytes a read of pxelinux.cfg/NAME would
-// return. It never provisions: it does not even open the state's lock.
+// runRender prints exactly the bytes a read of NAME would return, in the
+// directory of the loader NAME belongs to (pxelinux.cfg, or GRUB's for
+// grub.cfg… names). It never provisions: it does not even open the state's lock.
 func runRender(args []string, stdout, stderr io.Writer) int {
 	var f renderFlags
 	fl := newFlagSet("render", "NAME", stderr)
@@ -42,25 +43,21 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
 		return exitFailure
 	}
-	newCat := catalog.New
-	if strings.HasPrefix(f.name, "grub.cfg") {
-		// A name under GRUB's prefix directory (grub_mount).
-		if cfg.GrubTemplate == "" {
-			fmt.Fprintf(stderr, "pxebootfs render: %s is a GRUB name, and %s sets no grub_template\n", f.name, cfg.File)
-			return exitConfig
-		}
-		newCat = catalog.NewGRUB
-	}
-	cat, err := newCat(cfg, prov, slog.New(slog.DiscardHandler))
+	ld, err := loaderOf(cfg, f.name)
 	if err != nil {
 		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
 		return exitConfig
 	}
-	cat.SetMountpoint(f.mountpoint)
+	opts := catalog.Options{Prov: prov, Mountpoint: f.mountpoint}
 	// A node in install mode renders its install or local template, with
 	// its token: read from the registry without its lock, changing nothing.
 	if reg, err := registry.OpenReadOnly(cfg.StateDir); err == nil {
-		cat.SetInstaller(install.New(install.Options{Store: reg, CallbackURL: cfg.CallbackURL, MaxBoots: cfg.InstallMaxBoots}))
+		opts.Inst = install.New(install.Options{Store: reg, CallbackURL: cfg.CallbackURL, MaxBoots: cfg.InstallMaxBoots})
+	}
+	cat, err := catalog.New(ld, cfg, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
+		return exitConfig
 	}
 	e, err := cat.Resolve(context.Background(), f.name)
 	if err != nil {
@@ -77,4 +74,20 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// loaderOf is the loader whose directory name is in: the first loader with
+// a prefix that owns it, else pxelinux. A name of a loader cfg does not
+// configure is a config error naming the key that would.
+func loaderOf(cfg *config.Config, name string) (*loader.Loader, error) {
+	for _, l := range loader.All {
+		if l.Prefix == "" || !l.Owns(name) {
+			continue
+		}
+		if _, ok := cfg.Loader(l.Name); !ok {
+			return nil, fmt.Errorf("%s is a %s name, and %s sets no %s", name, l.Name, cfg.File, config.KeysOf(l.Name).Templates[config.RoleUsual])
+		}
+		return l, nil
+	}
+	return loader.PXELinux, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
@@ -39,7 +40,7 @@ func newTestCatalog(t *testing.T, tmpl string, allow ...string) (*Catalog, *conf
 	if err := os.Symlink("/etc/passwd", filepath.Join(cfg.StaticDir, "passwd")); err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(cfg, nil, nil)
+	c, err := New(loader.PXELinux, cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func (p *fakeProv) Nodes() []node.Node { return nil }
 func TestOpenProvisionsRenderDoesNot(t *testing.T) {
 	_, cfg := newTestCatalog(t, "nfsroot={{.NodeDir}} fsid={{.FSID}} <NODE>\n")
 	p := &fakeProv{}
-	c, err := New(cfg, p, nil)
+	c, err := New(loader.PXELinux, cfg, Options{Prov: p})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +245,7 @@ func TestStatStable(t *testing.T) {
 			if tt.prov != nil {
 				prov = tt.prov
 			}
-			c, err := New(cfg, prov, nil)
+			c, err := New(loader.PXELinux, cfg, Options{Prov: prov})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
@@ -70,7 +71,7 @@ func newInventoryCatalog(t *testing.T, prov node.Provisioner) (*Catalog, *config
 	cfg.Inventory = filepath.Join(dir, "nodes.ini")
 	write(t, cfg.Inventory, testInventory)
 	write(t, filepath.Join(dir, "inst.template"), "install <NODE> {{.Hostname}} suite={{.Vars.suite}} dir={{.NodeDir}} fsid={{.FSID}}\n")
-	c, err := New(cfg, prov, nil)
+	c, err := New(loader.PXELinux, cfg, Options{Prov: prov})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func TestInventoryLoadErrors(t *testing.T) {
 			_, cfg := newTestCatalog(t, invTemplate)
 			cfg.Inventory = filepath.Join(filepath.Dir(cfg.File), "nodes.ini")
 			write(t, cfg.Inventory, tt.inv)
-			_, err := New(cfg, nil, nil)
+			_, err := New(loader.PXELinux, cfg, Options{})
 			if err == nil {
 				t.Fatal("New succeeded")
 			}
@@ -218,11 +219,10 @@ esac
 	cfg.GeneratorTimeout = time.Minute
 	cfg.GeneratorTTL = time.Minute
 	cfg.GeneratorConcurrency = 4
-	c, err := New(cfg, nil, nil)
+	c, err := New(loader.PXELinux, cfg, Options{Mountpoint: "/srv/tftp/pxelinux.cfg/"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.SetMountpoint("/srv/tftp/pxelinux.cfg/")
 	return c, func() []string {
 		b, _ := os.ReadFile(args)
 		return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
@@ -320,7 +320,7 @@ func TestGeneratedInodes(t *testing.T) {
 func TestGeneratedNodeNotProvisioned(t *testing.T) {
 	c, _ := genCatalog(t, true)
 	prov := &recProv{}
-	c.prov = prov
+	c.opts.Prov = prov
 	e := mustResolve(t, c, "C0A80102")
 	if _, err := c.Open(context.Background(), e); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pxebootfs/pxebootfs/internal/loader"
 )
 
 // newGRUBCatalog is newTestCatalog's config with a GRUB template and a
@@ -14,6 +16,7 @@ func newGRUBCatalog(t *testing.T, prov *fakeProv) (*Catalog, string) {
 	t.Helper()
 	_, cfg := newTestCatalog(t, twoNodes, "192.168.0.0/16")
 	dir := filepath.Dir(cfg.PXETemplate)
+	cfg.GrubMount = filepath.Join(dir, "grub")
 	cfg.GrubTemplate = filepath.Join(dir, "grub.cfg.template")
 	cfg.GrubStaticDir = filepath.Join(dir, "grubstatic")
 	write(t, cfg.GrubTemplate, "echo grub <NODE> {{.MAC}} fsid={{.FSID}}\n")
@@ -28,9 +31,9 @@ func newGRUBCatalog(t *testing.T, prov *fakeProv) (*Catalog, string) {
 	var c *Catalog
 	var err error
 	if prov != nil {
-		c, err = NewGRUB(cfg, prov, nil)
+		c, err = New(loader.GRUB, cfg, Options{Prov: prov})
 	} else {
-		c, err = NewGRUB(cfg, nil, nil)
+		c, err = New(loader.GRUB, cfg, Options{})
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -48,12 +51,12 @@ func TestGRUBNames(t *testing.T) {
 		{"grub.cfg-aa:bb:cc:dd:ee:01", "echo grub C0A80102 aa:bb:cc:dd:ee:01 fsid=0\n"},
 		{"grub.cfg-C0A80102", "echo grub C0A80102 aa:bb:cc:dd:ee:01 fsid=0\n"},
 		{"grub.cfg-192.168.1.2", "echo grub C0A80102 aa:bb:cc:dd:ee:01 fsid=0\n"},
-		{"grub.cfg-10.9.9.9", ""},            // outside allow
-		{"grub.cfg-aa:bb:cc:dd:ee:77", ""},   // unknown MAC
-		{"grub.cfg-C0A8", ""},                // a hex prefix: not a node, no file
-		{"C0A80102", ""},                     // pxelinux names are not GRUB's
-		{"font.pf2", "font"},                 // static
-		{"grub.cfg", string(builtinGrubCfg)}, // built in
+		{"grub.cfg-10.9.9.9", ""},                              // outside allow
+		{"grub.cfg-aa:bb:cc:dd:ee:77", ""},                     // unknown MAC
+		{"grub.cfg-C0A8", ""},                                  // a hex prefix: not a node, no file
+		{"C0A80102", ""},                                       // pxelinux names are not GRUB's
+		{"font.pf2", "font"},                                   // static
+		{"grub.cfg", string(loader.GRUB.Builtins["grub.cfg"])}, // built in
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,12 +77,12 @@ func TestGRUBNames(t *testing.T) {
 			}
 		})
 	}
-	if p, ok := c.StaticSubdir("x86_64-efi"); !ok || p != filepath.Join(static, "x86_64-efi") {
-		t.Errorf("StaticSubdir(x86_64-efi) = %q, %v", p, ok)
+	if e, err := c.Resolve(context.Background(), "x86_64-efi"); err != nil || e.Kind != KindDir || e.Static != filepath.Join(static, "x86_64-efi") {
+		t.Errorf("Resolve(x86_64-efi) = %+v, %v; want the static subdirectory", e, err)
 	}
 	for _, name := range []string{"etc", "font.pf2", "..", "missing"} {
-		if p, ok := c.StaticSubdir(name); ok {
-			t.Errorf("StaticSubdir(%q) = %q: served", name, p)
+		if e, err := c.Resolve(context.Background(), name); err == nil && e.Kind == KindDir {
+			t.Errorf("Resolve(%q) = %+v: served as a directory", name, e)
 		}
 	}
 	// An admin's grub.cfg replaces the built-in one.

@@ -26,28 +26,3 @@ func loadImages(cfg *config.Config, s *snapshot) error {
 	s.images, s.imagesRel = ix, st.Rel()
 	return nil
 }
-
-// noteServed remembers the image versions a served config named.
-func (c *Catalog) noteServed(used map[string]string) {
-	if len(used) == 0 {
-		return
-	}
-	c.servedMu.Lock()
-	defer c.servedMu.Unlock()
-	if c.served == nil {
-		c.served = map[string]string{}
-	}
-	for name, v := range used {
-		c.served[name] = v
-	}
-}
-
-// TakeServed returns the image versions named by configs served since the
-// last call (image name -> version), for the daemon to record.
-func (c *Catalog) TakeServed() map[string]string {
-	c.servedMu.Lock()
-	defer c.servedMu.Unlock()
-	m := c.served
-	c.served = nil
-	return m
-}

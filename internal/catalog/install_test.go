@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/pxebootfs/pxebootfs/internal/install"
+	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
@@ -20,24 +21,23 @@ func TestInstallTemplates(t *testing.T) {
 			_, cfg := newTestCatalog(t, twoNodes, "192.168.0.0/16")
 			dir := filepath.Dir(cfg.PXETemplate)
 			cfg.InstallTemplate = filepath.Join(dir, "install.template")
+			cfg.GrubMount = filepath.Join(dir, "grub")
 			cfg.GrubTemplate = filepath.Join(dir, "grub.template")
 			cfg.GrubInstallTemplate = filepath.Join(dir, "grub-install.template")
 			write(t, cfg.InstallTemplate, "install <NODE> {{.InstallState}} {{.CallbackURL}}/done?token={{.InstallToken}}\n")
 			write(t, cfg.GrubTemplate, "grub <NODE>\n")
 			write(t, cfg.GrubInstallTemplate, "grub-install <NODE> {{.InstallState}}\n")
-			newCat, name, usual, local := New, "C0A80102", "APPEND nfsroot", "LOCALBOOT 0"
+			ld, name, usual, local := loader.PXELinux, "C0A80102", "APPEND nfsroot", "LOCALBOOT 0"
 			if grub {
-				newCat, name, usual, local = NewGRUB, "grub.cfg-C0A80102", "grub C0A80102", "exit"
-			}
-			c, err := newCat(cfg, nil, nil)
-			if err != nil {
-				t.Fatal(err)
+				ld, name, usual, local = loader.GRUB, "grub.cfg-C0A80102", "grub C0A80102", "exit"
 			}
 			reg := openRegistry(t, dir)
 			changes := 0
-			c.OnChange(func() { changes++ })
-			m := install.New(install.Options{Store: reg, Dir: filepath.Join(dir, "state"), CallbackURL: "http://192.0.2.1:8770", MaxBoots: 2, Changed: c.NodeChanged})
-			c.SetInstaller(m)
+			m := install.New(install.Options{Store: reg, Dir: filepath.Join(dir, "state"), CallbackURL: "http://192.0.2.1:8770", MaxBoots: 2, Changed: func(node.ID) { changes++ }})
+			c, err := New(ld, cfg, Options{Inst: m})
+			if err != nil {
+				t.Fatal(err)
+			}
 			id := node.MustParse(name[len(name)-8:])
 
 			fetch := func(want string) string {
@@ -116,13 +116,12 @@ func TestInstallFirstSight(t *testing.T) {
 	write(t, cfg.InstallTemplate, "install <NODE> {{.InstallToken}}\n")
 	cfg.Inventory = filepath.Join(dir, "nodes.ini")
 	write(t, cfg.Inventory, "[node \"C0A80109\"]\ninstall = true\n")
-	c, err := New(cfg, nil, nil)
+	reg := openRegistry(t, dir)
+	m := install.New(install.Options{Store: reg, Dir: filepath.Join(dir, "state")})
+	c, err := New(loader.PXELinux, cfg, Options{Inst: m})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := openRegistry(t, dir)
-	m := install.New(install.Options{Store: reg, Dir: filepath.Join(dir, "state")})
-	c.SetInstaller(m)
 	e, err := c.Resolve(context.Background(), "C0A80109")
 	if err != nil {
 		t.Fatal(err)

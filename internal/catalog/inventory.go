@@ -8,14 +8,14 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/inventory"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
-	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 
 // loadInventory reads cfg's inventory into s. It runs after the template
 // and ethers are loaded: an inventory MAC that ethers maps to another IP is
 // ambiguous, and every inventory node using pxe_template must render with
 // it (a var the template needs and the node lacks is found here, naming
-// the node, rather than at its next boot).
+// the node, rather than at its next boot). The same holds for the loader's
+// usual template, e.g. grub_template.
 func loadInventory(cfg *config.Config, s *snapshot) error {
 	if cfg.Inventory == "" {
 		return nil
@@ -37,9 +37,9 @@ func loadInventory(cfg *config.Config, s *snapshot) error {
 					cfg.File, inv.File(), n.Line, n.Name, m, n.ID.Addr(), cfg.Ethers, ip)
 			}
 		}
-		if n.Template == nil {
-			if _, err := s.tmpl.Render(n.TrialData()); err != nil {
-				return fmt.Errorf("config %s: inventory %s:%d: [node %q] with pxe_template: %w", cfg.File, inv.File(), n.Line, n.Name, err)
+		if n.Template(s.lc.Keys.Loader, config.RoleUsual) == nil {
+			if _, err := s.tmpls[config.RoleUsual].Render(n.TrialData()); err != nil {
+				return fmt.Errorf("config %s: inventory %s:%d: [node %q] with %s: %w", cfg.File, inv.File(), n.Line, n.Name, s.lc.Keys.Templates[config.RoleUsual], err)
 			}
 		}
 	}
@@ -71,25 +71,6 @@ func (s *snapshot) firstMAC(id node.ID) string {
 		return n.MAC()
 	}
 	return ""
-}
-
-// provisioned reports whether e's node gets a root: every node, unless the
-// inventory says provision = false (an installer needs no NFS root).
-func (e Entry) provisioned() bool { return e.Inv == nil || e.Inv.Provision }
-
-// templateFor is the template e renders from: the node's own from the
-// inventory, else pxe_template.
-func (c *Catalog) templateFor(e Entry) *render.Template {
-	if e.Inv != nil {
-		own := e.Inv.Template
-		if c.grub {
-			own = e.Inv.GrubTemplate
-		}
-		if own != nil {
-			return own
-		}
-	}
-	return c.cur.Load().tmpl
 }
 
 // InventoryNodes lists the inventory's nodes (none without an inventory).

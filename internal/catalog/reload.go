@@ -4,7 +4,6 @@ import (
 	"slices"
 
 	"github.com/pxebootfs/pxebootfs/config"
-	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
 // SetConfig switches the catalog to cfg's template, ethers, static_dir and
@@ -45,8 +44,3 @@ func (c *Catalog) changed() {
 // Config returns the config currently serving: the one given to New or the
 // last SetConfig.
 func (c *Catalog) Config() *config.Config { return c.cur.Load().cfg }
-
-// SetProvisioner gives a catalog made without one (to check the config
-// before anything is created) the provisioner of full mode. Call it
-// before serving.
-func (c *Catalog) SetProvisioner(p node.Provisioner) { c.prov = p }

@@ -99,7 +99,7 @@ func TestGRUBMountRestartOverDeadMount(t *testing.T) {
 	// Kill only once both mounts are fully up: go-fuse opens and closes a
 	// file on each new mount (its poll hack), and a process killed in that
 	// close waits forever for its own FLUSH (see the README's notes).
-	d.waitLog(t, "serving GRUB configs")
+	d.waitLog(t, "msg=serving loader=grub")
 	d.cmd.Process.Kill()
 	<-d.done
 	for _, dir := range []string{s.mnt, grubDir} {

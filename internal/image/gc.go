@@ -172,17 +172,17 @@ func (s *Store) prune(update func(func(*Index) error) error, p Policy, now time.
 	return removed, err
 }
 
-// RecordServed notes that configs naming these versions (image name ->
-// version) were served at at. It does not wait for the lock: ErrBusy
-// means "try again later".
-func (s *Store) RecordServed(served map[string]string, at time.Time) error {
+// RecordServed notes that configs naming these versions were served, each
+// at its time. It does not wait for the lock: ErrBusy means "try again
+// later".
+func (s *Store) RecordServed(served map[VersionRef]time.Time) error {
 	if len(served) == 0 {
 		return nil
 	}
 	return s.tryUpdate(func(ix *Index) error {
-		for name, v := range served {
-			if im := ix.Images[name]; im != nil {
-				if ver := im.Versions[v]; ver != nil && at.After(ver.LastServed) {
+		for ref, at := range served {
+			if im := ix.Images[ref.Image]; im != nil {
+				if ver := im.Versions[ref.Version]; ver != nil && at.After(ver.LastServed) {
 					ver.LastServed = at.UTC()
 				}
 			}

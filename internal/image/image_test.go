@@ -221,7 +221,7 @@ func TestGarbageCollection(t *testing.T) {
 		versions = append(versions, r.Version)
 	}
 	// versions[0] was served recently although replaced long ago.
-	if err := s.RecordServed(map[string]string{"img": versions[0]}, t0.Add(3*time.Hour)); err != nil {
+	if err := s.RecordServed(map[VersionRef]time.Time{{"img", versions[0]}: t0.Add(3 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	now := t0.Add(3*time.Hour + 10*time.Minute)
@@ -266,7 +266,7 @@ func TestDaemonNeverWaitsForAnImport(t *testing.T) {
 	<-entered
 	for name, call := range map[string]func() error{
 		"CleanStaging": func() error { os.MkdirAll(s.Dir(), 0o755); return s.CleanStaging() },
-		"RecordServed": func() error { return s.RecordServed(map[string]string{"a": "00000000"}, time.Now()) },
+		"RecordServed": func() error { return s.RecordServed(map[VersionRef]time.Time{{"a", "00000000"}: time.Now()}) },
 		"PruneIfIdle":  func() error { _, err := s.PruneIfIdle(Policy{Keep: 1}, time.Now()); return err },
 	} {
 		if err := call(); !errors.Is(err, ErrBusy) {

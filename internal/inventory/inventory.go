@@ -71,19 +71,41 @@ type Host struct {
 	ID           node.ID            // always valid
 	MACs         []net.HardwareAddr // in the order given; may be empty
 	Hostname     string             // "" when not given
-	TemplateFile string             // absolute path; "" means pxe_template
-	Template     *render.Template   // parsed TemplateFile, nil without one
-	GrubTemplate *render.Template   // grub_template: the node's GRUB template, nil for grub_template's
-	// The node's own install and local-boot templates (keys
-	// install_template, local_template and their grub_ twins); nil for the
-	// config's.
-	InstallTemplate, LocalTemplate         *render.Template
-	GrubInstallTemplate, GrubLocalTemplate *render.Template
+	TemplateFile string             // template's absolute path; "" means pxe_template
+	// own holds the node's own templates by loader and role (keys
+	// template, grub_template, install_template, …: config's loader
+	// table); absent for the config's.
+	own map[Own]*render.Template
 	// Install: put the node in install mode the first time it is seen
 	// (a node that never was in install mode).
 	Install   bool
 	Provision bool              // false: config only, no root or export
 	Vars      map[string]string // never nil
+}
+
+// Own names one of a node's own templates: a loader's template of a role.
+type Own struct {
+	Loader string
+	Role   config.Role
+}
+
+// ownKeys maps each inventory template key to the template it sets.
+var ownKeys = func() map[string]Own {
+	m := map[string]Own{}
+	for _, lk := range config.AllLoaderKeys() {
+		for r, key := range lk.Inventory {
+			m[key] = Own{Loader: lk.Loader, Role: config.Role(r)}
+		}
+	}
+	return m
+}()
+
+func isOwnKey(key string) bool { _, ok := ownKeys[key]; return ok }
+
+// Template is the node's own template of loader for role r, nil when it
+// has none (the config's serves).
+func (n *Host) Template(loader string, r config.Role) *render.Template {
+	return n.own[Own{loader, r}]
 }
 
 // MAC is the node's first MAC in colon form, "" without one.
@@ -246,29 +268,20 @@ func (p *parser) node(s *iniSection, name string) (*Host, error) {
 				return nil, p.errf(keyLine(key, 0), name, key, "%q: %v", v, err)
 			}
 			n.Hostname = v
-		case key == "template":
+		case isOwnKey(key):
 			t, abs, err := p.template(v)
 			if err != nil {
 				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
 			}
-			n.Template, n.TemplateFile = t, abs
-		case key == "grub_template", key == "install_template", key == "local_template",
-			key == "grub_install_template", key == "grub_local_template":
-			t, _, err := p.template(v)
-			if err != nil {
-				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
+			// A per-node template must render for this very node, so a
+			// missing var is a load error here rather than a failed boot
+			// later (checked below, once ip is known).
+			if n.own == nil {
+				n.own = map[Own]*render.Template{}
 			}
-			switch key {
-			case "grub_template":
-				n.GrubTemplate = t
-			case "install_template":
-				n.InstallTemplate = t
-			case "local_template":
-				n.LocalTemplate = t
-			case "grub_install_template":
-				n.GrubInstallTemplate = t
-			case "grub_local_template":
-				n.GrubLocalTemplate = t
+			n.own[ownKeys[key]] = t
+			if key == "template" {
+				n.TemplateFile = abs
 			}
 		case key == "provision", key == "install":
 			b, err := strconv.ParseBool(v)
@@ -296,20 +309,15 @@ func (p *parser) node(s *iniSection, name string) (*Host, error) {
 	case named.IsValid() && named != n.ID:
 		return nil, p.errf(keyLine("ip", 0), name, "ip", "%s does not match the node name %s (which is %s)", n.ID.Addr(), name, named.Addr())
 	}
-	// A per-node template must render for this very node, so a missing var
-	// is a load error here rather than a failed boot later.
-	for _, own := range []struct {
-		key string
-		t   *render.Template
-	}{
-		{"template", n.Template}, {"install_template", n.InstallTemplate}, {"local_template", n.LocalTemplate},
-		{"grub_template", n.GrubTemplate}, {"grub_install_template", n.GrubInstallTemplate}, {"grub_local_template", n.GrubLocalTemplate},
-	} {
-		if own.t == nil {
-			continue
-		}
-		if _, err := own.t.Render(n.TrialData()); err != nil {
-			return nil, &Error{File: p.file, Line: keyLine(own.key, 0), Section: nodeSection(name), Key: own.key, Err: err}
+	for _, lk := range config.AllLoaderKeys() {
+		for r, key := range lk.Inventory {
+			t := n.Template(lk.Loader, config.Role(r))
+			if t == nil {
+				continue
+			}
+			if _, err := t.Render(n.TrialData()); err != nil {
+				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
+			}
 		}
 	}
 	return n, nil

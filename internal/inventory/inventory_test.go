@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
@@ -41,7 +42,7 @@ func TestExample(t *testing.T) {
 	if inv.Len() != 4 {
 		t.Fatalf("%d nodes, want 4", inv.Len())
 	}
-	if n := inv.ByID(node.MustParse("192.168.1.5")); n == nil || !n.Install || n.InstallTemplate == nil || n.Provision {
+	if n := inv.ByID(node.MustParse("192.168.1.5")); n == nil || !n.Install || n.Template(config.LoaderPXELinux, config.RoleInstall) == nil || n.Provision {
 		t.Errorf("install node: %+v", n)
 	}
 	n := inv.ByMAC(mac("52:54:00:12:34:58"))
@@ -49,10 +50,10 @@ func TestExample(t *testing.T) {
 		t.Errorf("by second MAC: %+v", n)
 	}
 	inst := inv.ByID(node.MustParse("192.168.1.4"))
-	if inst == nil || inst.Provision || inst.Template == nil || inst.Vars["suite"] != "bookworm" {
+	if inst == nil || inst.Provision || inst.Template(config.LoaderPXELinux, config.RoleUsual) == nil || inst.Vars["suite"] != "bookworm" {
 		t.Fatalf("installer node: %+v", inst)
 	}
-	b, err := inst.Template.Render(inst.TrialData())
+	b, err := inst.Template(config.LoaderPXELinux, config.RoleUsual).Render(inst.TrialData())
 	if err != nil || !strings.Contains(string(b), "debian-installer/bookworm/linux") || !strings.Contains(string(b), "hostname=rack1-n04") {
 		t.Errorf("installer render: %q, %v", b, err)
 	}
@@ -62,7 +63,7 @@ func TestExample(t *testing.T) {
 	if !reflect.DeepEqual(inv.Files(), wantFiles) {
 		t.Errorf("Files() = %v, want %v", inv.Files(), wantFiles)
 	}
-	if n := inv.ByID(node.MustParse("192.168.1.2")); n == nil || !n.Provision || n.Hostname != "rack1-n02" || n.Template != nil {
+	if n := inv.ByID(node.MustParse("192.168.1.2")); n == nil || !n.Provision || n.Hostname != "rack1-n02" || n.Template(config.LoaderPXELinux, config.RoleUsual) != nil {
 		t.Errorf("C0A80102: %+v", n)
 	}
 }
@@ -112,12 +113,12 @@ var.url = http://x/a#b;c
 			}
 			for i, w := range tt.want {
 				g := *got[i]
-				g.Template = nil
+				g.own = nil
 				if !reflect.DeepEqual(g, w) {
 					t.Errorf("node %d:\n got %+v\nwant %+v", i, g, w)
 				}
-				if (got[i].Template != nil) != (w.TemplateFile != "") {
-					t.Errorf("node %d: Template %v with TemplateFile %q", i, got[i].Template, w.TemplateFile)
+				if own := got[i].Template(config.LoaderPXELinux, config.RoleUsual); (own != nil) != (w.TemplateFile != "") {
+					t.Errorf("node %d: Template %v with TemplateFile %q", i, own, w.TemplateFile)
 				}
 				if inv.ByID(w.ID) != got[i] {
 					t.Errorf("ByID(%s) is not node %d", w.ID, i)
@@ -239,10 +240,10 @@ func TestGrubTemplate(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := inv.ByID(node.MustParse("192.168.1.2"))
-	if n == nil || n.GrubTemplate == nil || n.Template != nil {
+	if n == nil || n.Template(config.LoaderGRUB, config.RoleUsual) == nil || n.Template(config.LoaderPXELinux, config.RoleUsual) != nil {
 		t.Fatalf("node %+v", n)
 	}
-	if b, err := n.GrubTemplate.Render(n.TrialData()); err != nil || string(b) != "echo uefi C0A80102\n" {
+	if b, err := n.Template(config.LoaderGRUB, config.RoleUsual).Render(n.TrialData()); err != nil || string(b) != "echo uefi C0A80102\n" {
 		t.Errorf("render %q, %v", b, err)
 	}
 	if !slices.Contains(inv.Files(), filepath.Join(dir, "uefi.template")) {
@@ -267,15 +268,15 @@ func TestInstallKeys(t *testing.T) {
 	}{
 		{"all keys", "install = true\nvar.suite = trixie\ninstall_template = inst.template\nlocal_template = local.template\n" +
 			"grub_install_template = inst.template\ngrub_local_template = local.template\n", "", func(t *testing.T, n *Host) {
-			if !n.Install || n.InstallTemplate == nil || n.LocalTemplate == nil || n.GrubInstallTemplate == nil || n.GrubLocalTemplate == nil || n.Template != nil {
+			if !n.Install || n.Template(config.LoaderPXELinux, config.RoleInstall) == nil || n.Template(config.LoaderPXELinux, config.RoleLocal) == nil || n.Template(config.LoaderGRUB, config.RoleInstall) == nil || n.Template(config.LoaderGRUB, config.RoleLocal) == nil || n.Template(config.LoaderPXELinux, config.RoleUsual) != nil {
 				t.Fatalf("node %+v", n)
 			}
-			if b, err := n.InstallTemplate.Render(n.TrialData()); err != nil || string(b) != "install C0A80102 trixie\n" {
+			if b, err := n.Template(config.LoaderPXELinux, config.RoleInstall).Render(n.TrialData()); err != nil || string(b) != "install C0A80102 trixie\n" {
 				t.Errorf("render %q, %v", b, err)
 			}
 		}},
 		{"default", "hostname = n2\n", "", func(t *testing.T, n *Host) {
-			if n.Install || n.InstallTemplate != nil || n.LocalTemplate != nil {
+			if n.Install || n.Template(config.LoaderPXELinux, config.RoleInstall) != nil || n.Template(config.LoaderPXELinux, config.RoleLocal) != nil {
 				t.Fatalf("node %+v", n)
 			}
 		}},

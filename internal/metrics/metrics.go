@@ -78,7 +78,9 @@ var errorKinds = []string{"render", "serve", "provision", "reset", "release", "r
 
 // New makes the collectors and registers them, with the Go and process
 // collectors, in a new registry. nodes may be nil (no node gauges).
-func New(nodes CountNodes) *Metrics {
+// loaders are the values of the loader label (the mounted loaders'
+// names), whose series exist from the start.
+func New(nodes CountNodes, loaders ...string) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -121,7 +123,7 @@ func New(nodes CountNodes) *Metrics {
 	}
 	// Every series exists from the start, so a rate() over a fresh daemon
 	// and an alert on "errors > 0" both work.
-	for _, l := range []string{LoaderPXELinux, LoaderGRUB} {
+	for _, l := range loaders {
 		m.renders.WithLabelValues(l)
 		for _, r := range []string{ResultServed, ResultNotFound, ResultError} {
 			m.lookups.WithLabelValues(l, r)
@@ -160,13 +162,6 @@ func result(err error) string {
 	}
 	return ResultOK
 }
-
-// Loaders, the values of the loader label: which mount a name was asked
-// under.
-const (
-	LoaderPXELinux = "pxelinux"
-	LoaderGRUB     = "grub"
-)
 
 // Lookup counts a name resolution under loader's mount; result is
 // ResultServed, ResultNotFound or ResultError.

@@ -59,13 +59,13 @@ func TestCounters(t *testing.T) {
 		metric string // as in the exposition, with labels
 		want   float64
 	}{
-		{"lookup served", func(m *Metrics) { m.Lookup(LoaderPXELinux, ResultServed); m.Lookup(LoaderPXELinux, ResultServed) }, `pxebootfs_lookups_total{loader="pxelinux",result="served"}`, 2},
-		{"lookup not found is no error", func(m *Metrics) { m.Lookup(LoaderPXELinux, ResultNotFound) }, `pxebootfs_errors_total{kind="serve"}`, 0},
-		{"lookup error", func(m *Metrics) { m.Lookup(LoaderGRUB, ResultError) }, `pxebootfs_errors_total{kind="serve"}`, 1},
-		{"read", func(m *Metrics) { m.Read(LoaderGRUB, KindStatic, ResultOK) }, `pxebootfs_reads_total{kind="static",loader="grub",result="ok"}`, 1},
-		{"read error", func(m *Metrics) { m.Read(LoaderPXELinux, KindNode, ResultError) }, `pxebootfs_reads_total{kind="node",loader="pxelinux",result="error"}`, 1},
-		{"renders", func(m *Metrics) { m.Render(LoaderPXELinux, nil); m.Render(LoaderPXELinux, boom) }, `pxebootfs_renders_total{loader="pxelinux"}`, 2},
-		{"render error", func(m *Metrics) { m.Render(LoaderGRUB, boom) }, `pxebootfs_errors_total{kind="render"}`, 1},
+		{"lookup served", func(m *Metrics) { m.Lookup("pxelinux", ResultServed); m.Lookup("pxelinux", ResultServed) }, `pxebootfs_lookups_total{loader="pxelinux",result="served"}`, 2},
+		{"lookup not found is no error", func(m *Metrics) { m.Lookup("pxelinux", ResultNotFound) }, `pxebootfs_errors_total{kind="serve"}`, 0},
+		{"lookup error", func(m *Metrics) { m.Lookup("grub", ResultError) }, `pxebootfs_errors_total{kind="serve"}`, 1},
+		{"read", func(m *Metrics) { m.Read("grub", KindStatic, ResultOK) }, `pxebootfs_reads_total{kind="static",loader="grub",result="ok"}`, 1},
+		{"read error", func(m *Metrics) { m.Read("pxelinux", KindNode, ResultError) }, `pxebootfs_reads_total{kind="node",loader="pxelinux",result="error"}`, 1},
+		{"renders", func(m *Metrics) { m.Render("pxelinux", nil); m.Render("pxelinux", boom) }, `pxebootfs_renders_total{loader="pxelinux"}`, 2},
+		{"render error", func(m *Metrics) { m.Render("grub", boom) }, `pxebootfs_errors_total{kind="render"}`, 1},
 		{"provisioned", func(m *Metrics) { m.Provisioned(30*time.Millisecond, nil) }, `pxebootfs_provision_duration_seconds_bucket{result="ok",le="0.05"}`, 1},
 		{"provisioned too slow for bucket", func(m *Metrics) { m.Provisioned(time.Second, nil) }, `pxebootfs_provision_duration_seconds_bucket{result="ok",le="0.5"}`, 0},
 		{"provision error", func(m *Metrics) { m.Provisioned(time.Second, boom) }, `pxebootfs_errors_total{kind="provision"}`, 1},
@@ -77,7 +77,7 @@ func TestCounters(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := New(nil)
+			m := New(nil, "pxelinux", "grub")
 			tt.record(m)
 			got, ok := scrapeValue(t, m, tt.metric)
 			if !ok {
@@ -118,14 +118,18 @@ func TestNodeGauges(t *testing.T) {
 			}
 		})
 	}
-	if n, err := testutil.GatherAndCount(New(nil).Registry(), "pxebootfs_lookups_total"); err != nil || n != 6 {
-		t.Errorf("lookups series = %d, %v; want 3", n, err)
+	// Series exist from the start for the loaders named, and only those.
+	if n, err := testutil.GatherAndCount(New(nil, "pxelinux", "grub").Registry(), "pxebootfs_lookups_total"); err != nil || n != 6 {
+		t.Errorf("lookups series of two loaders = %d, %v; want 6", n, err)
+	}
+	if n, err := testutil.GatherAndCount(New(nil, "pxelinux").Registry(), "pxebootfs_lookups_total"); err != nil || n != 3 {
+		t.Errorf("lookups series of pxelinux alone = %d, %v; want 3", n, err)
 	}
 }
 
 func TestServe(t *testing.T) {
 	m := New(nil)
-	m.Lookup(LoaderPXELinux, ResultServed)
+	m.Lookup("pxelinux", ResultServed)
 	s, err := m.Serve("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
