@@ -63,8 +63,17 @@ func TestDirectLookupGetattrOpenRead(t *testing.T) {
 	if res, _ := fh.(*handle).Read(ctx, make([]byte, 64), 0); res.Size() != len("LABEL linux\n") {
 		t.Errorf("open handle sees %d bytes after a change, want the %d it opened with", res.Size(), len("LABEL linux\n"))
 	}
-	if errno := f.Getattr(ctx, nil, &ao); errno != 0 || ao.Attr.Size != uint64(len("changed\n")) {
-		t.Errorf("Getattr after change: %v, size %d", errno, ao.Attr.Size)
+	// The inode is that version: its attributes stay, and a new open of
+	// it is stale (the kernel then looks the name up again).
+	if errno := f.Getattr(ctx, nil, &ao); errno != 0 || ao.Attr.Size != uint64(len("LABEL linux\n")) {
+		t.Errorf("Getattr of the old version after change: %v, size %d", errno, ao.Attr.Size)
+	}
+	if _, _, errno := f.Open(ctx, syscall.O_RDONLY); errno != syscall.ESTALE {
+		t.Errorf("Open of the old version after change = %v, want ESTALE", errno)
+	}
+	var out2 fuse.EntryOut
+	if _, errno := r.Lookup(ctx, "C0A80102", &out2); errno != 0 || out2.Attr.Size != uint64(len("changed\n")) || out2.Attr.Ino == out.Attr.Ino {
+		t.Errorf("Lookup after change = %v, size %d, ino %x (old %x); want the new version's inode", errno, out2.Attr.Size, out2.Attr.Ino, out.Attr.Ino)
 	}
 }
 

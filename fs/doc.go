@@ -1,51 +1,47 @@
-// Package fs is the FUSE filesystem mounted over a tftpd's pxelinux.cfg
-// directory. It is a thin, read-only edge: every name is resolved, sized and
-// rendered by a Source (the catalog), and errors become errnos here and only
-// here, through toErrno.
+// Package fs is the FUSE filesystem mounted over a boot loader's directory
+// (pxelinux.cfg, GRUB's prefix). It is a thin, read-only edge: every name
+// is resolved and rendered by a Source (a catalog), inode numbers are
+// chosen here, and errors become errnos here and only here, through
+// toErrno.
+//
+// # Versions
+//
+// What a name holds is served the way a plain filesystem serves a file an
+// admin replaces by rename: each version is its own inode, whose size and
+// bytes never change. A LOOKUP renders the name without side effects and
+// answers with the inode of that content (the same inode as long as the
+// content is the same: versionIno hashes name and content). An OPEN does
+// what opening costs (a node's root is made on its first boot) and renders
+// again; if that is the inode's version it is served, else the open fails
+// with ESTALE and the kernel, within the same open(2), looks the name up
+// again and opens the new version's inode (see file.Open for the one case
+// where the version the open's own path walk found is served instead). So
+// a tftpd's fstat (its tsize) and its reads always describe one render,
+// whatever changes meanwhile, and an open descriptor keeps its version.
 //
 // # Caching
 //
-// A node's config whose content changes only with an announced change
-// (catalog.Stat.Stable: a registered node, or any node in config-only mode)
-// is cached by the kernel for StableTimeout: entry, attributes and page
-// cache, so a warm node's fetch costs one OPEN (which records the boot)
-// and nothing else. Every change is invalidated explicitly:
+// A version's attributes and pages never change, so the kernel keeps them
+// (StableTimeout, FOPEN_KEEP_CACHE). What can go stale is only which inode
+// a name leads to:
 //
-//   - a reload of the template, ethers, inventory or config: the catalog's
-//     OnChange callback notifies the kernel (NotifyContent, NotifyEntry)
-//     for every name it knows, after the new content is served;
-//   - a change only an open can see (a node registered with another fsid):
-//     Open compares the size it is about to serve with the size the kernel
-//     caches and, if they differ, invalidates the attributes before it
-//     replies, so the tftpd's fstat after its open announces the size this
-//     open reads (tsize stays exact). Whether the kernel applied a size
-//     we sent cannot be known (it drops replies that race with a newer
-//     change), so any change of content since the last open invalidates
-//     too;
-//   - an open that straddled a change keeps reading its older content,
-//     and the kernel puts those pages in the page cache and takes an early
-//     end of them as the file's size: after any such read the next open
-//     invalidates and drops the page cache;
-//   - otherwise the page cache is kept when an open's content equals the
-//     last open's (FOPEN_KEEP_CACHE).
+//   - a name whose content changes only with an announced change
+//     (catalog.Content.Stable: a registered node, or any node in
+//     config-only mode) is cached by the kernel for StableTimeout, so a
+//     warm node's fetch costs one OPEN (which records the boot) and
+//     nothing else; every announced change (a reload of the template,
+//     ethers, inventory or config, an install state) makes the catalog's
+//     OnChange callback drop every name the kernel knows (NotifyEntry),
+//     after the new content is served;
+//   - every other name (static files, which admins edit in place;
+//     generated content; a node not yet registered) is cached 1 s, and
+//     unknown names 1 s too (pxelinux's walk through UUID, MAC and hex
+//     prefixes costs one LOOKUP per name per second);
+//   - a change the kernel was not told of in time is caught by the OPEN,
+//     which compares versions.
 //
 // The mount's root and by-ip/ never change, so their attributes are cached
 // for StableTimeout too: with default_permissions the kernel checks the
 // root's mode on every path walk into the mount, and a zero timeout there
 // cost every fetch a GETATTR round trip (TestWarmFetchIsOneOpen).
-//
-// Everything else (static files, which admins edit in place; generated
-// content; a node not yet registered, whose fsid is not yet its own) keeps
-// the old rules: entries and unknown names cached 1 s (pxelinux's walk
-// through UUID, MAC and hex prefixes costs one LOOKUP per name per second),
-// attributes never, page cache dropped on every open.
-//
-// # Inodes
-//
-// Inode numbers come from the name's identity (IPv4, MAC, or a hash of a
-// static name, with a kind tag), so concurrent lookups of one name merge and
-// a re-lookup after expiry finds the same inode. The Go node objects carry
-// their name and what the kernel was last told (a cached size, the content
-// of the last open); a lookup may get back an existing one, so it updates
-// the one it gets.
 package fs

@@ -3,73 +3,29 @@ package fs
 import (
 	"bytes"
 	"context"
-	"sync"
 	"syscall"
+	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"github.com/pxebootfs/pxebootfs/internal/catalog"
 )
 
-// file is one served name. What the name means (which node, which static
-// file) is resolved again on every operation, so a reload of ethers or the
-// template is seen at once. It remembers what the kernel may hold for it.
+// file is one version of one served name: the content a LOOKUP found,
+// fixed for the life of the inode, like a file a tftpd opened on a plain
+// filesystem while the admin replaces it by rename. Its size and bytes
+// never change, so a tftpd's fstat after its open (tsize) and its reads
+// always agree, whatever changes meanwhile; and the kernel may keep its
+// attributes and pages for as long as it likes.
 type file struct {
 	fusefs.Inode
-	src  Source
-	name string
-
-	mu sync.Mutex
-	// cached is the last size given to the kernel with StableTimeout, -1
-	// if none. It is not reset when the kernel's copy is invalidated: a
-	// reply racing with the invalidation may still have planted it, and
-	// an extra invalidation costs little.
-	cached int64
-	// served is the content of the last open, which the page cache may
-	// hold; an open with the same content keeps the page cache.
-	served []byte
-	// gen numbers the contents served: it changes when an open serves
-	// other bytes than the last one.
-	gen uint64
-	// dirty: since the last open, a read of an older content went through
-	// the kernel, which may have put its pages in the page cache or, if
-	// it ended early, its size in the attributes (see read).
-	dirty bool
-}
-
-// reported notes the attributes just given to the kernel.
-func (f *file) reported(st catalog.Stat) {
-	if !st.Stable {
-		return
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.cached = st.Size
-}
-
-// opened notes the content one open serves. It returns whether the page
-// cache may be kept (it can only hold this content) and whether the size
-// the kernel caches is no longer right: the caller must then invalidate it
-// before the open returns, so that the tftpd's fstat, which follows its
-// open, asks again and announces the size this open reads.
-//
-// Whether the kernel applied a size we gave it cannot be known (it drops a
-// reply that raced with a newer change), so an open does not trust that
-// bookkeeping alone: any change of content since the last open, or an early
-// read of an older content since, invalidates too. Content changes are
-// rare; a spare invalidation costs one GETATTR.
-func (f *file) opened(b []byte) (keep, stale bool, gen uint64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	same := f.served != nil && bytes.Equal(f.served, b)
-	keep = same && !f.dirty
-	stale = f.dirty || (f.served != nil && !same) || (f.cached >= 0 && f.cached != int64(len(b)))
-	if !same {
-		f.gen++
-	}
-	f.served, f.dirty = b, false
-	return keep, stale, f.gen
+	src   Source
+	name  string
+	data  []byte
+	mtime time.Time
+	// final: no side effect of an open changes this version
+	// (catalog.Content.Final).
+	final   bool
+	lookups *lookupLog // the mount's
 }
 
 var (
@@ -78,25 +34,25 @@ var (
 	_ = (fusefs.NodeSetattrer)((*file)(nil))
 )
 
-// Getattr serves stat and fstat when the kernel has no valid attributes. It
-// renders the current content rather than trusting an open handle, because
-// the kernel does not say which handle an fstat came from (go-fuse guesses
-// the first open one): this way the size announced as tsize matches what
-// the same open reads.
+// attr fills the attributes of this version: world-readable, because
+// tftpd-hpa without -p serves only world-readable files, and read-only.
+func (f *file) attr(out *fuse.Attr) {
+	out.Ino = f.StableAttr().Ino
+	out.Mode = syscall.S_IFREG | 0o444
+	out.Size = uint64(len(f.data))
+	if !f.mtime.IsZero() {
+		out.SetTimes(nil, &f.mtime, &f.mtime)
+	}
+	out.Nlink = 1
+	out.Blksize = 4096
+	out.Blocks = (out.Size + 511) / 512
+}
+
+// Getattr serves stat and fstat: this version's attributes, which never
+// change.
 func (f *file) Getattr(ctx context.Context, fh fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	e, err := f.src.Resolve(ctx, f.name)
-	if err != nil {
-		return toErrno(err)
-	}
-	st, err := f.src.Stat(e)
-	if err != nil {
-		return toErrno(err)
-	}
-	setFileAttr(&out.Attr, e.Ino, st)
-	f.reported(st)
-	if st.Stable {
-		out.SetTimeout(StableTimeout)
-	}
+	f.attr(&out.Attr)
+	out.SetTimeout(StableTimeout)
 	return 0
 }
 
@@ -105,12 +61,23 @@ func (f *file) Setattr(ctx context.Context, fh fusefs.FileHandle, in *fuse.SetAt
 	return syscall.EROFS
 }
 
-// Open serves OPEN: a tftpd is about to send this file. For a node in full
-// mode this provisions its root first and blocks until it is ready; the
-// provisioner makes concurrent opens of one node share one provisioning.
-// The content is rendered once per open, so every read of this open sees
-// one consistent version. An open of the same content as the last keeps
-// the page cache, so a warm node's reads never reach the daemon.
+// Open serves OPEN: a tftpd is about to send this file. It asks the source
+// for the content to serve now, with the side effects of an open (a node
+// in full mode gets its root first; the provisioner makes concurrent opens
+// of one node share one provisioning). If that is this inode's version,
+// the open serves it, keeping the page cache (a warm node's reads never
+// reach the daemon), and commits it (the boot, an install serving, the
+// image versions are counted once per served open).
+//
+// If the name holds another version now:
+//   - this open's own path walk looked this version up, and the version
+//     is final: the change came between the walk and the open, and the
+//     fetch keeps the version its walk found, as an open(2) racing a
+//     rename on a plain filesystem does;
+//   - otherwise (the kernel's cached entry is older than a change, or
+//     this very open provisioned the node, whose config now names its
+//     root): ESTALE. The kernel then looks the name up again within the
+//     same open(2), finds the new version's inode and opens that.
 func (f *file) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
@@ -119,46 +86,20 @@ func (f *file) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	b, err := f.src.Open(ctx, e)
+	o, err := f.src.Open(ctx, e)
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	keep, stale, gen := f.opened(b)
-	if stale {
-		// The kernel processes the notification before it gets our
-		// reply, so no fstat can see the old size after this open.
-		f.NotifyContent(0, 0)
+	own := f.lookups.take(ctx, f.StableAttr().Ino)
+	if !bytes.Equal(o.Data, f.data) && !(f.final && own) {
+		return nil, 0, syscall.ESTALE
 	}
-	var fuseFlags uint32
-	if keep {
-		fuseFlags = fuse.FOPEN_KEEP_CACHE
-	}
-	return &handle{data: b, f: f, gen: gen}, fuseFlags, 0
+	o.Commit()
+	return &handle{f.data}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// read notes a READ answered from an open of content generation gen,
-// ending early (short) at n bytes. The kernel takes a short read as the
-// file's new size, whatever its cached attributes say, and puts what it
-// read in the page cache: a read of an older content (an open that
-// straddled a change) can so plant the old size or old pages, and the next
-// open must clear them.
-func (f *file) read(gen uint64, short bool, n int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if short && f.cached >= 0 {
-		f.cached = n
-	}
-	if gen != f.gen {
-		f.dirty = true
-	}
-}
-
-// handle is one open's content.
-type handle struct {
-	data []byte
-	f    *file
-	gen  uint64 // of data, in f's numbering
-}
+// handle is one open of a version.
+type handle struct{ data []byte }
 
 var (
 	_ = (fusefs.FileReader)((*handle)(nil))
@@ -170,17 +111,11 @@ var (
 // saves a round trip per tftpd transfer.
 func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
 
-// Read serves READ from the content rendered at open.
+// Read serves READ from the version opened.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off >= int64(len(h.data)) {
-		h.f.read(h.gen, true, int64(len(h.data)))
 		return fuse.ReadResultData(nil), 0
 	}
-	end := off + int64(len(dest))
-	short := end > int64(len(h.data))
-	if short {
-		end = int64(len(h.data))
-	}
-	h.f.read(h.gen, short, end)
+	end := min(off+int64(len(dest)), int64(len(h.data)))
 	return fuse.ReadResultData(h.data[off:end]), 0
 }

@@ -13,20 +13,35 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
-// Source is what the filesystem serves; *catalog.Catalog implements it.
+// Source is what the filesystem serves: the core every mount needs;
+// *catalog.Catalog implements it. A source may also be a NodeSource (the
+// mount then has by-ip/) and a Notifier (changes are then pushed to the
+// kernel's caches), found by type assertion the way go-fuse discovers
+// what a node implements.
 type Source interface {
 	// Resolve decides what name is; ctx is the FUSE request's, so a
 	// content generator run for it ends when the request is interrupted.
 	Resolve(ctx context.Context, name string) (catalog.Entry, error)
-	Stat(e catalog.Entry) (catalog.Stat, error)
-	Open(ctx context.Context, e catalog.Entry) ([]byte, error)
+	// Peek is what e holds now, with no side effects.
+	Peek(e catalog.Entry) (catalog.Content, error)
+	// Open is what one open of e serves now, with the side effects of
+	// an open; Commit it when it is served.
+	Open(ctx context.Context, e catalog.Entry) (catalog.Opened, error)
 	// List is what ls shows, without resolving each name.
 	List() []catalog.DirEntry
+}
+
+// NodeSource is a source that gives nodes roots: its mount has by-ip/,
+// one symlink per node to its root, when FullMode.
+type NodeSource interface {
+	FullMode() bool
 	Nodes() []node.Node
 	NodeDir(id node.ID) string
-	FullMode() bool
-	// OnChange registers a function to run after what names hold
-	// changed (a reload), once the new content is served.
+}
+
+// Notifier is a source that announces changes of what names hold (a
+// reload), once the new content is served.
+type Notifier interface {
 	OnChange(f func())
 }
 
@@ -35,9 +50,10 @@ const (
 	EntryTimeout    = time.Second
 	AttrTimeout     = 0
 	NegativeTimeout = time.Second
-	// StableTimeout is how long the kernel keeps the entry and attributes
-	// of a stable name (catalog.Stat.Stable): every change of its content
-	// is invalidated explicitly, so this only bounds the harm of a bug.
+	// StableTimeout is how long the kernel keeps the entry of a stable
+	// name (catalog.Content.Stable: every change of what it holds is
+	// announced and invalidated explicitly) and the attributes of every
+	// version, which never change.
 	StableTimeout = time.Hour
 )
 
@@ -45,8 +61,9 @@ const (
 // original tool; no pxelinux name can collide with it.
 const byIPName = "by-ip"
 
-// inode numbers of our two directories; catalog inodes carry a tag in the
-// top byte, so these small numbers never collide with them.
+// inode numbers of our two directories; every other inode number carries
+// a tag in the top byte (ino.go), so these small numbers never collide
+// with them.
 const (
 	rootIno = 1
 	byIPIno = 2
@@ -85,20 +102,6 @@ var passThrough = map[syscall.Errno]bool{
 	syscall.EROFS:        true,
 	syscall.ENAMETOOLONG: true,
 	syscall.EACCES:       true,
-}
-
-// setFileAttr fills attributes for a served file: world-readable, because
-// tftpd-hpa without -p serves only world-readable files, and read-only.
-func setFileAttr(out *fuse.Attr, ino uint64, st catalog.Stat) {
-	out.Ino = ino
-	out.Mode = syscall.S_IFREG | 0o444
-	out.Size = uint64(st.Size)
-	if !st.Mtime.IsZero() {
-		out.SetTimes(nil, &st.Mtime, &st.Mtime)
-	}
-	out.Nlink = 1
-	out.Blksize = 4096
-	out.Blocks = (out.Size + 511) / 512
 }
 
 // setDirAttr fills the attributes of our own directories (the mount's root

@@ -65,7 +65,9 @@ func Mount(dir string, src Source, o MountOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount pxebootfs at %s: %w", dir, err)
 	}
-	src.OnChange(r.invalidate)
+	if n, ok := src.(Notifier); ok {
+		n.OnChange(r.invalidate)
+	}
 	return &Server{Server: srv, dir: dir, log: log}, nil
 }
 

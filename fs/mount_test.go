@@ -30,9 +30,9 @@ type fakeSource struct {
 	files   map[string][]byte
 	nodes   []node.Node
 	opens   atomic.Int64
-	stats   atomic.Int64
+	peeks   atomic.Int64
 	openErr error
-	stable  bool // Stat reports Stable: the kernel may cache
+	stable  bool // Peek reports Stable: the kernel may cache
 	subs    []func()
 }
 
@@ -42,14 +42,14 @@ func (s *fakeSource) Resolve(ctx context.Context, name string) (catalog.Entry, e
 	if _, ok := s.files[name]; !ok {
 		return catalog.Entry{}, fmt.Errorf("%q: %w", name, catalog.ErrNotServed)
 	}
-	return catalog.Entry{Name: name, Kind: catalog.KindStatic, Ino: 1000 + uint64(len(name))*7 + uint64(name[0])}, nil
+	return catalog.Entry{Name: name, Kind: catalog.KindStatic}, nil
 }
 
-func (s *fakeSource) Stat(e catalog.Entry) (catalog.Stat, error) {
-	s.stats.Add(1)
+func (s *fakeSource) Peek(e catalog.Entry) (catalog.Content, error) {
+	s.peeks.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return catalog.Stat{Size: int64(len(s.files[e.Name])), Stable: s.stable}, nil
+	return catalog.Content{Data: bytes.Clone(s.files[e.Name]), Stable: s.stable, Final: true}, nil
 }
 
 func (s *fakeSource) OnChange(f func()) {
@@ -69,14 +69,14 @@ func (s *fakeSource) change(name, content string) {
 	}
 }
 
-func (s *fakeSource) Open(ctx context.Context, e catalog.Entry) ([]byte, error) {
+func (s *fakeSource) Open(ctx context.Context, e catalog.Entry) (catalog.Opened, error) {
 	s.opens.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.openErr != nil {
-		return nil, s.openErr
+		return catalog.Opened{}, s.openErr
 	}
-	return bytes.Clone(s.files[e.Name]), nil
+	return catalog.Opened{Data: bytes.Clone(s.files[e.Name])}, nil
 }
 
 func (s *fakeSource) List() []catalog.DirEntry {
@@ -89,7 +89,7 @@ func (s *fakeSource) List() []catalog.DirEntry {
 	sort.Strings(names)
 	ents := make([]catalog.DirEntry, len(names))
 	for i, n := range names {
-		ents[i] = catalog.DirEntry{Name: n, Ino: 1000 + uint64(len(n))*7 + uint64(n[0])}
+		ents[i] = catalog.DirEntry{Name: n}
 	}
 	return ents
 }
@@ -327,7 +327,7 @@ func TestMountListing(t *testing.T) {
 }
 
 // TestMountContentChange checks that a new open sees new content with the
-// exact new size, with no wait: attributes are never cached.
+// exact new size, with no wait, even when the change is not announced.
 func TestMountContentChange(t *testing.T) {
 	src := &fakeSource{files: map[string][]byte{"C0A80102": []byte("short\n")}}
 	dir := testMount(t, src)
@@ -336,12 +336,41 @@ func TestMountContentChange(t *testing.T) {
 		t.Fatalf("first read %q", got)
 	}
 	src.set("C0A80102", "a much longer config than before\n")
+	if got, _ := os.ReadFile(p); string(got) != "a much longer config than before\n" {
+		t.Fatalf("read after change %q", got)
+	}
 	fi, err := os.Stat(p)
 	if err != nil || fi.Size() != int64(len("a much longer config than before\n")) {
 		t.Fatalf("stat after change: %v, %v", fi, err)
 	}
-	if got, _ := os.ReadFile(p); string(got) != "a much longer config than before\n" {
-		t.Fatalf("read after change %q", got)
+}
+
+// TestOpenKeepsItsVersion: an open descriptor keeps the version it opened,
+// size and bytes, whatever the name holds later, as on a plain filesystem
+// whose file is replaced by rename; a new open gets the new version.
+func TestOpenKeepsItsVersion(t *testing.T) {
+	for _, stable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stable=%v", stable), func(t *testing.T) {
+			src := &fakeSource{stable: stable, files: map[string][]byte{"C0A80102": []byte("old\n")}}
+			dir := testMount(t, src)
+			p := filepath.Join(dir, "C0A80102")
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			src.change("C0A80102", "new, and longer\n")
+			fi, err := f.Stat()
+			if err != nil || fi.Size() != 4 {
+				t.Fatalf("fstat of the old open after the change: %v, %v; want size 4", fi, err)
+			}
+			if b, err := io.ReadAll(f); err != nil || string(b) != "old\n" {
+				t.Fatalf("read of the old open after the change: %q, %v", b, err)
+			}
+			if b, err := os.ReadFile(p); err != nil || string(b) != "new, and longer\n" {
+				t.Fatalf("a new open after the change: %q, %v", b, err)
+			}
+		})
 	}
 }
 
@@ -420,12 +449,12 @@ func TestMountStableCaching(t *testing.T) {
 	}
 
 	want("first fetch", "first\n")
-	stats := src.stats.Load()
+	peeks := src.peeks.Load()
 	for range 5 {
 		want("warm fetch", "first\n")
 	}
-	if got := src.stats.Load(); got != stats {
-		t.Errorf("warm fetches asked for attributes %d times, want 0 (cached)", got-stats)
+	if got := src.peeks.Load(); got != peeks {
+		t.Errorf("warm fetches looked the name up %d times, want 0 (cached)", got-peeks)
 	}
 
 	src.change("C0A80102", "after a reload, longer\n")
@@ -435,13 +464,14 @@ func TestMountStableCaching(t *testing.T) {
 	want("after an unannounced change", "seen by open only\n")
 
 	// Races: readers fetch while the content flips between two sizes,
-	// announced and not. A fetch that straddles a change may see the
-	// size of one version and the bytes of the other (as without any
-	// caching, or on a plain tftpd whose file is replaced), but once the
-	// changes stop no stale size or page may be left behind anywhere.
+	// announced and not. Every fetch gets one version, its fstat size
+	// and its bytes, as on a plain filesystem whose file is replaced by
+	// rename. An open that meets two changes in a row (its lookup and
+	// its retried lookup each overtaken) may fail with ESTALE; that is
+	// counted, not a mix.
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	var straddled atomic.Int64
+	var fetches, mixed, stale atomic.Int64
 	for range 8 {
 		wg.Go(func() {
 			for {
@@ -450,8 +480,30 @@ func TestMountStableCaching(t *testing.T) {
 					return
 				default:
 				}
-				if size, got := fetch(); size != int64(len(got)) {
-					straddled.Add(1)
+				f, err := os.Open(p)
+				if errors.Is(err, syscall.ESTALE) {
+					stale.Add(1)
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				fi, err := f.Stat()
+				var b []byte
+				if err == nil {
+					b, err = io.ReadAll(f)
+				}
+				f.Close()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				fetches.Add(1)
+				if fi.Size() != int64(len(b)) || (len(b) != 10 && len(b) != 60) || strings.Trim(string(b), "x") != "" {
+					if mixed.Add(1) <= 3 {
+						t.Logf("mixed: fstat %d, read %d bytes %q", fi.Size(), len(b), b)
+					}
 				}
 			}
 		})
@@ -467,10 +519,10 @@ func TestMountStableCaching(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("%d fetches straddled a change", straddled.Load())
-	// The last change was announced; a straddling fetch's short read may
-	// have planted an old size in the kernel since, which the next open
-	// must clear.
+	t.Logf("%d fetches during 200 changes; %d opens overtaken twice (ESTALE)", fetches.Load(), stale.Load())
+	if mixed.Load() != 0 {
+		t.Errorf("%d of %d fetches mixed two versions", mixed.Load(), fetches.Load())
+	}
 	for range 8 {
 		want("after the races", strings.Repeat("x", 60))
 	}

@@ -16,7 +16,8 @@ import (
 // root is the mounted pxelinux.cfg directory.
 type root struct {
 	fusefs.Inode
-	src Source
+	src     Source
+	lookups lookupLog
 }
 
 var (
@@ -43,15 +44,18 @@ func (r *root) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 	return 0
 }
 
-// Lookup serves LOOKUP, the first thing a tftpd's open does. It resolves and
-// sizes the name but never provisions: ls, stat and pxelinux's fall-through
-// probes must not create anything. Runs concurrently for different names.
+// Lookup serves LOOKUP, the first thing a tftpd's open does. It resolves
+// the name and finds what it holds now, without side effects (ls, stat and
+// pxelinux's fall-through probes must not create anything), and answers
+// with the inode of that version: the same inode as long as the content is
+// the same, another one when it changed (see file). Runs concurrently for
+// different names.
 func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	if name == byIPName && r.src.FullMode() {
+	if name == byIPName && r.fullMode() {
 		fillDirAttr(&out.Attr, byIPIno)
 		out.SetEntryTimeout(StableTimeout)
 		out.SetAttrTimeout(StableTimeout)
-		return r.NewInode(ctx, &byIP{src: r.src}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: byIPIno}), 0
+		return r.NewInode(ctx, &byIP{src: r.src.(NodeSource)}, fusefs.StableAttr{Mode: syscall.S_IFDIR, Ino: byIPIno}), 0
 	}
 	e, err := r.src.Resolve(ctx, name)
 	if err != nil {
@@ -63,30 +67,36 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		}
 		return r.NewInode(ctx, &staticTree{path: e.Static}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
 	}
-	st, err := r.src.Stat(e)
+	c, err := r.src.Peek(e)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	setFileAttr(&out.Attr, e.Ino, st)
-	ch := r.NewInode(ctx, &file{src: r.src, name: name, cached: -1}, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: e.Ino})
-	// The kernel may hand back an inode it already has (same number).
-	if f, ok := ch.Operations().(*file); ok {
-		f.reported(st)
-	}
-	if st.Stable {
+	ino := versionIno(name, c.Data)
+	f := &file{src: r.src, name: name, data: c.Data, mtime: c.Mtime, final: c.Final, lookups: &r.lookups}
+	ch := r.NewInode(ctx, f, fusefs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
+	// The kernel may hand back the inode it already has of this version:
+	// its attributes are the same.
+	ch.Operations().(*file).attr(&out.Attr)
+	r.lookups.add(ctx, ino)
+	out.SetAttrTimeout(StableTimeout)
+	if c.Stable {
 		out.SetEntryTimeout(StableTimeout)
-		out.SetAttrTimeout(StableTimeout)
 	}
 	return ch, 0
 }
 
-// invalidate drops what the kernel caches of every name it knows: entries,
-// attributes and page cache. It runs after a change of the catalog.
+// fullMode: the source gives nodes roots, so by-ip/ exists.
+func (r *root) fullMode() bool {
+	ns, ok := r.src.(NodeSource)
+	return ok && ns.FullMode()
+}
+
+// invalidate makes the kernel look every name up again: after a change of
+// the catalog, a name may hold a new version, which is a new inode. The
+// inodes of older versions stay as they are for the tftpds that have them
+// open.
 func (r *root) invalidate() {
-	for name, ch := range r.Children() {
-		if _, ok := ch.Operations().(*file); ok {
-			ch.NotifyContent(0, 0)
-		}
+	for name := range r.Children() {
 		r.NotifyEntry(name)
 	}
 }
@@ -97,7 +107,7 @@ func (r *root) invalidate() {
 func (r *root) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	list := r.src.List()
 	ents := make([]fuse.DirEntry, 0, len(list)+1)
-	full := r.src.FullMode()
+	full := r.fullMode()
 	if full {
 		ents = append(ents, fuse.DirEntry{Name: byIPName, Mode: syscall.S_IFDIR, Ino: byIPIno})
 	}
@@ -109,7 +119,7 @@ func (r *root) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 			if e.Dir {
 				mode = syscall.S_IFDIR
 			}
-			ents = append(ents, fuse.DirEntry{Name: e.Name, Mode: mode, Ino: e.Ino})
+			ents = append(ents, fuse.DirEntry{Name: e.Name, Mode: mode, Ino: nameIno(e.Name)})
 		}
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
@@ -147,7 +157,7 @@ func (r *root) Setattr(ctx context.Context, f fusefs.FileHandle, in *fuse.SetAtt
 // pointing at node_dir/NODE, as the original tool offered.
 type byIP struct {
 	fusefs.Inode
-	src Source
+	src NodeSource
 }
 
 var (
@@ -182,7 +192,7 @@ func (d *byIP) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 	if !ok {
 		return nil, syscall.ENOENT
 	}
-	ino := catalog.LinkIno(id)
+	ino := linkIno(id)
 	target := d.src.NodeDir(id)
 	out.Attr.Ino = ino
 	out.Attr.Mode = syscall.S_IFLNK | 0o777
@@ -195,7 +205,7 @@ func (d *byIP) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 func (d *byIP) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	var ents []fuse.DirEntry
 	for _, n := range d.src.Nodes() {
-		ents = append(ents, fuse.DirEntry{Name: n.ID.Addr().String(), Mode: syscall.S_IFLNK, Ino: catalog.LinkIno(n.ID)})
+		ents = append(ents, fuse.DirEntry{Name: n.ID.Addr().String(), Mode: syscall.S_IFLNK, Ino: linkIno(n.ID)})
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
 	return fusefs.NewListDirStream(ents), 0
@@ -203,7 +213,7 @@ func (d *byIP) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 
 type link struct {
 	fusefs.Inode
-	src  Source
+	src  NodeSource
 	name string // dotted IP
 }
 

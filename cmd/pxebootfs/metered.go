@@ -38,17 +38,18 @@ func (s meteredSource) Resolve(ctx context.Context, name string) (catalog.Entry,
 	return e, err
 }
 
-// Stat of a node name renders the template to size it.
-func (s meteredSource) Stat(e catalog.Entry) (catalog.Stat, error) {
-	st, err := s.Catalog.Stat(e)
+// Peek of a node name renders the template: a lookup finds the version
+// it holds.
+func (s meteredSource) Peek(e catalog.Entry) (catalog.Content, error) {
+	c, err := s.Catalog.Peek(e)
 	if e.Kind == catalog.KindNode {
 		s.m.Render(s.loader, err)
 	}
-	return st, err
+	return c, err
 }
 
 // Open counts a read by kind and result; a node's open renders once more.
-func (s meteredSource) Open(ctx context.Context, e catalog.Entry) ([]byte, error) {
+func (s meteredSource) Open(ctx context.Context, e catalog.Entry) (catalog.Opened, error) {
 	b, err := s.Catalog.Open(ctx, e)
 	kind := "other"
 	switch e.Kind {

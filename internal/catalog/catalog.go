@@ -92,7 +92,6 @@ const (
 type Entry struct {
 	Name   string
 	Kind   Kind
-	Ino    uint64            // 0 for KindDir: the filesystem numbers it
 	Node   node.Node         // KindNode; KindGenerated: whatever the name told (MAC only for an unknown 01-<mac>)
 	Static string            // KindStatic, KindDir: absolute path in the static directory
 	Inv    *inventory.Host   // KindNode, KindGenerated: the node's inventory record, nil if none

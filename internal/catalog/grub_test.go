@@ -71,8 +71,8 @@ func TestGRUBNames(t *testing.T) {
 				t.Fatal(err)
 			}
 			b, err := c.Render(e)
-			st, serr := c.Stat(e)
-			if err != nil || serr != nil || string(b) != tt.want || st.Size != int64(len(b)) {
+			st, serr := c.Peek(e)
+			if err != nil || serr != nil || string(b) != tt.want || st.Size() != int64(len(b)) {
 				t.Fatalf("Render = %q, %v; Stat %+v, %v; want %q", b, err, st, serr, tt.want)
 			}
 		})
@@ -109,7 +109,7 @@ func TestGRUBSharesProvisioning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := c.Open(context.Background(), e)
+	b, err := openCommit(c, e)
 	if err != nil || string(b) != "echo grub C0A80102 aa:bb:cc:dd:ee:01 fsid=10000\n" || len(p.ensured) != 1 || p.ensured[0].ID.String() != "C0A80102" {
 		t.Fatalf("Open = %q, %v; ensured %v", b, err, p.ensured)
 	}

@@ -46,16 +46,16 @@ func TestInstallTemplates(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				st, err := c.Stat(e)
+				st, err := c.Peek(e)
 				if err != nil {
 					t.Fatal(err)
 				}
-				b, err := c.Open(context.Background(), e)
+				b, err := openCommit(c, e)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !strings.Contains(string(b), want) || st.Size != int64(len(b)) {
-					t.Fatalf("%s = %q (stat size %d), want it to hold %q", name, b, st.Size, want)
+				if !strings.Contains(string(b), want) || st.Size() != int64(len(b)) {
+					t.Fatalf("%s = %q (stat size %d), want it to hold %q", name, b, st.Size(), want)
 				}
 				return string(b)
 			}
@@ -126,23 +126,23 @@ func TestInstallFirstSight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, _ := c.Stat(e)
+	st, _ := c.Peek(e)
 	if st.Stable {
 		t.Fatal("stat before the first open is stable, but the open makes a token")
 	}
-	b, err := c.Open(context.Background(), e)
+	b, err := openCommit(c, e)
 	id := node.MustParse("C0A80109")
 	tok := m.View(id).Token
 	if err != nil || len(tok) != 32 || string(b) != "install C0A80109 "+tok+"\n" {
 		t.Fatalf("first open = %q, %v", b, err)
 	}
-	if st, _ := c.Stat(e); !st.Stable || st.Size != int64(len(b)) {
+	if st, _ := c.Peek(e); !st.Stable || st.Size() != int64(len(b)) {
 		t.Fatalf("stat after = %+v", st)
 	}
 	if err := m.Finish(id); err != nil {
 		t.Fatal(err)
 	}
-	if b, _ := c.Open(context.Background(), e); !strings.Contains(string(b), "LOCALBOOT 0") {
+	if b, _ := openCommit(c, e); !strings.Contains(string(b), "LOCALBOOT 0") {
 		t.Fatalf("installed node got %q", b)
 	}
 }

@@ -65,7 +65,7 @@ func (c *Catalog) openView(ctx context.Context, e Entry) (nodeView, error) {
 		}
 	}
 	if c.opts.Prov != nil && e.provisioned() {
-		root, err := c.opts.Prov.Ensure(ctx, e.Node)
+		root, err := c.opts.Prov.Prepare(ctx, e.Node)
 		if err != nil {
 			return v, err
 		}
@@ -177,9 +177,9 @@ func (c *Catalog) Render(e Entry) ([]byte, error) {
 	return nil, fmt.Errorf("render %q: kind %d has no content", e.Name, e.Kind)
 }
 
-// Stat is what stat reports for a served file.
-type Stat struct {
-	Size  int64 // exactly len(Render(e)), so tftpd's tsize is right
+// Content is what a served name holds at one moment: one version of it.
+type Content struct {
+	Data  []byte
 	Mtime time.Time
 	// Stable: the content changes only with a change announced to
 	// OnChange callbacks (a node's config, its root known). Static files
@@ -187,73 +187,111 @@ type Stat struct {
 	// the config of a node not yet registered (its fsid is not yet its
 	// own) are not stable.
 	Stable bool
+	// Final: no side effect of an open changes it (every name but a
+	// node's config whose root or install token an open still has to
+	// make): an open serves this content unless the name changed
+	// meanwhile.
+	Final bool
 }
 
-// Stat sizes e. A node's mtime is its usual template's, so tools that
-// compare times see a change when the template changes.
-func (c *Catalog) Stat(e Entry) (Stat, error) {
+// Size is the content's length, what stat reports (a tftpd's tsize).
+func (c Content) Size() int64 { return int64(len(c.Data)) }
+
+// Peek is what e holds now, with no side effects: exactly what Render
+// returns, with its mtime (a node's is its usual template's, so tools
+// that compare times see a change when the template changes) and whether
+// it is stable.
+func (c *Catalog) Peek(e Entry) (Content, error) {
 	switch e.Kind {
 	case KindGenerated:
-		return Stat{Size: int64(len(e.Gen.Data)), Mtime: e.Gen.Time}, nil
+		return Content{Data: e.Gen.Data, Mtime: e.Gen.Time, Final: true}, nil
 	case KindBuiltin:
-		return Stat{Size: int64(len(e.Builtin)), Stable: true}, nil
+		return Content{Data: e.Builtin, Stable: true, Final: true}, nil
 	case KindStatic:
-		return statStatic(e)
+		return peekStatic(e)
 	case KindNode:
 		v := c.peekView(e)
 		r, err := c.renderView(e, v)
 		if err != nil {
-			return Stat{}, err
+			return Content{}, err
 		}
 		s := c.cur.Load()
-		return Stat{Size: int64(len(r.b)), Mtime: s.stamps[s.lc.Templates[config.RoleUsual]].mtime, Stable: v.stable}, nil
+		return Content{Data: r.b, Mtime: s.stamps[s.lc.Templates[config.RoleUsual]].mtime, Stable: v.stable, Final: v.stable}, nil
 	}
-	return Stat{}, fmt.Errorf("stat %q: kind %d is no file", e.Name, e.Kind)
+	return Content{}, fmt.Errorf("peek %q: kind %d is no file", e.Name, e.Kind)
+}
+
+// Opened is the content one open of a name would serve, and what serving
+// it records.
+type Opened struct {
+	Data   []byte
+	commit func()
+}
+
+// Commit records that the content was served: the serve log line, a
+// node's boot, an install config's serving (the loop guard counts them),
+// the image versions it names. The filesystem calls it only when it serves
+// this content: an open that finds a newer version than its lookup is
+// looked up and opened again by the kernel, and counts once.
+func (o Opened) Commit() {
+	if o.commit != nil {
+		o.commit()
+	}
 }
 
 // Open returns the content to serve to one open of e. For a node in full
-// mode it first provisions the node's root (openView). One log line per
-// served file.
-func (c *Catalog) Open(ctx context.Context, e Entry) ([]byte, error) {
+// mode it first gets the node's root ready (openView), so a node never gets
+// a config pointing at a root that is not there yet.
+func (c *Catalog) Open(ctx context.Context, e Entry) (Opened, error) {
 	start := time.Now()
-	var b []byte
+	var o Opened
 	var err error
 	switch e.Kind {
 	case KindNode:
-		b, err = c.openNode(ctx, e)
+		o, err = c.openNode(ctx, e)
 	case KindGenerated:
-		b, err = c.openGenerated(ctx, e)
+		o.Data, err = c.openGenerated(ctx, e)
 	default:
-		b, err = c.Render(e)
+		o.Data, err = c.Render(e)
 	}
-	attrs := []any{"name", e.Name, "bytes", len(b), "duration", time.Since(start)}
+	attrs := []any{"loader", c.ld.Name, "name", e.Name}
 	if e.Kind == KindNode {
 		attrs = append(attrs, "node", e.Node.ID, "ip", e.Node.ID.Addr())
 	}
 	if err != nil {
-		c.log.Error("serve", append(attrs, "result", "error", "err", err)...)
-		return nil, err
+		c.log.Error("serve", append(attrs, "duration", time.Since(start), "result", "error", "err", err)...)
+		return Opened{}, err
 	}
-	c.log.Info("serve", append(attrs, "result", "ok")...)
-	return b, nil
+	record := o.commit
+	o.commit = func() {
+		if record != nil {
+			record()
+		}
+		c.log.Info("serve", append(attrs, "bytes", len(o.Data), "duration", time.Since(start), "result", "ok")...)
+	}
+	return o, nil
 }
 
-func (c *Catalog) openNode(ctx context.Context, e Entry) ([]byte, error) {
+func (c *Catalog) openNode(ctx context.Context, e Entry) (Opened, error) {
 	v, err := c.openView(ctx, e)
 	if err != nil {
-		return nil, err
+		return Opened{}, err
 	}
 	r, err := c.renderView(e, v)
 	if err != nil {
-		return nil, err
+		return Opened{}, err
 	}
-	if c.opts.Served != nil {
-		c.opts.Served.Note(r.used, time.Now())
-	}
-	if r.installing {
-		c.opts.Inst.Served(e.Node.ID)
-	}
-	return r.b, nil
+	return Opened{Data: r.b, commit: func() {
+		if c.opts.Prov != nil && e.provisioned() {
+			c.opts.Prov.Booted(e.Node)
+		}
+		if c.opts.Served != nil {
+			c.opts.Served.Note(r.used, time.Now())
+		}
+		if r.installing {
+			c.opts.Inst.Served(e.Node.ID)
+		}
+	}}, nil
 }
 
 // provisioned reports whether e's node gets a root: every node, unless the

@@ -66,7 +66,7 @@ func (c *Catalog) nodeByIP(q *query) (Entry, bool, error) {
 	if !q.s.allow.Allowed(id.Addr()) {
 		return Entry{}, false, notServedf(q.name, "%s is outside allow", id.Addr())
 	}
-	e := Entry{Name: q.name, Kind: KindNode, Ino: nodeIno(q.name, id), Node: node.Node{ID: id, MAC: q.s.firstMAC(id)}}
+	e := Entry{Name: q.name, Kind: KindNode, Node: node.Node{ID: id, MAC: q.s.firstMAC(id)}}
 	return c.nodeEntry(q, e), true, nil
 }
 
@@ -84,7 +84,7 @@ func (c *Catalog) nodeByMAC(q *query) (Entry, bool, error) {
 	if !q.s.allow.Allowed(id.Addr()) {
 		return Entry{}, false, notServedf(q.name, "%s (from ethers) is outside allow", id.Addr())
 	}
-	e := Entry{Name: q.name, Kind: KindNode, Ino: tagMAC | macBits(q.pn.MAC), Node: node.Node{ID: id, MAC: pxename.ColonMAC(q.pn.MAC)}}
+	e := Entry{Name: q.name, Kind: KindNode, Node: node.Node{ID: id, MAC: pxename.ColonMAC(q.pn.MAC)}}
 	return c.nodeEntry(q, e), true, nil
 }
 
@@ -128,7 +128,7 @@ func (c *Catalog) staticFile(q *query) (Entry, bool, error) {
 	if err != nil || !fi.Mode().IsRegular() {
 		return Entry{}, false, nil
 	}
-	return Entry{Name: q.name, Kind: KindStatic, Ino: tagStatic | hashName(q.name), Static: p}, true, nil
+	return Entry{Name: q.name, Kind: KindStatic, Static: p}, true, nil
 }
 
 // staticSubdir: a directory of the static directory, for loaders that
@@ -154,7 +154,7 @@ func (c *Catalog) builtin(q *query) (Entry, bool, error) {
 	if !ok {
 		return Entry{}, false, nil
 	}
-	return Entry{Name: q.name, Kind: KindBuiltin, Ino: tagStatic | hashName(q.name), Builtin: b}, true, nil
+	return Entry{Name: q.name, Kind: KindBuiltin, Builtin: b}, true, nil
 }
 
 // generated: the content generator, for a name nothing above serves. An
@@ -174,7 +174,7 @@ func (c *Catalog) generated(q *query) (Entry, bool, error) {
 	if err != nil {
 		return Entry{}, false, fmt.Errorf("%q: %w: %w", q.name, err, ErrNotServed)
 	}
-	return Entry{Name: q.name, Kind: KindGenerated, Ino: tagGen | hashName(q.name), Node: n, Gen: res}, true, nil
+	return Entry{Name: q.name, Kind: KindGenerated, Node: n, Gen: res}, true, nil
 }
 
 // shadowed reports whether a static file named with pn is hidden by a node

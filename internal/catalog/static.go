@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
 )
@@ -16,44 +17,53 @@ import (
 // pxelinux.cfg, not inside it.
 const maxStatic = 64 << 20
 
-func statStatic(e Entry) (Stat, error) {
-	fi, err := os.Stat(e.Static)
+// peekStatic reads a static file whole: its content is the version a
+// lookup sees.
+func peekStatic(e Entry) (Content, error) {
+	b, mtime, err := readStaticAt(e)
 	if err != nil {
-		return Stat{}, err
+		return Content{}, err
 	}
-	return Stat{Size: fi.Size(), Mtime: fi.ModTime()}, nil
+	return Content{Data: b, Mtime: mtime, Final: true}, nil
 }
 
 func readStatic(e Entry) ([]byte, error) {
+	b, _, err := readStaticAt(e)
+	return b, err
+}
+
+// readStaticAt reads a static file and its mtime from one open
+// descriptor.
+func readStaticAt(e Entry) ([]byte, time.Time, error) {
 	f, err := os.Open(e.Static)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("static %s: not a regular file: %w", e.Static, ErrNotServed)
+		return nil, time.Time{}, fmt.Errorf("static %s: not a regular file: %w", e.Static, ErrNotServed)
 	}
 	if fi.Size() > maxStatic {
-		return nil, fmt.Errorf("static %s: %d bytes is larger than %d", e.Static, fi.Size(), maxStatic)
+		return nil, time.Time{}, fmt.Errorf("static %s: %d bytes is larger than %d", e.Static, fi.Size(), maxStatic)
 	}
 	b := make([]byte, fi.Size())
 	n, err := io.ReadFull(f, b)
 	if errors.Is(err, io.ErrUnexpectedEOF) {
-		// Shrunk while we read: serve what is there, stat catches up next time.
+		// Shrunk while we read: serve what is there; the next read sees
+		// the rest as another version.
 		err = nil
 	}
-	return b[:n], err
+	return b[:n], fi.ModTime(), err
 }
 
 // DirEntry is one name of a directory listing.
 type DirEntry struct {
 	Name string
-	Ino  uint64
-	Dir  bool // a static subdirectory; Ino 0: the filesystem picks one
+	Dir  bool // a static subdirectory
 }
 
 // List is what ls of the mount shows: provisioned nodes by the loader's
@@ -68,14 +78,14 @@ func (c *Catalog) List() []DirEntry {
 	seen := map[string]bool{}
 	for _, n := range c.Nodes() {
 		if name := c.ld.Prefix + n.ID.String(); s.allow.Allowed(n.ID.Addr()) {
-			out = append(out, DirEntry{Name: name, Ino: nodeIno(name, n.ID)})
+			out = append(out, DirEntry{Name: name})
 			seen[name] = true
 		}
 	}
 	files, dirs := c.staticEntries(s)
 	for _, name := range files {
 		if !seen[name] {
-			out = append(out, DirEntry{Name: name, Ino: tagStatic | hashName(name)})
+			out = append(out, DirEntry{Name: name})
 			seen[name] = true
 		}
 	}
@@ -85,7 +95,7 @@ func (c *Catalog) List() []DirEntry {
 	}
 	for name := range c.ld.Builtins {
 		if !seen[name] {
-			out = append(out, DirEntry{Name: name, Ino: tagStatic | hashName(name)})
+			out = append(out, DirEntry{Name: name})
 		}
 	}
 	slices.SortFunc(out, func(a, b DirEntry) int { return strings.Compare(a.Name, b.Name) })

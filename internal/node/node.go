@@ -181,12 +181,14 @@ type Root struct {
 	Known bool
 }
 
-// Provisioner prepares nodes' roots; the filesystem calls it. Ensure runs
+// Provisioner prepares nodes' roots; the filesystem calls it. Prepare runs
 // on open (a tftpd about to send the config) and blocks until the root is
-// mounted and exported; Peek must have no side effects, as stat and
-// `pxebootfs render` use it.
+// mounted and exported; Booted runs when the config rendered from it is
+// served; Peek must have no side effects, as stat and `pxebootfs render`
+// use it.
 type Provisioner interface {
-	Ensure(ctx context.Context, n Node) (Root, error)
+	Prepare(ctx context.Context, n Node) (Root, error)
+	Booted(n Node)
 	Peek(id ID) Root
 	Nodes() []Node
 }

@@ -117,7 +117,8 @@ type Provisioner struct {
 	// bg counts background deletions of reset nodes' old layers.
 	bg sync.WaitGroup
 	// served, if set (tests), is called under the node's lock just before
-	// Ensure returns its root: the moment the config is served.
+	// Prepare returns its root: the moment the config is rendered to be
+	// served.
 	served func(id node.ID)
 }
 
@@ -176,23 +177,34 @@ func (p *Provisioner) lockNode(ctx context.Context, id node.ID) (*nodeState, err
 
 func (st *nodeState) unlock() { <-st.lock }
 
-// Ensure makes n's root mounted and exported and records the boot, all
-// under the node's lock. Concurrent calls for one node wait for each other
-// (only the first provisions), different nodes run in parallel, and a call
-// during a reset or release waits for it to finish. The caller's context
-// ends only the wait: once started, the work runs to the end, since a
-// tftpd child that gives up must not leave a half-made root. With
-// reset_on_boot, a known node booting again after reset_guard is first
-// reset.
+// Ensure is Prepare and, when it succeeds, Booted: a whole served open.
 func (p *Provisioner) Ensure(ctx context.Context, n node.Node) (node.Root, error) {
+	root, err := p.Prepare(ctx, n)
+	if err == nil {
+		p.Booted(n)
+	}
+	return root, err
+}
+
+// Prepare makes n's root mounted and exported, under the node's lock, and
+// returns it. Concurrent calls for one node wait for each other (only the
+// first provisions), different nodes run in parallel, and a call during a
+// reset or release waits for it to finish. The caller's context ends only
+// the wait: once started, the work runs to the end, since a tftpd child
+// that gives up must not leave a half-made root. With reset_on_boot, a
+// known node booting again after reset_guard is first reset. It does not
+// count a boot: the filesystem serves the config rendered from this root
+// only if it is the version the tftpd looked up, and calls Booted then.
+func (p *Provisioner) Prepare(ctx context.Context, n node.Node) (node.Root, error) {
 	st, err := p.lockNode(ctx, n.ID)
 	if err != nil {
 		return node.Root{}, err
 	}
 	defer st.unlock()
 	wctx := context.WithoutCancel(ctx)
-	// Of the several opens of one boot, only the first resets: the boot
-	// it records makes the next ones fall within the guard.
+	// Of the several opens of one boot, only the first resets: the reset
+	// (st.lastReset) and the boot it is followed by make the next ones
+	// fall within the guard.
 	if p.bootResetDue(st, n.ID) {
 		if rec, ok := p.reg.Get(n.ID); ok {
 			if err := p.resetLocked(wctx, st, rec, "reset_on_boot"); err != nil {
@@ -213,13 +225,18 @@ func (p *Provisioner) Ensure(ctx context.Context, n node.Node) (node.Root, error
 		st.ready = false
 		return node.Root{}, fmt.Errorf("provision %s: node vanished from the registry", n.ID)
 	}
-	if err := p.reg.RecordBoot(n.ID, p.now(), n.MAC); err != nil {
-		p.log.Warn("record boot", "node", n.ID, "err", err)
-	}
 	if p.served != nil {
 		p.served(n.ID)
 	}
 	return p.root(rec), nil
+}
+
+// Booted records that n's config was served: a boot (its time, count and
+// MAC). The first boot is durable before it returns.
+func (p *Provisioner) Booted(n node.Node) {
+	if err := p.reg.RecordBoot(n.ID, p.now(), n.MAC); err != nil {
+		p.log.Warn("record boot", "node", n.ID, "err", err)
+	}
 }
 
 func (p *Provisioner) root(rec registry.Record) node.Root {
