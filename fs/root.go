@@ -62,10 +62,11 @@ func (r *root) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fu
 		return nil, toErrno(err)
 	}
 	if e.Kind == catalog.KindDir {
-		if errno := lstatAttr(e.Static, &out.Attr); errno != 0 {
+		t := newStaticTree(e.Static)
+		if errno := statAttr(t.dir, t.rel, &out.Attr); errno != 0 {
 			return nil, errno
 		}
-		return r.NewInode(ctx, &staticTree{path: e.Static}, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
+		return r.NewInode(ctx, t, fusefs.StableAttr{Mode: syscall.S_IFDIR}), 0
 	}
 	c, err := r.src.Peek(e)
 	if err != nil {

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/pxebootfs/pxebootfs/internal/beneath"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
 )
 
@@ -33,9 +35,14 @@ func readStatic(e Entry) ([]byte, error) {
 }
 
 // readStaticAt reads a static file and its mtime from one open
-// descriptor.
+// descriptor, opened beneath the static directory with no symlink
+// followed: a symlink renamed over the file after the rule saw a regular
+// file is refused here, not served.
 func readStaticAt(e Entry) ([]byte, time.Time, error) {
-	f, err := os.Open(e.Static)
+	f, err := beneath.Open(filepath.Dir(e.Static), filepath.Base(e.Static), 0)
+	if errors.Is(err, beneath.ErrSymlink) {
+		return nil, time.Time{}, fmt.Errorf("static %s: %w: %w", e.Static, err, ErrNotServed)
+	}
 	if err != nil {
 		return nil, time.Time{}, err
 	}
