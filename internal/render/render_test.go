@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
@@ -392,6 +393,47 @@ func TestImageFunc(t *testing.T) {
 			if err != nil || string(b) != tt.want {
 				t.Fatalf("Render = %q, %v; want %q", b, err, tt.want)
 			}
+		})
+	}
+}
+
+// TestRenderEnds: templates that would spin for ever without writing (a
+// count in a variable, nested ranges, exponential recursion) fail with
+// ErrTooManySteps, naming the template and the range's line; at Parse when
+// the trial render already spins, at Render when only a node's data makes
+// it spin.
+func TestRenderEnds(t *testing.T) {
+	tests := []struct {
+		name, src string
+		atParse   bool
+		line      string
+	}{
+		{"count in a variable", "<NODE>\n{{$n := len .CallbackURL}}{{range $n}}{{range $n}}{{range $n}}{{range $n}}{{end}}{{end}}{{end}}{{end}}", true, "t:2:"},
+		{"large literal in a variable", "<NODE>\n\n{{$n := 1000000000}}{{range $n}}{{end}}", true, "t:3:"},
+		// text/template's depth limit stops this one first.
+		{"exponential recursion", "{{define \"a\"}}{{template \"a\" .}}{{template \"a\" .}}{{end}}<NODE>{{template \"a\" .}}", true, "maximum template depth"},
+		{"nested ranges over a node's vars", "<NODE>\n{{range .Vars}}{{range $.Vars}}{{range $.Vars}}{{range $.Vars}}{{range $.Vars}}{{end}}{{end}}{{end}}{{end}}{{end}}", false, "t:2:"},
+	}
+	vars := map[string]string{}
+	for i := range 40 {
+		vars[fmt.Sprintf("v%d", i)] = "x"
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			tmpl, err := Parse("t", []byte(tt.src))
+			if !tt.atParse {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				d := SampleData()
+				d.Vars = vars
+				_, err = tmpl.Render(d)
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.line) || (!errors.Is(err, ErrTooManySteps) && !strings.Contains(tt.line, "depth")) {
+				t.Fatalf("err = %v; want ErrTooManySteps at %s", err, tt.line)
+			}
+			t.Logf("%v after %v", err, time.Since(start))
 		})
 	}
 }
