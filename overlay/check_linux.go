@@ -11,14 +11,17 @@ import (
 )
 
 // Check proves that node overlays can work here, for `pxebootfs check`: in
-// a temporary directory under OverlayDir it mounts an overlay of RootDir
-// with the options Mount uses, writes a file through it, checks the file
-// landed in the upper dir and not in the golden root, unmounts and cleans
-// up. The error says which step failed.
+// a temporary directory under OverlayDir (or, while OverlayDir does not
+// exist yet, under its nearest existing parent: the filesystem `pxebootfs
+// mount` will create it on) it mounts an overlay of RootDir with the
+// options Mount uses, writes a file through it, checks the file landed in
+// the upper dir and not in the golden root, unmounts and cleans up. The
+// error says which step failed. It leaves nothing behind.
 func (m *Manager) Check() (err error) {
-	dir, err := os.MkdirTemp(m.overlayDir, ".pxebootfs-check-")
+	parent := existingParent(m.overlayDir)
+	dir, err := os.MkdirTemp(parent, ".pxebootfs-check-")
 	if err != nil {
-		return fmt.Errorf("overlay check: create temporary dir under overlay dir: %w", err)
+		return fmt.Errorf("overlay check: create temporary dir under %s: %w", parent, err)
 	}
 	p := Paths{
 		Mount: filepath.Join(dir, "merged"),
@@ -112,4 +115,13 @@ func sameFilesystem(a, b string) error {
 			a, b, unix.Major(sa.Dev), unix.Minor(sa.Dev), unix.Major(sb.Dev), unix.Minor(sb.Dev))
 	}
 	return nil
+}
+
+// existingParent is dir, or its nearest ancestor that exists.
+func existingParent(dir string) string {
+	for p := dir; ; p = filepath.Dir(p) {
+		if _, err := os.Stat(p); err == nil || filepath.Dir(p) == p {
+			return p
+		}
+	}
 }

@@ -80,7 +80,23 @@ const procFilesystems = "/proc/filesystems"
 
 // New validates o and returns a Manager for it. For AUFS it also checks that
 // the running kernel has aufs.
-func New(o Options) (*Manager, error) {
+func New(o Options) (*Manager, error) { return newManager(o, false) }
+
+// Check proves, for `pxebootfs check`, that node overlays of o can work
+// here (see Manager.Check). NodeDir and OverlayDir may not exist yet
+// (`pxebootfs mount` creates them): they are then checked as they will
+// be, below their nearest existing parent. It creates nothing that
+// outlives it.
+func Check(o Options) error {
+	m, err := newManager(o, true)
+	if err != nil {
+		return err
+	}
+	return m.Check()
+}
+
+// newManager is New; with notYet, NodeDir and OverlayDir may be missing.
+func newManager(o Options, notYet bool) (*Manager, error) {
 	m := &Manager{typ: o.Type, extra: append([]string(nil), o.Extra...)}
 	if m.typ == "" {
 		m.typ = Overlayfs
@@ -100,16 +116,17 @@ func New(o Options) (*Manager, error) {
 	}
 
 	dirs := []struct {
-		what string
-		in   string
-		out  *string
+		what    string
+		in      string
+		out     *string
+		missing bool // may not exist yet
 	}{
-		{"root dir", o.RootDir, &m.rootDir},
-		{"node dir", o.NodeDir, &m.nodeDir},
-		{"overlay dir", o.OverlayDir, &m.overlayDir},
+		{"root dir", o.RootDir, &m.rootDir, false},
+		{"node dir", o.NodeDir, &m.nodeDir, notYet},
+		{"overlay dir", o.OverlayDir, &m.overlayDir, notYet},
 	}
 	for _, d := range dirs {
-		p, err := resolveDir(d.what, d.in)
+		p, err := resolveDir(d.what, d.in, d.missing)
 		if err != nil {
 			return nil, fmt.Errorf("overlay: %w", err)
 		}
@@ -132,7 +149,7 @@ func New(o Options) (*Manager, error) {
 
 // resolveDir makes p absolute and symlink-free, and checks that it is a
 // directory whose name fits into mount options.
-func resolveDir(what, p string) (string, error) {
+func resolveDir(what, p string, missing bool) (string, error) {
 	if p == "" {
 		return "", fmt.Errorf("%s is not set", what)
 	}
@@ -146,6 +163,14 @@ func resolveDir(what, p string) (string, error) {
 		return "", err
 	}
 	real, err := filepath.EvalSymlinks(abs)
+	if missing && errors.Is(err, fs.ErrNotExist) && filepath.Dir(abs) != abs {
+		// Not there yet: resolve the parent it will be created in.
+		parent, err := resolveDir(what, filepath.Dir(abs), true)
+		if err != nil {
+			return "", err
+		}
+		return filepath.Join(parent, filepath.Base(abs)), nil
+	}
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", what, err)
 	}

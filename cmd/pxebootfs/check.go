@@ -38,9 +38,14 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
-	problems := checkAll(cfg)
 	code = exitOK
-	for _, p := range problems {
+	n := 0
+	for _, p := range checkAll(cfg) {
+		if p.note {
+			fmt.Fprintln(stdout, "note: "+p.msg)
+			continue
+		}
+		n++
 		fmt.Fprintln(stdout, p.msg)
 		switch {
 		case p.config:
@@ -49,8 +54,8 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 			code = exitFailure
 		}
 	}
-	if len(problems) > 0 {
-		fmt.Fprintf(stdout, "%s: %d problem(s)\n", cfg.File, len(problems))
+	if n > 0 {
+		fmt.Fprintf(stdout, "%s: %d problem(s)\n", cfg.File, n)
 		return code
 	}
 	mode := "config-only mode"
@@ -62,16 +67,18 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 // problem is one line of check's report. config: the config is wrong (exit
-// 3); otherwise the machine is (exit 1).
+// 3); note: something to know that mount will take care of (no effect on
+// the exit code); otherwise the machine is wrong (exit 1).
 type problem struct {
 	msg    string
 	config bool
+	note   bool
 }
 
 func checkAll(cfg *config.Config) []problem {
 	var problems []problem
 	add := func(config bool, format string, args ...any) {
-		problems = append(problems, problem{fmt.Sprintf(format, args...), config})
+		problems = append(problems, problem{msg: fmt.Sprintf(format, args...), config: config})
 	}
 	for _, lc := range cfg.Loaders() {
 		ld, err := loader.ByName(lc.Keys.Loader)
@@ -115,8 +122,12 @@ func checkAll(cfg *config.Config) []problem {
 	if err := checkFUSE(); err != nil {
 		add(false, "%v", err)
 	}
-	for _, msg := range checkFull(cfg) {
+	full, notes := checkFull(cfg)
+	for _, msg := range full {
 		add(false, "%s", msg)
+	}
+	for _, msg := range notes {
+		problems = append(problems, problem{msg: msg, note: true})
 	}
 	return problems
 }

@@ -77,13 +77,17 @@ func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Regis
 }
 
 func newOverlay(cfg *config.Config) (*overlay.Manager, error) {
-	return overlay.New(overlay.Options{
+	return overlay.New(overlayOptions(cfg))
+}
+
+func overlayOptions(cfg *config.Config) overlay.Options {
+	return overlay.Options{
 		Type:       overlay.Type(cfg.OverlayType),
 		RootDir:    cfg.RootDir,
 		NodeDir:    cfg.NodeDir,
 		OverlayDir: cfg.OverlayDir,
 		Extra:      cfg.OverlayOptions,
-	})
+	}
 }
 
 func newExporter(cfg *config.Config, log *slog.Logger) (nfsexport.Exporter, error) {
@@ -118,27 +122,27 @@ func newPeeker(cfg *config.Config) (node.Provisioner, error) {
 }
 
 // checkFull checks what full mode needs: overlay support with upper and
-// work on one filesystem (a test mount in a temp dir under overlay_dir),
-// and the export tool, or for Ganesha that its export manager answers on
-// D-Bus and ganesha_config is a file pxebootfs can update.
-func checkFull(cfg *config.Config) []string {
+// work on one filesystem (a test mount in a temp dir under overlay_dir, or
+// where it will be created), and the export tool, or for Ganesha that its
+// export manager answers on D-Bus and ganesha_config is a file pxebootfs
+// can update. A directory mount will create is a note, not a problem.
+func checkFull(cfg *config.Config) (problems, notes []string) {
 	if !cfg.FullMode() {
-		return nil
+		return nil, nil
 	}
-	var problems []string
-	for _, d := range []string{cfg.NodeDir, cfg.OverlayDir} {
-		if fi, err := os.Stat(d); err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v (pxebootfs mount creates it; check cannot test overlays there yet)", d, err))
-		} else if !fi.IsDir() {
-			problems = append(problems, fmt.Sprintf("%s: not a directory", d))
+	for _, d := range []struct{ key, path string }{{"node_dir", cfg.NodeDir}, {"overlay_dir", cfg.OverlayDir}} {
+		fi, err := os.Stat(d.path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			notes = append(notes, fmt.Sprintf("%s %s does not exist yet; pxebootfs mount creates it", d.key, d.path))
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("%s %s: %v", d.key, d.path, err))
+		case !fi.IsDir():
+			problems = append(problems, fmt.Sprintf("%s %s: not a directory", d.key, d.path))
 		}
 	}
 	if len(problems) == 0 {
-		ov, err := newOverlay(cfg)
-		if err == nil {
-			err = ov.Check()
-		}
-		if err != nil {
+		if err := overlay.Check(overlayOptions(cfg)); err != nil {
 			problems = append(problems, fmt.Sprintf("overlay_type %s: %v", cfg.OverlayType, err))
 		}
 	}
@@ -154,7 +158,7 @@ func checkFull(cfg *config.Config) []string {
 			problems = append(problems, fmt.Sprintf("export ganesha: %v", err))
 		}
 	}
-	return problems
+	return problems, notes
 }
 
 // ganeshaCheckTimeout bounds check's D-Bus call to Ganesha.

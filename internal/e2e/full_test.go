@@ -601,16 +601,28 @@ func TestFullModeMaxNodes(t *testing.T) {
 }
 
 // TestFullModeCheck: `pxebootfs check` in full mode makes its test overlay
-// mount, finds exportfs, and leaves nothing behind.
+// mount, finds exportfs, and leaves nothing behind; on a fresh machine,
+// where node_dir and overlay_dir do not exist yet (mount creates them), it
+// tests the overlay where they will be created, says so in notes, exits 0
+// and creates nothing.
 func TestFullModeCheck(t *testing.T) {
 	f := newFullSite(t, "")
+	parent := filepath.Dir(f.overlays)
+	before, _ := os.ReadDir(parent)
+	out, errOut, code := run(t, "check", "-c", f.cfg)
+	if code != 0 || !strings.Contains(out, "ok (full mode)") || !strings.Contains(out, "note: node_dir "+f.nodes+" does not exist yet") || !strings.Contains(out, "note: overlay_dir "+f.overlays+" does not exist yet") {
+		t.Fatalf("check of a fresh full-mode config: exit %d\n%s%s", code, out, errOut)
+	}
+	if after, _ := os.ReadDir(parent); len(after) != len(before) {
+		t.Errorf("check created something in %s: %v, before %v", parent, after, before)
+	}
 	for _, d := range []string{f.nodes, f.overlays} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	out, errOut, code := run(t, "check", "-c", f.cfg)
-	if code != 0 || !strings.Contains(out, "ok (full mode)") {
+	out, errOut, code = run(t, "check", "-c", f.cfg)
+	if code != 0 || !strings.Contains(out, "ok (full mode)") || strings.Contains(out, "note:") {
 		t.Fatalf("check: exit %d\n%s%s", code, out, errOut)
 	}
 	if des, _ := os.ReadDir(f.overlays); len(des) != 0 {
@@ -619,10 +631,13 @@ func TestFullModeCheck(t *testing.T) {
 	if len(f.overlayMounts(t)) != 0 {
 		t.Error("check left a mount")
 	}
-	// Missing node_dir: reported, not created.
+	// node_dir that is a file: a problem.
 	os.Remove(f.nodes)
-	if out, _, code := run(t, "check", "-c", f.cfg); code != exitFailure || !strings.Contains(out, f.nodes) {
-		t.Errorf("check without node_dir: exit %d\n%s", code, out)
+	if err := os.WriteFile(f.nodes, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, code := run(t, "check", "-c", f.cfg); code == 0 || !strings.Contains(out, f.nodes) {
+		t.Errorf("check with node_dir a file: exit %d\n%s", code, out)
 	}
 }
 
