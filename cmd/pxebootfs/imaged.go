@@ -51,7 +51,7 @@ func startImages(ctx context.Context, cfg *config.Config, served *image.Served, 
 	if err != nil {
 		return nil, err
 	}
-	switch err := st.CleanStaging(); {
+	switch err := st.CleanStaging(log); {
 	case errors.Is(err, image.ErrBusy):
 		log.Info("an image import is running; its staging is its own")
 	case err != nil:

@@ -265,7 +265,7 @@ func TestDaemonNeverWaitsForAnImport(t *testing.T) {
 	}()
 	<-entered
 	for name, call := range map[string]func() error{
-		"CleanStaging": func() error { os.MkdirAll(s.Dir(), 0o755); return s.CleanStaging() },
+		"CleanStaging": func() error { os.MkdirAll(s.Dir(), 0o755); return s.CleanStaging(nil) },
 		"RecordServed": func() error { return s.RecordServed(map[VersionRef]time.Time{{"a", "00000000"}: time.Now()}) },
 		"PruneIfIdle":  func() error { _, err := s.PruneIfIdle(Policy{Keep: 1}, time.Now()); return err },
 	} {

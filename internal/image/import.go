@@ -101,6 +101,9 @@ func (s *Store) Import(ctx context.Context, o ImportOptions) (Result, error) {
 		if err := s.cleanStagingLocked(); err != nil {
 			return err
 		}
+		if err := s.adoptLocked(ix, o.Now(), o.Log); err != nil {
+			return err
+		}
 		r, err := s.importLocked(ctx, ix, o)
 		res = r
 		return err
@@ -302,15 +305,21 @@ func (s *Store) newStaging() (string, error) {
 	return dir, nil
 }
 
-// CleanStaging removes what a failed or killed import left in staging. It
-// takes the lock, so it never removes a running import's files; while an
-// import runs it returns ErrBusy at once (that import cleaned staging when
-// it started).
-func (s *Store) CleanStaging() error {
+// CleanStaging removes what a failed or killed import left in staging, and
+// adopts or removes a version a killed import moved into place without
+// indexing it (adoptLocked). It takes the lock, so it never touches a
+// running import's files; while an import runs it returns ErrBusy at once
+// (that import did the same when it started).
+func (s *Store) CleanStaging(log *slog.Logger) error {
 	if _, err := os.Stat(s.imagesDir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	return s.tryUpdate(func(*Index) error { return s.cleanStagingLocked() })
+	return s.tryUpdate(func(ix *Index) error {
+		if err := s.cleanStagingLocked(); err != nil {
+			return err
+		}
+		return s.adoptLocked(ix, time.Now(), log)
+	})
 }
 
 func (s *Store) cleanStagingLocked() error {
