@@ -33,7 +33,7 @@ bench:
 	$(GO) test -run '^$$' -bench TFTPFetch -benchtime 2000x ./internal/e2e
 	$(GO) test -run '^$$' -bench ColdProvision -benchtime 200x ./internal/e2e
 	$(GO) test -run '^$$' -bench 'Storm1000$$' -benchtime 1x -timeout 30m ./internal/e2e
-	$(GO) test -run '^$$' -bench Restart1000 -benchtime 1x -timeout 30m ./internal/e2e
+	$(GO) test -run '^$$' -bench 'Restart$$' -benchtime 1x -timeout 60m ./internal/e2e
 	$(GO) test -run '^$$' -bench Fleet10000 -benchtime 1x ./internal/e2e
 	# Long (exportfs is quadratic in exports: see the README).
 	$(GO) test -run '^$$' -bench Storm10000 -benchtime 1x -timeout 150m ./internal/e2e

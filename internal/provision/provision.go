@@ -413,10 +413,7 @@ func (p *Provisioner) listExports(ctx context.Context) (map[nfsexport.Export]boo
 	return set, nil
 }
 
-// restoreWorkers bounds parallel restores. Mounts are cheap; exports are
-// batched by the backends (one exportfs -a, one rewrite of Ganesha's file
-// for all exports waiting), so the more nodes wait at once, the fewer runs
-// a server reboot costs.
+// restoreWorkers bounds parallel overlay mounts during a restore.
 const restoreWorkers = 64
 
 // Restore re-mounts missing overlays and re-adds missing exports of every
@@ -424,6 +421,15 @@ const restoreWorkers = 64
 // running when the server went down resume. Failures are logged and
 // recorded per node (the next open retries); it returns how many nodes are
 // ready and the errors joined.
+//
+// Restore knows every node before it starts, so it works in two phases:
+// all mounts (in parallel, restoreWorkers at a time), then all missing
+// exports at once, which the backends batch into one exports-file write
+// and one exportfs -a (one AddExport for Ganesha). Exporting node by node
+// as mounts finished cost one O(exports) exportfs run per few dozen nodes:
+// 3,000 nodes took 14.5 s against 1.4 s for the bare work. Each node's lock
+// is held from its mount to its export, so a boot during the restore waits
+// for its node and is then served, never before its root is exported.
 func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 	var recs []registry.Record
 	for _, rec := range p.reg.All() {
@@ -455,12 +461,25 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 	// (export = none), or a list that fails (Ganesha not running), fall
 	// back to asking per node.
 	exported, _ := p.listExports(ctx)
+
 	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		errs  []error
-		ready int
+		mu      sync.Mutex
+		errs    []error
+		ready   int
+		pending []*restoring // mounted, export missing; lock held
 	)
+	fail := func(r *restoring, err error) {
+		err = fmt.Errorf("restore %s: %w", r.rec.ID, err)
+		p.log.Error("restore failed; the next boot of the node retries", "node", r.rec.ID, "fsid", r.rec.FSID, "err", err)
+		if rerr := p.reg.RecordError(r.rec.ID, err.Error()); rerr != nil {
+			p.log.Warn("record error", "node", r.rec.ID, "err", rerr)
+		}
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	// Phase 1: mounts, and the nodes that need nothing more.
+	var wg sync.WaitGroup
 	sem := make(chan struct{}, restoreWorkers)
 	for _, rec := range recs {
 		wg.Add(1)
@@ -468,62 +487,89 @@ func (p *Provisioner) Restore(ctx context.Context) (int, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			err := p.restoreOne(ctx, rec, mounted[rec.ID], exported)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
+			r := &restoring{rec: rec}
+			needExport, err := p.restoreMount(ctx, r, mounted[rec.ID], exported)
+			switch {
+			case err != nil:
+				fail(r, err)
+				r.release(false)
+			case !needExport:
+				r.release(true)
+				mu.Lock()
+				ready++
+				mu.Unlock()
+			default:
+				mu.Lock()
+				pending = append(pending, r)
+				mu.Unlock()
 			}
-			ready++
 		}()
 	}
 	wg.Wait()
+	// Phase 2: every missing export at once, so the backend's batcher
+	// takes them in one or two rounds.
+	for _, r := range pending {
+		wg.Go(func() {
+			if err := p.ex.Export(ctx, p.export(r.rec)); err != nil {
+				fail(r, err)
+				r.release(false)
+				return
+			}
+			r.release(true)
+			mu.Lock()
+			ready++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if len(pending) > 0 {
+		p.log.Info("restore: exported", "nodes", len(pending))
+	}
 	return ready, errors.Join(errs...)
 }
 
-// restoreOne restores one node. exported is the server's exports as listed
-// at the start of the restore, nil to ask the exporter.
-func (p *Provisioner) restoreOne(ctx context.Context, rec registry.Record, mounted bool, exported map[nfsexport.Export]bool) (err error) {
-	log := p.log.With("node", rec.ID, "fsid", rec.FSID)
-	defer func() {
-		if err != nil {
-			err = fmt.Errorf("restore %s: %w", rec.ID, err)
-			log.Error("restore failed; the next boot of the node retries", "err", err)
-			if rerr := p.reg.RecordError(rec.ID, err.Error()); rerr != nil {
-				log.Warn("record error", "err", rerr)
-			}
-		}
-	}()
-	st, err := p.lockNode(ctx, rec.ID)
-	if err != nil {
-		return err
+// restoring is one node of a restore, its lock held until release.
+type restoring struct {
+	rec registry.Record
+	st  *nodeState // nil when the lock was not taken
+}
+
+// release marks the node ready (or not) and unlocks it.
+func (r *restoring) release(ready bool) {
+	if r.st == nil {
+		return
 	}
-	defer st.unlock()
+	if ready {
+		r.st.ready = true
+	}
+	r.st.unlock()
+}
+
+// restoreMount locks r's node and mounts its overlay if it is not mounted.
+// It reports whether the node still needs its export (exported is the
+// server's exports as listed at the start of the restore, nil to ask the
+// exporter). The lock stays held for release.
+func (p *Provisioner) restoreMount(ctx context.Context, r *restoring, mounted bool, exported map[nfsexport.Export]bool) (needExport bool, err error) {
+	st, err := p.lockNode(ctx, r.rec.ID)
+	if err != nil {
+		return false, err
+	}
+	r.st = st
 	if st.ready {
-		return nil // a boot got here first
+		return false, nil // a boot got here first
 	}
 	if !mounted {
-		if _, err := p.ov.Mount(rec.ID); err != nil {
-			return err
+		if _, err := p.ov.Mount(r.rec.ID); err != nil {
+			return false, err
 		}
-		log.Info("restore: overlay mounted")
+		p.log.Info("restore: overlay mounted", "node", r.rec.ID, "fsid", r.rec.FSID)
 	}
-	e := p.export(rec)
-	ok := exported[e]
+	e := p.export(r.rec)
 	if exported == nil {
 		// No listing (export = none, or the server did not answer):
 		// ask per node, so that the backend can say why.
-		if ok, err = p.ex.Exported(ctx, e); err != nil {
-			return err
-		}
+		ok, err := p.ex.Exported(ctx, e)
+		return !ok, err
 	}
-	if !ok {
-		if err := p.ex.Export(ctx, e); err != nil {
-			return err
-		}
-		log.Info("restore: exported")
-	}
-	st.ready = true
-	return nil
+	return !exported[e], nil
 }
