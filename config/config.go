@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/ini.v1"
+
+	"github.com/pxebootfs/pxebootfs/overlay"
 )
 
 // Section is the only section a config file may have; the original tool used
@@ -76,10 +78,10 @@ type Config struct {
 	values map[string]string
 }
 
-// Values of overlay_type and export.
+// Values of overlay_type (package overlay's) and export.
 const (
-	OverlayFS     = "overlayfs"
-	AUFS          = "aufs"
+	OverlayFS     = string(overlay.Overlayfs)
+	AUFS          = string(overlay.AUFS)
 	ExportFS      = "exportfs"
 	ExportNone    = "none"
 	ExportGanesha = "ganesha"

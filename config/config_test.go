@@ -129,7 +129,7 @@ func TestLoadErrors(t *testing.T) {
 		{"overlay_dir is a file", strings.Replace(full, "overlay_dir: overlay", "overlay_dir: afile", 1), "overlay_dir", "exists and is not a directory"},
 		{"state_dir is a file", strings.Replace(full, "state_dir = state", "state_dir = afile", 1), "state_dir", "exists and is not a directory"},
 
-		{"overlay_dir with an equals sign", strings.Replace(full, "overlay_dir: overlay", "overlay_dir: ov=1", 1), "overlay_dir", "overlay mount options use as a separator"},
+		{"overlay_dir with an equals sign", strings.Replace(full, "overlay_dir: overlay", "overlay_dir: ov=1", 1), "overlay_dir", "mount option strings use as a separator"},
 		{"node_dir with a comma", strings.Replace(full, "node_dir: nodes", "node_dir: n,1", 1), "node_dir", `contains ','`},
 		{"node_dir inside root_dir", strings.Replace(full, "node_dir: nodes", "node_dir: root/nodes", 1), "node_dir", "lies inside root_dir's tree"},
 		{"root_dir inside node_dir", strings.Replace(full, "node_dir: nodes", "node_dir: .", 1), "root_dir", "lies inside node_dir's tree"},
@@ -157,6 +157,9 @@ func TestLoadErrors(t *testing.T) {
 		{"overlay_options aufs br=", minimal + "overlay_options = br=/x=rw\n", "overlay_options", "layer directories"},
 		{"overlay_options empty item", minimal + "overlay_options = index=on,,xino=off\n", "overlay_options", "empty option"},
 		{"overlay_options whitespace", minimal + "overlay_options = index = on\n", "overlay_options", "contains whitespace"},
+		// overlay's own rules, applied at load rather than at the first mount.
+		{"overlay_options index=off", minimal + "overlay_options = index=off\n", "overlay_options", "overrides index"},
+		{"overlay_options nfs_export=off", minimal + "overlay_options = redirect_dir=on,nfs_export=off\n", "overlay_options", "overrides nfs_export"},
 		{"export_options fsid", minimal + "export_options = rw,fsid=7\n", "export_options", `"fsid=7"`},
 		{"export_options bare fsid", minimal + "export_options = rw,FSID\n", "export_options", "fsid"},
 		{"export_options whitespace", minimal + "export_options = rw,no_root_squash sync\n", "export_options", "contains whitespace"},

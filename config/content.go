@@ -7,13 +7,15 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pxebootfs/pxebootfs/internal/generator"
 )
 
-// Defaults of the content generator keys; package generator has the same.
+// Defaults of the content generator keys: package generator's.
 const (
-	DefaultGeneratorTimeout     = 5 * time.Second
-	DefaultGeneratorTTL         = 10 * time.Second
-	DefaultGeneratorConcurrency = 8
+	DefaultGeneratorTimeout     = generator.DefaultTimeout
+	DefaultGeneratorTTL         = generator.DefaultTTL
+	DefaultGeneratorConcurrency = generator.DefaultConcurrency
 )
 
 // maxDurationSeconds keeps a number of seconds inside time.Duration.

@@ -14,6 +14,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pxebootfs/pxebootfs/nfsexport"
+	"github.com/pxebootfs/pxebootfs/overlay"
 )
 
 // keySpec is one accepted key. parse gets the trimmed, non-empty value (or
@@ -40,7 +43,7 @@ const (
 	DefaultMaxNodes      = 1024
 	DefaultOverlayType   = OverlayFS
 	DefaultExport        = ExportFS
-	DefaultExportOptions = "rw,no_root_squash,no_subtree_check,sync"
+	DefaultExportOptions = nfsexport.DefaultOptions
 	DefaultGaneshaConfig = "/etc/ganesha/pxebootfs.conf"
 	DefaultResetGuard    = 300 * time.Second
 )
@@ -195,10 +198,11 @@ var keys = []keySpec{
 		name: "overlay_type", full: true, def: DefaultOverlayType,
 		doc: "Union filesystem for node roots: overlayfs or aufs.",
 		parse: func(p *parser, v string) *Error {
-			if v != OverlayFS && v != AUFS {
-				return &Error{Reason: fmt.Sprintf("%q is not one of %s, %s", v, OverlayFS, AUFS)}
+			t, err := overlay.ParseType(v)
+			if err != nil {
+				return &Error{Reason: err.Error()}
 			}
-			p.c.OverlayType = v
+			p.c.OverlayType = string(t)
 			return nil
 		},
 	},
@@ -216,6 +220,10 @@ var keys = []keySpec{
 				case "lowerdir", "upperdir", "workdir", "datadir", "br", "dirs":
 					return &Error{Reason: fmt.Sprintf("option %q sets the layer directories, which pxebootfs owns", o)}
 				}
+			}
+			// The rest of the rules are overlay's, which Mount applies.
+			if err := overlay.CheckOptions(overlay.Type(p.c.OverlayType), opts); err != nil {
+				return &Error{Reason: err.Error()}
 			}
 			p.c.OverlayOptions = opts
 			return nil
@@ -519,10 +527,9 @@ func checkGaneshaFSIDRange(p *parser) *Error {
 // regular one, whose name Ganesha's configuration language and the
 // %include line carry unchanged.
 func ganeshaConfigFile(path string) *Error {
-	for _, c := range path {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("/._-+@=~%", c)) {
-			return &Error{Reason: fmt.Sprintf("%s has character %q; use letters, digits and /._-+@=~%% only", path, c)}
-		}
+	// The characters nfsexport writes into Ganesha's files unchanged.
+	if err := nfsexport.ValidatePath(path); err != nil {
+		return &Error{Reason: err.Error()}
 	}
 	fi, err := os.Stat(path)
 	switch {
@@ -545,8 +552,8 @@ func checkMountOptionDirs(p *parser) *Error {
 		return nil
 	}
 	for _, d := range []struct{ key, path string }{{"node_dir", p.c.NodeDir}, {"root_dir", p.c.RootDir}, {"overlay_dir", p.c.OverlayDir}} {
-		if i := strings.IndexAny(d.path, ",:=\\"); i >= 0 {
-			return p.errf(d.key, "%q contains %q, which overlay mount options use as a separator or escape; choose a path without it", d.path, d.path[i])
+		if err := overlay.CheckPath(d.key, d.path); err != nil {
+			return p.errf(d.key, "%v; choose another path", err)
 		}
 	}
 	return nil

@@ -17,14 +17,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/pxebootfs/pxebootfs/config"
 )
 
 // DefaultOptions are the export options used when ExportfsOptions.Options is
 // empty: a node's root is written by the node as root, and "sync" keeps its
-// writes safe across a server crash. The value is export_options' default,
-// defined once, in config.
-const DefaultOptions = config.DefaultExportOptions
+// writes safe across a server crash. config takes export_options' default
+// from here.
+const DefaultOptions = "rw,no_root_squash,no_subtree_check,sync"
 
 // Paths nfs-utils has compiled in.
 const (

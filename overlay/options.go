@@ -49,6 +49,24 @@ var reservedKeys = map[Type][]string{
 	AUFS:      {"br"},
 }
 
+// ParseType is the Type named s, for config's overlay_type.
+func ParseType(s string) (Type, error) {
+	switch t := Type(s); t {
+	case Overlayfs, AUFS:
+		return t, nil
+	}
+	return "", fmt.Errorf("%q is not one of %s, %s", s, Overlayfs, AUFS)
+}
+
+// CheckOptions validates extra mount options for backend t, as config's
+// overlay_options: the rules Mount applies, so that a config that would
+// fail at the first mount fails when it is loaded.
+func CheckOptions(t Type, extra []string) error { return checkExtra(t, extra) }
+
+// CheckPath checks a directory path that goes into mount options (see
+// checkOptionPath), for config's node_dir, root_dir and overlay_dir.
+func CheckPath(what, p string) error { return checkOptionPath(what, p) }
+
 // checkExtra validates extra mount options for backend t.
 func checkExtra(t Type, extra []string) error {
 	for _, e := range extra {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,6 +43,27 @@ func TestCheckReportsProblems(t *testing.T) {
 				t.Errorf("check: exit %d, output %q; want failure naming %q and the file", code, out, tt.want)
 			}
 		})
+	}
+}
+
+// TestOverlayOptionsOverridingIndexIsAConfigError: overlay_options =
+// index=off is refused by check and mount alike as a config error (exit
+// 3, naming the file and key), not by the first overlay mount (exit 1).
+func TestOverlayOptionsOverridingIndexIsAConfigError(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"root", "node", "overlay", "mnt"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "t"), []byte("<NODE>\n"), 0o644)
+	cfg := filepath.Join(dir, "c.cfg")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[PXEBOOTFS]\npxe_template: t\nnode_dir = %s/node\nroot_dir = %s/root\noverlay_dir = %s/overlay\nstart_fsid = 100\nstate_dir = %s/state\noverlay_options = index=off\n", dir, dir, dir, dir)), 0o644)
+	for _, args := range [][]string{{"check", "-c", cfg}, {"mount", "-c", cfg, filepath.Join(dir, "mnt")}} {
+		out, errOut, code := run(t, args...)
+		if code != exitConfig || !strings.Contains(out+errOut, cfg) || !strings.Contains(out+errOut, "overlay_options") || !strings.Contains(out+errOut, "overrides index") {
+			t.Errorf("%s: exit %d, output %q %q; want exit 3 naming the file, overlay_options and why", args[0], code, out, errOut)
+		}
 	}
 }
 
