@@ -6,11 +6,10 @@
 //
 // # Loaders
 //
-// A catalog serves one loader (internal/loader): pxelinux's pxelinux.cfg,
-// GRUB's prefix directory. What differs between loaders (how a node's file
-// is named, built-in files, whether static subdirectories are served, which
-// keys hold the templates) is in the Loader value; nothing here branches on
-// which loader it is. Loaders of one daemon share one provisioner, so a
+// A catalog serves one loader's directory (internal/loader). What differs
+// between loaders (how a node's file is named, built-in files, whether
+// static subdirectories are served, which keys hold the templates) is in
+// the Loader value; nothing here branches on which loader it is. Loaders of one daemon share one provisioner, so a
 // node keeps one root whichever loader asks.
 //
 // # Names
@@ -81,7 +80,7 @@ const (
 	KindStatic
 	// KindGenerated is the content_generator program's output.
 	KindGenerated
-	// KindBuiltin is a file pxebootfs ships (GRUB's grub.cfg).
+	// KindBuiltin is a file the loader ships (Loader.Builtins).
 	KindBuiltin
 	// KindDir is a subdirectory of the static directory, served as it is
 	// (loaders with StaticSubdirs).

@@ -20,7 +20,7 @@ var _ Installer = (*install.Manager)(nil)
 
 // NodeChanged drops what the kernel caches after id's config changed
 // without a file changing (its install state). Every cached name is
-// dropped: a node has several names (hex IP, 01-<mac>, GRUB's), and
+// dropped: a node has several names (hex IP, 01-<mac>, other loaders'), and
 // install changes are rare next to fetches.
 func (c *Catalog) NodeChanged(id node.ID) { c.changed() }
 

@@ -15,7 +15,7 @@ import (
 // ambiguous, and every inventory node using pxe_template must render with
 // it (a var the template needs and the node lacks is found here, naming
 // the node, rather than at its next boot). The same holds for the loader's
-// usual template, e.g. grub_template.
+// usual template, whichever loader's.
 func loadInventory(cfg *config.Config, s *snapshot) error {
 	if cfg.Inventory == "" {
 		return nil

@@ -55,7 +55,7 @@ func (c *Catalog) Resolve(ctx context.Context, name string) (Entry, error) {
 	return Entry{}, notServedf(name, "no node or static file of that name")
 }
 
-// nodeByIP: a name that is a node's IP (hex, or GRUB's dotted form) is
+// nodeByIP: a name that is a node's IP (in any form the loader's grammar has) is
 // that node's config, if allow serves the address; nothing else may serve
 // a name refused here.
 func (c *Catalog) nodeByIP(q *query) (Entry, bool, error) {
@@ -132,7 +132,7 @@ func (c *Catalog) staticFile(q *query) (Entry, bool, error) {
 }
 
 // staticSubdir: a directory of the static directory, for loaders that
-// serve their static tree whole (grub-mknetdir's x86_64-efi/, fonts/).
+// serve their static tree whole (Loader.StaticSubdirs).
 func (c *Catalog) staticSubdir(q *query) (Entry, bool, error) {
 	if !c.ld.StaticSubdirs {
 		return Entry{}, false, nil
