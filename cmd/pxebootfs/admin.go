@@ -63,21 +63,13 @@ func parseNodes(cmd string, args []string, stderr io.Writer) ([]node.ID, int) {
 	return nodes, -1
 }
 
-// parseInterspersed parses flags wherever they stand among the
-// arguments, so that both `reset -force NODE` and `reset NODE -force` work.
+// parseInterspersed is parseFlags returning the positional arguments:
+// both `reset -force NODE` and `reset NODE -force` work.
 func parseInterspersed(fl *flag.FlagSet, args []string) ([]string, int) {
-	var pos []string
-	for {
-		if code := parseFlags(fl, args); code >= 0 {
-			return nil, code
-		}
-		rest := fl.Args()
-		if len(rest) == 0 {
-			return pos, -1
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+	if code := parseFlags(fl, args); code >= 0 {
+		return nil, code
 	}
+	return fl.Args(), -1
 }
 
 // exitFor maps an error from the daemon, or from reaching it, to an exit

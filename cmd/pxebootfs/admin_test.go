@@ -62,6 +62,8 @@ func TestParseInterspersed(t *testing.T) {
 		{[]string{"A", "B", "-force"}, []string{"A", "B"}, true, -1},
 		{[]string{"A", "-c", "x.cfg", "B"}, []string{"A", "B"}, false, -1},
 		{[]string{"A", "-bogus"}, nil, false, exitUsage},
+		{[]string{"-force", "--", "-A", "B"}, []string{"-A", "B"}, true, -1},
+		{[]string{"A", "--", "-force"}, []string{"A", "-force"}, false, -1},
 		{[]string{"-h"}, nil, false, exitOK},
 	}
 	for _, tt := range tests {

@@ -22,13 +22,33 @@ func newFlagSet(name, args string, stderr io.Writer) *flag.FlagSet {
 	return fl
 }
 
-// parseFlags parses args; it returns a non-negative exit code when the
-// command should stop (after -h, or on a bad flag).
+// parseFlags parses args, flags wherever they stand among the positional
+// arguments (`render NAME -c FILE` as `render -c FILE NAME`; after "--"
+// everything is positional): one rule for every command. The positional
+// arguments are then fl.Args(). It returns a non-negative exit code when
+// the command should stop (after -h, or on a bad flag).
 func parseFlags(fl *flag.FlagSet, args []string) int {
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+	var pos []string
+	for {
+		if err := fl.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
+			}
+			return exitUsage
 		}
+		rest := fl.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	// Leave exactly the positional arguments in fl.Args().
+	if err := fl.Parse(append([]string{"--"}, pos...)); err != nil {
 		return exitUsage
 	}
 	return -1

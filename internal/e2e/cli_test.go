@@ -90,3 +90,14 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("unknown command: exit %d, want 2", code)
 	}
 }
+
+// TestFlagsAfterArguments: every command takes its flags before or after
+// its positional arguments (one rule), e.g. `render NAME -c FILE`.
+func TestFlagsAfterArguments(t *testing.T) {
+	s := newSite(t, "")
+	before, errBefore, codeBefore := run(t, "render", "-c", s.cfg, "C0A80102")
+	after, errAfter, codeAfter := run(t, "render", "C0A80102", "-c", s.cfg)
+	if codeBefore != 0 || codeAfter != 0 || before != after {
+		t.Errorf("render -c F NAME: exit %d %q %s; render NAME -c F: exit %d %q %s", codeBefore, before, errBefore, codeAfter, after, errAfter)
+	}
+}
