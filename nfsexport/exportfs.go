@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
 )
 
 // DefaultOptions are the export options used when ExportfsOptions.Options is
