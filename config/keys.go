@@ -368,7 +368,7 @@ var keys = []keySpec{
 	},
 	{
 		name: "install_max_boots", def: "3",
-		doc: "A node in install mode whose install config was served this many times without its installer calling started is reported as a possible install loop (log, `pxebootfs nodes`, metric).",
+		doc: "How many servings of a node's install config without its installer calling started are legitimate; the next one reports a possible install loop (log, `pxebootfs nodes`, metric).",
 		parse: func(p *parser, v string) *Error {
 			return positiveInt(v, &p.c.InstallMaxBoots)
 		},

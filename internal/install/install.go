@@ -146,9 +146,14 @@ func (m *Manager) view(in registry.Install, id node.ID) View {
 	return v
 }
 
-// Loop reports whether a node in state in may be caught in an install loop.
+// Loop reports whether a node in state in may be caught in an install loop:
+// its install config was served more than install_max_boots times without
+// started (or since started, without done). The servings up to the limit
+// are legitimate: each is counted when the config is served, before that
+// boot's installer can call started, so with install_max_boots = 1 the
+// first serving is not yet a loop, the second is.
 func (m *Manager) Loop(in registry.Install) bool {
-	return in.IsInstalling() && int(in.Served) >= m.o.MaxBoots
+	return in.IsInstalling() && int(in.Served) > m.o.MaxBoots
 }
 
 // Records lists every node's record.
@@ -266,7 +271,7 @@ func (m *Manager) Served(id node.ID) {
 	if err != nil {
 		return
 	}
-	if int(rec.Install.Served) == m.o.MaxBoots {
+	if int(rec.Install.Served) == m.o.MaxBoots+1 {
 		what := "without its installer calling started"
 		if rec.Install.State == registry.InstallRunning {
 			what = "since its installer called started, without done"

@@ -166,9 +166,13 @@ func TestLoopGuard(t *testing.T) {
 		wantLoop bool
 	}{
 		{"below max", 2, false, false},
-		{"at max", 3, false, true},
+		// Each serving is counted before that boot's installer can call
+		// started: max servings are legitimate, the one after is not.
+		{"at max", 3, false, false},
+		{"one over max", 4, false, true},
 		{"started came", 3, true, false},
-		{"installing, no done for max boots", 4, true, true},
+		{"installing, no done for max boots", 4, true, false},
+		{"installing, no done for more than max boots", 5, true, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
