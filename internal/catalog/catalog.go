@@ -106,13 +106,14 @@ type snapshot struct {
 	// tmpls are the loader's templates by role: the usual one always,
 	// install when configured (nil otherwise), local always (the
 	// loader's built-in one when unset).
-	tmpls     [config.NumRoles]*render.Template
-	ethers    *ethers.Table
-	allow     *pxename.Allow
-	stamps    map[string]stamp     // files watched for changes
-	inv       *inventory.Inventory // nil without an inventory
-	images    *image.Index         // nil without tftp_root
-	imagesRel string               // images_dir relative to tftp_root
+	tmpls       [config.NumRoles]*render.Template
+	ethers      *ethers.Table
+	allow       *pxename.Allow
+	stamps      map[string]stamp     // files watched for changes
+	inv         *inventory.Inventory // nil without an inventory
+	images      *image.Index         // nil without tftp_root
+	imagesRel   string               // images_dir relative to tftp_root
+	imagesIndex string               // the index file, among stamps
 }
 
 type stamp struct {
@@ -132,6 +133,12 @@ type Catalog struct {
 
 	subMu sync.Mutex
 	subs  []func() // OnChange
+
+	renderLog struct {
+		sync.Mutex
+		last       time.Time
+		suppressed int
+	}
 }
 
 // Options are what a catalog serves with besides its loader and config.
@@ -222,7 +229,46 @@ func (c *Catalog) load(cfg *config.Config) (*snapshot, error) {
 	if err := loadImages(cfg, s); err != nil {
 		return nil, err
 	}
+	if err := c.trial(s); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// trial renders every template s would serve with, the loader's and the
+// inventory's, once, with {{image}} resolved against s's image index: a
+// template that would fail for every node (an image not imported, a
+// looping range) is refused when it is loaded, at start as at a reload,
+// and the previous snapshot keeps serving.
+func (c *Catalog) trial(s *snapshot) error {
+	images := s.imageFunc()
+	for r, t := range s.tmpls {
+		if t == nil || t == c.ld.Local {
+			continue
+		}
+		if err := t.Trial(images); err != nil {
+			return fmt.Errorf("config %s: %s: %w", s.cfg.File, s.lc.Keys.Templates[r], err)
+		}
+	}
+	for _, n := range s.inv.Nodes() {
+		for r := range config.NumRoles {
+			if t := n.Template(c.ld.Name, r); t != nil {
+				if err := t.Trial(images); err != nil {
+					return fmt.Errorf("config %s: inventory %s:%d: [node %q] %s: %w", s.cfg.File, s.inv.File(), n.Line, n.Name, config.KeysOf(c.ld.Name).Inventory[r], err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// imageFunc resolves {{image}} against s's index; nil without tftp_root
+// (render then says images are not configured).
+func (s *snapshot) imageFunc() render.ImageFunc {
+	if s.images == nil {
+		return nil
+	}
+	return func(name, file string) (string, error) { return s.images.Path(s.imagesRel, name, file) }
 }
 
 func stampOf(path string) stamp {
@@ -239,16 +285,41 @@ func stampOf(path string) stamp {
 
 // Reload re-reads the templates and ethers. On error the old snapshot keeps
 // serving. A SetConfig that lands while it reads wins: its snapshot is newer.
-func (c *Catalog) Reload() error {
+// It reports whether what names hold may have changed: a rewrite of a
+// watched file that changes nothing a render reads (the daemon's own
+// record of served image versions in the index) swaps the snapshot
+// without announcing a change, so the kernel keeps its caches.
+func (c *Catalog) Reload() (changed bool, err error) {
 	old := c.cur.Load()
 	s, err := c.load(old.cfg)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if c.cur.CompareAndSwap(old, s) {
+	changed = !sameContent(old, s)
+	if c.cur.CompareAndSwap(old, s) && changed {
 		c.changed()
 	}
-	return nil
+	return changed, nil
+}
+
+// sameContent reports whether a and b render every name alike as far as
+// their files tell: every watched file unchanged, but for the image index,
+// whose serve times the daemon itself rewrites, which must resolve every
+// {{image}} alike.
+func sameContent(a, b *snapshot) bool {
+	index := ""
+	if a.images != nil {
+		index = a.imagesIndex
+	}
+	if len(a.stamps) != len(b.stamps) || (a.images == nil) != (b.images == nil) {
+		return false
+	}
+	for p, st := range a.stamps {
+		if bst, ok := b.stamps[p]; !ok || (p != index && bst != st) {
+			return false
+		}
+	}
+	return a.images == nil || a.images.Fingerprint() == b.images.Fingerprint()
 }
 
 // Changed reports whether a watched file changed since the last load.
@@ -289,13 +360,16 @@ func (c *Catalog) Watch(ctx context.Context, interval time.Duration) {
 		if failedStamps != nil && maps.Equal(now, failedStamps) {
 			continue
 		}
-		if err := c.Reload(); err != nil {
+		changed, err := c.Reload()
+		if err != nil {
 			failedStamps = now
 			c.log.Error("reload failed; still serving the previous template and ethers", "loader", c.ld.Name, "err", err)
 			continue
 		}
 		failedStamps = nil
-		c.log.Info("reloaded template and ethers after a change", "loader", c.ld.Name)
+		if changed {
+			c.log.Info("reloaded template and ethers after a change", "loader", c.ld.Name)
+		}
 	}
 }
 

@@ -133,7 +133,7 @@ func TestStaticNames(t *testing.T) {
 func TestReloadKeepsOldOnError(t *testing.T) {
 	c, cfg := newTestCatalog(t, twoNodes)
 	write(t, cfg.PXETemplate, "APPEND {{.Node")
-	if err := c.Reload(); err == nil {
+	if _, err := c.Reload(); err == nil {
 		t.Fatal("Reload of a broken template succeeded")
 	}
 	b, err := c.Render(mustResolve(t, c, "C0A80102"))
@@ -141,7 +141,7 @@ func TestReloadKeepsOldOnError(t *testing.T) {
 		t.Fatalf("old template no longer served: %q, %v", b, err)
 	}
 	write(t, cfg.PXETemplate, "NEW <NODE>\n")
-	if err := c.Reload(); err != nil {
+	if _, err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := c.Render(mustResolve(t, c, "C0A80102")); string(b) != "NEW C0A80102\n" {
@@ -249,11 +249,11 @@ func TestOnChange(t *testing.T) {
 		seen = append(seen, string(b))
 	})
 	write(t, cfg.PXETemplate, "NEW <NODE>\n")
-	if err := c.Reload(); err != nil {
+	if _, err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	write(t, cfg.PXETemplate, "{{ broken")
-	if err := c.Reload(); err == nil {
+	if _, err := c.Reload(); err == nil {
 		t.Fatal("broken template loaded")
 	}
 	if err := c.SetConfig(otherConfig(t, cfg, "OTHER <NODE>\n")); err != nil {

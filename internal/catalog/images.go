@@ -23,6 +23,6 @@ func loadImages(cfg *config.Config, s *snapshot) error {
 	if err != nil {
 		return err
 	}
-	s.images, s.imagesRel = ix, st.Rel()
+	s.images, s.imagesRel, s.imagesIndex = ix, st.Rel(), st.IndexPath()
 	return nil
 }

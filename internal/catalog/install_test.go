@@ -72,8 +72,12 @@ func TestInstallTemplates(t *testing.T) {
 				t.Fatal("loop after one serving")
 			}
 			fetch("install C0A80102 install")
+			if m.View(id).Loop {
+				t.Fatal("loop after install_max_boots servings")
+			}
+			fetch("install C0A80102 install")
 			if !m.View(id).Loop {
-				t.Fatal("no loop flag after install_max_boots servings")
+				t.Fatal("no loop flag after more than install_max_boots servings")
 			}
 			if out := m.Report(id.Addr(), id, install.Done, tok, nil); out.Status != 200 {
 				t.Fatal(out)

@@ -105,7 +105,14 @@ func (c *Catalog) renderView(e Entry, v nodeView) (rendered, error) {
 	t, installing := c.templateOf(s, e, v.inst.State)
 	b, err := t.Render(d)
 	if err != nil {
-		return rendered{}, fmt.Errorf("render %s for node %s: %w", e.Name, e.Node.ID, err)
+		// The name is not served, as the README promises: pxelinux
+		// falls through to its next name, as on a tftpd without the
+		// file. Loaded templates passed a trial render, so this is a
+		// node's own data (a var it lacks) or a render past its step
+		// budget; say so in the log, which the tftpd cannot.
+		err = fmt.Errorf("render %s for node %s: %w: %w", e.Name, e.Node.ID, err, ErrNotServed)
+		c.renderFailed(e, err)
+		return rendered{}, err
 	}
 	out.b, out.installing = b, installing
 	return out, nil
@@ -297,3 +304,23 @@ func (c *Catalog) openNode(ctx context.Context, e Entry) (Opened, error) {
 // provisioned reports whether e's node gets a root: every node, unless the
 // inventory says provision = false (an installer needs no NFS root).
 func (e Entry) provisioned() bool { return e.Inv == nil || e.Inv.Provision }
+
+// renderLogEvery bounds how often failed renders are logged: a broken
+// template fails for every node of a fleet at once.
+const renderLogEvery = 10 * time.Second
+
+// renderFailed logs a failed render, at most once per renderLogEvery, with
+// how many others failed since the last line.
+func (c *Catalog) renderFailed(e Entry, err error) {
+	c.renderLog.Lock()
+	now := time.Now()
+	if now.Sub(c.renderLog.last) < renderLogEvery {
+		c.renderLog.suppressed++
+		c.renderLog.Unlock()
+		return
+	}
+	suppressed := c.renderLog.suppressed
+	c.renderLog.last, c.renderLog.suppressed = now, 0
+	c.renderLog.Unlock()
+	c.log.Error("render failed; the name is not served", "loader", c.ld.Name, "name", e.Name, "node", e.Node.ID, "err", err, "more_failures_not_logged", suppressed)
+}

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -201,6 +202,24 @@ func (ix *Index) Path(rel, name, file string) (string, error) {
 		return "", fmt.Errorf("image %q version %s has no file %q: %w", name, im.Current, file, ErrNotFound)
 	}
 	return filepath.ToSlash(filepath.Join(rel, name, im.Current, file)), nil
+}
+
+// Fingerprint describes everything Path answers from: each image's current
+// version and that version's files. Two indexes with the same fingerprint
+// resolve every {{image}} alike, whatever else (serve times, old versions)
+// differs.
+func (ix *Index) Fingerprint() string {
+	var b strings.Builder
+	names := slices.Sorted(maps.Keys(ix.Images))
+	for _, n := range names {
+		im := ix.Images[n]
+		b.WriteString(n + "=" + im.Current + ":")
+		if v := im.Versions[im.Current]; v != nil {
+			b.WriteString(strings.Join(slices.Sorted(maps.Keys(v.Files)), ","))
+		}
+		b.WriteString(";")
+	}
+	return b.String()
 }
 
 // Rel is images_dir relative to tftp_root, the prefix of every path Path

@@ -219,6 +219,20 @@ func Parse(name string, src []byte) (*Template, error) {
 	return t, nil
 }
 
+// Trial renders the template for SampleData with {{image}} resolved by
+// images (nil: no images configured), as every render of it will resolve
+// them: a template naming an image or file that is not there fails here,
+// when it is loaded, rather than at every node's fetch. Missing .Vars keys
+// read as "" (a node's vars are not known here).
+func (t *Template) Trial(images ImageFunc) error {
+	d := SampleData()
+	d.SetImages(images)
+	if _, err := t.render(d, "missingkey=zero"); err != nil {
+		return fmt.Errorf("trial render of %s: %w", t.name, err)
+	}
+	return nil
+}
+
 // noStep is stepFunc in the template as parsed; every render binds its
 // own counter (Render).
 func noStep() (string, error) { return "", nil }
