@@ -244,3 +244,38 @@ func TestAdminCommandLines(t *testing.T) {
 		})
 	}
 }
+
+// TestCommandsREADME: every command `pxebootfs -h` lists has a row of its
+// own in the README's command tables, and every image subcommand too.
+func TestCommandsREADME(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "| `pxebootfs ") {
+			rows = append(rows, l)
+		}
+	}
+	listed := func(prefix string) bool {
+		for _, r := range rows {
+			if strings.HasPrefix(r, "| `pxebootfs "+prefix+" ") || strings.HasPrefix(r, "| `pxebootfs "+prefix+"`") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range commands() {
+		if !listed(c.name) {
+			t.Errorf("README has no row for pxebootfs %s", c.name)
+		}
+	}
+	var help bytes.Buffer
+	runImage([]string{"-h"}, &help, &help)
+	for _, l := range strings.Split(help.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.HasPrefix(l, "  ") && !listed("image "+f[0]) {
+			t.Errorf("README has no row for pxebootfs image %s", f[0])
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 
 	"github.com/pxebootfs/pxebootfs/config"
 )
@@ -16,6 +17,12 @@ func newFlagSet(name, args string, stderr io.Writer) *flag.FlagSet {
 	fl := flag.NewFlagSet(name, flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	fl.Usage = func() {
+		flags := 0
+		fl.VisitAll(func(*flag.Flag) { flags++ })
+		if flags == 0 {
+			fmt.Fprintln(stderr, strings.TrimSpace("usage: pxebootfs "+name+" "+args))
+			return
+		}
 		fmt.Fprintf(stderr, "usage: pxebootfs %s [flags] %s\n\nflags:\n", name, args)
 		fl.PrintDefaults()
 	}

@@ -184,14 +184,14 @@ func (o *daemonOps) reload(trigger string) error {
 func (o *daemonOps) reloadLocked() error {
 	cfg, err := config.Load(o.cfg.File)
 	if err != nil {
-		return fmt.Errorf("reload: %w", err)
+		return err
 	}
 	if keys := config.FixedChanged(o.cfg, cfg); len(keys) > 0 {
-		return fmt.Errorf("reload: %s: %s changed, which takes a restart (systemctl restart pxebootfs)", cfg.File, strings.Join(keys, ", "))
+		return fmt.Errorf("%s: %s changed, which takes a restart of the daemon (%s)", cfg.File, strings.Join(keys, ", "), restartHint())
 	}
 	for _, c := range o.cats {
 		if err := c.SetConfig(cfg); err != nil {
-			return fmt.Errorf("reload: %w", err)
+			return err
 		}
 	}
 	if o.prov != nil {
@@ -199,6 +199,15 @@ func (o *daemonOps) reloadLocked() error {
 	}
 	o.cfg = cfg
 	return nil
+}
+
+// restartHint says how this daemon is restarted: systemd sets
+// INVOCATION_ID for the processes of a unit it started.
+func restartHint() string {
+	if os.Getenv("INVOCATION_ID") != "" {
+		return "systemctl restart pxebootfs"
+	}
+	return "stop pxebootfs mount and start it again"
 }
 
 // countNodes feeds the node gauges at scrape time.

@@ -22,21 +22,28 @@ import (
 // in state_dir under its lock, and a running daemon follows the index
 // within a second.
 func runImage(args []string, stdout, stderr io.Writer) int {
-	subs := map[string]func([]string, io.Writer, io.Writer) int{
-		"import": runImageImport,
-		"use":    runImageUse,
-		"list":   runImageList,
-		"remove": runImageRemove,
-		"prune":  runImagePrune,
+	subs := []command{
+		{"import", "import a version (NAME FILE=SOURCE…) and make it current", runImageImport},
+		{"use", "make a kept version current (NAME VERSION): roll back or forward", runImageUse},
+		{"list", "list versions: current, files, sizes, imported, last served", runImageList},
+		{"remove", "remove a version (NAME VERSION) or a whole image (NAME)", runImageRemove},
+		{"prune", "remove old versions now (the daemon prunes every 10 minutes)", runImagePrune},
 	}
-	if len(args) == 0 || subs[args[0]] == nil {
-		fmt.Fprintln(stderr, "usage: pxebootfs image import|use|list|remove|prune [flags] [args]")
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "help") {
-			return exitOK
+	for _, c := range subs {
+		if len(args) > 0 && args[0] == c.name {
+			return c.run(args[1:], stdout, stderr)
 		}
-		return exitUsage
 	}
-	return subs[args[0]](args[1:], stdout, stderr)
+	w, code := stderr, exitUsage
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+		w, code = stdout, exitOK
+	}
+	fmt.Fprintf(w, "usage: pxebootfs image SUBCOMMAND [flags] [args]\n\nsubcommands:\n")
+	for _, c := range subs {
+		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'pxebootfs image SUBCOMMAND -h' for its flags.\n")
+	return code
 }
 
 // imageStore loads the config and opens its image store.

@@ -19,7 +19,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"mount", "mount the filesystem and serve until SIGINT/SIGTERM", runMount},
-		{"render", "print what a read of pxelinux.cfg/NAME returns; provisions nothing (runs content_generator if set)", runRender},
+		{"render", "print what a read of NAME returns (pxelinux.cfg/NAME, or the GRUB mount's grub.cfg… names); provisions nothing", runRender},
 		{"check", "validate the config and the environment", runCheck},
 		{"nodes", "list the nodes: address, fsid, mounted, exported, boots, install state, last error", runNodes},
 		{"reset", "give nodes a fresh root (wipe their writable layer), same fsid", runReset},
@@ -35,7 +35,7 @@ func commands() []command {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: pxebootfs COMMAND [flags] [args]\n\ncommands:\n")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'pxebootfs COMMAND -h' for a command's flags.\n")
 }

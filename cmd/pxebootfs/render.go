@@ -23,7 +23,7 @@ type renderFlags struct {
 // grub.cfg… names). It never provisions: it does not even open the state's lock.
 func runRender(args []string, stdout, stderr io.Writer) int {
 	var f renderFlags
-	fl := newFlagSet("render", "NAME", stderr)
+	fl := newFlagSet("render", "NAME  (a pxelinux.cfg name, or a grub.cfg… name of the GRUB mount)", stderr)
 	fl.StringVar(&f.config, "c", "", configFlagHelp)
 	fl.StringVar(&f.mountpoint, "mountpoint", catalog.DefaultMountpoint, "where pxebootfs is mounted: content_generator gets --file MOUNTPOINT/NAME")
 	if code := parseFlags(fl, args); code >= 0 {
