@@ -7,6 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
+
+	"gopkg.in/ini.v1"
 )
 
 // ErrNotFound is wrapped by Find's error when no config file exists in any
@@ -28,20 +31,33 @@ func SearchPaths() []string {
 }
 
 // Find returns explicit when it is not "", else the first of SearchPaths
-// that exists. A path that exists but cannot be inspected (permission) is
-// returned too, so that Load reports the real problem rather than a silent
-// fall-through to the next file.
+// that this process can read. One it cannot (a home directory not
+// searchable, a file not readable: permission denied) is passed over, as a
+// missing one is, so that `sudo pxebootfs …` finds /etc/pxebootfs; if none
+// is found, the error names the ones passed over and why.
 func Find(explicit string) (string, error) {
 	if explicit != "" {
 		return explicit, nil
 	}
 	paths := SearchPaths()
+	var skipped []string
 	for _, p := range paths {
-		if _, err := os.Stat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		_, err := os.Stat(p)
+		if err == nil {
+			err = syscall.Access(p, 4) // R_OK
+		}
+		switch {
+		case err == nil:
 			return p, nil
+		case !errors.Is(err, fs.ErrNotExist):
+			skipped = append(skipped, fmt.Sprintf("%s (%v)", p, err))
 		}
 	}
-	return "", fmt.Errorf("%w; looked in %s", ErrNotFound, strings.Join(paths, ", "))
+	err := fmt.Errorf("%w; looked in %s", ErrNotFound, strings.Join(paths, ", "))
+	if len(skipped) > 0 {
+		err = fmt.Errorf("%w; could not read %s", err, strings.Join(skipped, ", "))
+	}
+	return "", err
 }
 
 // resolveExisting resolves symlinks in the longest existing prefix of path,
@@ -60,4 +76,28 @@ func resolveExisting(path string) string {
 		rest = filepath.Join(filepath.Base(cur), rest)
 		cur = parent
 	}
+}
+
+// StateDirOf is the state_dir of the config file at path, read leniently:
+// only that key, whatever else is wrong with the file. The admin commands
+// that talk to a running daemon need nothing more (its control socket
+// lives there), so a typo elsewhere in the file does not keep them from
+// asking the daemon, which then reports the typo itself.
+func StateDirOf(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	f, err := ini.LoadSources(ini.LoadOptions{InsensitiveKeys: true, SpaceBeforeInlineComment: true, AllowShadows: true, AllowNonUniqueSections: true}, data)
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimSpace(f.Section(Section).Key("state_dir").String())
+	if v == "" {
+		return DefaultStateDir, nil
+	}
+	if !filepath.IsAbs(v) {
+		v = filepath.Join(filepath.Dir(absOrSame(path)), v)
+	}
+	return filepath.Clean(v), nil
 }

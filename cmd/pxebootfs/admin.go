@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/pxebootfs/pxebootfs/config"
@@ -28,14 +29,40 @@ func adminConfig(cmd, path string, stderr io.Writer) (*config.Config, int) {
 		return nil, code
 	}
 	if !cfg.FullMode() && (cmd == "reset" || cmd == "release") {
+		// Nothing is wrong with the config: the command does not apply.
 		fmt.Fprintf(stderr, "pxebootfs %s: %s is a config-only mode config: nodes have no roots to %s\n", cmd, cfg.File, cmd)
-		return nil, exitConfig
+		return nil, exitRefused
 	}
 	return cfg, -1
 }
 
 func controlClient(cfg *config.Config) *control.Client {
 	return control.NewClient(control.SocketPath(cfg.StateDir))
+}
+
+// daemonClient is the control client of a command that only asks the
+// running daemon (reload, nodes while one runs): when the config does not
+// load, the daemon is still found through the file's state_dir, read
+// alone, and asked; it then reports what is wrong with the config itself
+// (a reload is rejected and logged). cfg is nil in that case, and the
+// config's error has been printed as a warning.
+func daemonClient(cmd, path string, stderr io.Writer) (c *control.Client, cfg *config.Config, code int) {
+	var msg strings.Builder
+	cfg, code = loadConfig(path, &msg)
+	if code < 0 {
+		return controlClient(cfg), cfg, -1
+	}
+	p, err := config.Find(path)
+	var dir string
+	if err == nil {
+		dir, err = config.StateDirOf(p)
+	}
+	if err != nil {
+		fmt.Fprint(stderr, msg.String())
+		return nil, nil, code
+	}
+	fmt.Fprintf(stderr, "pxebootfs %s: warning: %s", cmd, strings.TrimPrefix(msg.String(), "pxebootfs: "))
+	return control.NewClient(control.SocketPath(dir)), nil, -1
 }
 
 // adminContext is cancelled by ^C, which abandons the wait (the daemon

@@ -232,7 +232,7 @@ func TestAdminCommandLines(t *testing.T) {
 		{[]string{"install", "-c", configOnly}, exitUsage, "name at least one NODE"},
 		{[]string{"install", "-c", configOnly, "C0A80102"}, exitNoDaemon, "no pxebootfs daemon"},
 		{[]string{"installed", "-c", configOnly, "x"}, exitUsage, `"x" is not a node`},
-		{[]string{"reset", "-c", configOnly, "C0A80102"}, exitConfig, "config-only mode"},
+		{[]string{"reset", "-c", configOnly, "C0A80102"}, exitRefused, "config-only mode"},
 		{[]string{"reload", "-c", configOnly}, exitNoDaemon, "no pxebootfs daemon"},
 	}
 	for _, tt := range tests {

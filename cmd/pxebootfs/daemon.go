@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -254,6 +255,13 @@ func (h controlHandler) Release(ctx context.Context, id node.ID, purge, force bo
 	err := h.o.prov.Release(ctx, id, purge, force)
 	if !errors.Is(err, provision.ErrUnknownNode) {
 		h.o.met.Release(purge, err)
+	}
+	if err == nil && purge {
+		// A forgotten node leaves nothing behind, its installer's last
+		// failure report included.
+		if rerr := os.Remove(h.o.inst.ReportPath(id)); rerr != nil && !errors.Is(rerr, iofs.ErrNotExist) {
+			h.o.log.Warn("release -purge: remove install report", "node", id, "err", rerr)
+		}
 	}
 	return withCode(err)
 }

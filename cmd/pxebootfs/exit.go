@@ -25,5 +25,5 @@ var exitCodes = []struct {
 	{exitNoDaemon, "the command needs the running daemon and none answers on the control socket"},
 	{exitUnknownNode, "a node named is not in the registry"},
 	{exitPermission, "not allowed: admin commands need root"},
-	{exitRefused, "refused for safety: the node booted within `reset_guard` (`reset`, `release`, `release -purge`; add `-force` if it is really down); `install` of a node outside `allow` or without an install template; `installed` of a node never in install mode"},
+	{exitRefused, "refused for safety: the node booted within `reset_guard` (`reset`, `release`, `release -purge`; add `-force` if it is really down); `install` of a node outside `allow` or without an install template; `installed` of a node never in install mode; `reset` or `release` with a config-only mode config (nodes have no roots)"},
 }

@@ -38,13 +38,18 @@ func runNodes(args []string, stdout, stderr io.Writer) int {
 		fl.Usage()
 		return exitUsage
 	}
-	cfg, code := adminConfig("nodes", f.config, stderr)
+	client, cfg, code := daemonClient("nodes", f.config, stderr)
 	if code >= 0 {
 		return code
 	}
 	ctx, cancel := adminContext()
 	defer cancel()
-	nodes, err := controlClient(cfg).Nodes(ctx)
+	nodes, err := client.Nodes(ctx)
+	if errors.Is(err, control.ErrNotRunning) && cfg == nil {
+		// Reading the registry and the server's state needs the config.
+		fmt.Fprintln(stderr, "pxebootfs nodes: no daemon is running, and without a config that loads the registry cannot be read alone")
+		return exitConfig
+	}
 	if errors.Is(err, control.ErrNotRunning) {
 		fmt.Fprintf(stderr, "pxebootfs nodes: no daemon is running; showing the registry in %s, with mounts and exports as found now\n", cfg.StateDir)
 		nodes, err = offlineNodes(ctx, cfg)
@@ -65,7 +70,11 @@ func runNodes(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s\n", b)
 		return exitOK
 	}
-	printNodes(stdout, nodes, cfg.FullMode(), cfg.Export == config.ExportNone)
+	full, exportNone := fullModeOf(nodes), false
+	if cfg != nil {
+		full, exportNone = cfg.FullMode(), cfg.Export == config.ExportNone
+	}
+	printNodes(stdout, nodes, full, exportNone)
 	return exitOK
 }
 
@@ -160,3 +169,14 @@ func orDash(s string) string {
 
 // oneLine keeps a multi-line error (exportfs's stderr) on its row.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// fullModeOf tells from the daemon's answer whether it runs in full mode
+// (for columns, when the config did not load): nodes there have roots.
+func fullModeOf(nodes []control.NodeStatus) bool {
+	for _, n := range nodes {
+		if n.FSID != 0 || n.Mounted != nil {
+			return true
+		}
+	}
+	return false
+}

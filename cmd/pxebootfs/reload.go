@@ -22,13 +22,13 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 		fl.Usage()
 		return exitUsage
 	}
-	cfg, code := adminConfig("reload", f.config, stderr)
+	client, cfg, code := daemonClient("reload", f.config, stderr)
 	if code >= 0 {
 		return code
 	}
 	ctx, cancel := adminContext()
 	defer cancel()
-	if err := controlClient(cfg).Reload(ctx); err != nil {
+	if err := client.Reload(ctx); err != nil {
 		fmt.Fprintf(stderr, "pxebootfs reload: %v\n", err)
 		if code := exitFor(err); code != exitFailure {
 			return code
@@ -36,6 +36,10 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 		// The daemon rejected the new config and serves the old one.
 		return exitConfig
 	}
-	fmt.Fprintf(stdout, "reloaded %s\n", cfg.File)
+	if cfg != nil {
+		fmt.Fprintf(stdout, "reloaded %s\n", cfg.File)
+	} else {
+		fmt.Fprintln(stdout, "reloaded")
+	}
 	return exitOK
 }

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -470,4 +471,30 @@ func ids(names ...string) []node.ID {
 		out[i] = node.MustParse(n)
 	}
 	return out
+}
+
+// TestNodeStatusJSONHasEveryField: `pxebootfs nodes -json` prints every
+// field of every node, empty ones included; a time that never happened is
+// null.
+func TestNodeStatusJSONHasEveryField(t *testing.T) {
+	b, err := json.Marshal(NodeStatus{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"node", "ip", "mac", "fsid", "mounted", "exported", "created", "last_boot", "boot_count", "last_error", "install", "install_changed", "install_loop", "install_error"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("field %q missing from %s", k, b)
+		}
+	}
+	if m["last_boot"] != nil || m["install_changed"] != nil {
+		t.Errorf("times that never happened are not null: %s", b)
+	}
+	var back NodeStatus
+	if err := json.Unmarshal(b, &back); err != nil || !back.LastBoot.IsZero() {
+		t.Errorf("round trip: %+v, %v", back, err)
+	}
 }

@@ -21,6 +21,7 @@
 package control
 
 import (
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"path/filepath"
@@ -89,7 +90,7 @@ func (r Result) Err() error {
 type NodeStatus struct {
 	Node node.ID    `json:"node"`
 	IP   netip.Addr `json:"ip"`
-	MAC  string     `json:"mac,omitempty"`
+	MAC  string     `json:"mac"`
 	FSID uint32     `json:"fsid"`
 	// Mounted and Exported are null when unknown (no daemon and no access
 	// to the mount table or exports, or export = none).
@@ -98,15 +99,32 @@ type NodeStatus struct {
 	Created   time.Time `json:"created"`
 	LastBoot  time.Time `json:"last_boot,omitzero"`
 	BootCount uint64    `json:"boot_count"`
-	LastError string    `json:"last_error,omitempty"`
+	LastError string    `json:"last_error"`
 	// Install is the install state ("" none, install, installing,
 	// installed), since InstallChanged; InstallLoop flags a possible
 	// install loop; InstallError is the installer's last failure report's
 	// first line.
-	Install        string    `json:"install,omitempty"`
+	Install        string    `json:"install"`
 	InstallChanged time.Time `json:"install_changed,omitzero"`
-	InstallLoop    bool      `json:"install_loop,omitempty"`
-	InstallError   string    `json:"install_error,omitempty"`
+	InstallLoop    bool      `json:"install_loop"`
+	InstallError   string    `json:"install_error"`
+}
+
+// MarshalJSON writes every field, as `pxebootfs nodes -json` promises; a
+// time that never happened (no boot yet, never in install mode) is null.
+func (n NodeStatus) MarshalJSON() ([]byte, error) {
+	type plain NodeStatus // without this method
+	orNull := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		return &t
+	}
+	return json.Marshal(struct {
+		plain
+		LastBoot       *time.Time `json:"last_boot"`
+		InstallChanged *time.Time `json:"install_changed"`
+	}{plain(n), orNull(n.LastBoot), orNull(n.InstallChanged)})
 }
 
 // Code classifies an error.

@@ -96,3 +96,29 @@ func TestWarmFetchesCauseNoReload(t *testing.T) {
 		t.Errorf("image list after 25 s of serving:\n%s", out)
 	}
 }
+
+// TestConfigTypoWhileRunning: with a typo in the config file, `reload` still
+// reaches the daemon, which rejects the reload and logs why (the command
+// exits 3), and `nodes` still lists what the daemon knows.
+func TestConfigTypoWhileRunning(t *testing.T) {
+	s := newSite(t, "")
+	d := s.start()
+	addr := testenv.StartTFTPD(t, s.tftpRoot)
+	if _, err := fetch(t, addr, "C0A80102"); err != nil {
+		t.Fatal(err)
+	}
+	good := mustRead(t, s.cfg)
+	s.write(s.cfg, good+"frobnicate = 1\n")
+	_, errOut, code := run(t, "reload", "-c", s.cfg)
+	if code != exitConfig || !strings.Contains(errOut, "frobnicate") {
+		t.Errorf("reload with a typo: exit %d, %q; want 3 naming the key", code, errOut)
+	}
+	d.waitLog(t, "reload rejected")
+	if !strings.Contains(d.stderr.String(), "frobnicate") {
+		t.Errorf("the daemon's log does not say why:\n%s", d.stderr.String())
+	}
+	out, errOut, code := run(t, "nodes", "-c", s.cfg)
+	if code != 0 || !strings.Contains(errOut, "frobnicate") {
+		t.Errorf("nodes with a typo: exit %d\n%s%s", code, out, errOut)
+	}
+}
