@@ -28,6 +28,7 @@ const DefaultOptions = "rw,no_root_squash,no_subtree_check,sync"
 const (
 	DefaultEtcExports  = "/etc/exports"
 	DefaultEtcExportsD = "/etc/exports.d"
+	DefaultEtab        = "/var/lib/nfs/etab"
 )
 
 // cleanupTimeout bounds the best-effort removal of a failed export, which
@@ -55,6 +56,9 @@ type ExportfsOptions struct {
 	// DefaultEtcExports and DefaultEtcExportsD; tests override them.
 	EtcExports  string
 	EtcExportsD string
+	// Etab is nfs-utils' table of live exports, read to tell whether an
+	// admin's line in EtcExports{,D} is exported yet. Default DefaultEtab.
+	Etab string
 	// Logger receives a line per export and unexport. Default: discard.
 	Logger *slog.Logger
 }
@@ -68,7 +72,11 @@ type Exportfs struct {
 	file        string
 	etcExports  string
 	etcExportsD string
+	etab        string
 	log         *slog.Logger
+	// foreignWarned: the last batch found an admin's pending export and
+	// said so (logged once until it is gone).
+	foreignWarned atomic.Bool
 
 	// fileBatch coalesces rewrites of the exports file (see updateFile).
 	fileBatch batcher[fileEdit]
@@ -85,7 +93,11 @@ func NewExportfs(o ExportfsOptions) (*Exportfs, error) {
 		file:        o.ExportsFile,
 		etcExports:  o.EtcExports,
 		etcExportsD: o.EtcExportsD,
+		etab:        o.Etab,
 		log:         o.Logger,
+	}
+	if x.etab == "" {
+		x.etab = DefaultEtab
 	}
 	if x.opts == "" {
 		x.opts = DefaultOptions

@@ -390,3 +390,43 @@ func BenchmarkExport(b *testing.B) {
 		}
 	}
 }
+
+// TestExportfsLeavesForeignPendingExports: a line of the admin's in
+// /etc/exports.d that is not exported yet stays unexported while node
+// roots are exported in batches (exportfs -a would apply it), and once
+// the admin's line is gone batches use exportfs -a again.
+func TestExportfsLeavesForeignPendingExports(t *testing.T) {
+	ctx := context.Background()
+	o := ExportfsOptions{ExportsFile: "/etc/exports.d/pxebootfs-test.exports", EtcExports: DefaultEtcExports, EtcExportsD: DefaultEtcExportsD}
+	x := newReal(t, o)
+	t.Cleanup(func() { os.Remove(o.ExportsFile) })
+	foreignDir := t.TempDir()
+	foreign := "/etc/exports.d/admin-test.exports"
+	if err := os.WriteFile(foreign, []byte(foreignDir+" 127.9.9.9(ro,no_subtree_check,fsid=4242)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(foreign) })
+	a := exportDir(t, x, "127.0.0.21", 20001)
+	if err := x.Export(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	mustExported(t, x, a, true)
+	if got := exportfsV(t, x, foreignDir); len(got) != 0 {
+		t.Errorf("the admin's pending export was applied by a node's export: %v", got)
+	}
+	if err := os.Remove(foreign); err != nil {
+		t.Fatal(err)
+	}
+	runs := x.exportRuns.Load()
+	b := exportDir(t, x, "127.0.0.22", 20002)
+	if err := x.Export(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	mustExported(t, x, b, true)
+	if x.exportRuns.Load() != runs+1 || x.foreignWarned.Load() {
+		t.Errorf("after the admin's line is gone the batch did not go through exportfs -a")
+	}
+	if got := exportfsV(t, x, foreignDir); len(got) != 0 {
+		t.Errorf("the admin's removed line is exported: %v", got)
+	}
+}

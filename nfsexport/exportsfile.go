@@ -67,7 +67,19 @@ func (x *Exportfs) runBatch(batch []fileEdit) []error {
 	x.exportRuns.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 	defer cancel()
-	failed := x.exportAll(ctx, batch, exports, errs)
+	var failed []int
+	if pending := x.foreignPending(); len(pending) > 0 {
+		// exportfs -a would export the admin's pending lines too, and
+		// pxebootfs changes only its own exports: this batch goes one
+		// exportfs -o per node, which costs more while it lasts.
+		if !x.foreignWarned.Swap(true) {
+			x.log.Warn("an exports file of the admin's has exports that are not exported yet; exporting node roots one by one until they are, so as not to apply them", "pending", pending)
+		}
+		failed = x.exportEach(ctx, batch, exports, errs)
+	} else {
+		x.foreignWarned.Store(false)
+		failed = x.exportAll(ctx, batch, exports, errs)
+	}
 	if len(failed) == 0 {
 		return errs
 	}
@@ -86,6 +98,58 @@ func (x *Exportfs) runBatch(batch []fileEdit) []error {
 		}
 	}
 	return errs
+}
+
+// foreignPending lists the exports that an exports file other than ours
+// declares and etab does not have (PATH CLIENT): what `exportfs -a` would
+// export besides ours. An unreadable file counts as pending, so that doubt
+// costs speed, not the admin's exports.
+func (x *Exportfs) foreignPending() []string {
+	files, err := x.exportsFiles()
+	if err != nil {
+		return []string{fmt.Sprintf("%s: %v", x.etcExportsD, err)}
+	}
+	live := map[[2]string]bool{}
+	if data, err := os.ReadFile(x.etab); err == nil {
+		for _, en := range parseExportsFile(string(data)) {
+			live[[2]string{en.Path, en.Client}] = true
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return []string{fmt.Sprintf("%s: %v", x.etab, err)}
+	}
+	var pending []string
+	for _, f := range files {
+		if f == x.file {
+			continue
+		}
+		data, err := os.ReadFile(f)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			pending = append(pending, fmt.Sprintf("%s: %v", f, err))
+			continue
+		}
+		for _, en := range parseExportsFile(string(data)) {
+			if !live[[2]string{en.Path, en.Client}] {
+				pending = append(pending, en.Path+" "+en.Client+" ("+f+")")
+			}
+		}
+	}
+	return pending
+}
+
+// exportEach exports each of batch's exports with its own `exportfs -o`,
+// which exports that one target and nothing else, and sets errs[i] for
+// each that fails; it returns the indices that failed.
+func (x *Exportfs) exportEach(ctx context.Context, batch []fileEdit, exports []int, errs []error) (failed []int) {
+	for _, i := range exports {
+		if _, err := x.run(ctx, "-o", batch[i].opts, target(batch[i].e)); err != nil {
+			errs[i] = err
+			failed = append(failed, i)
+		}
+	}
+	return failed
 }
 
 // exportAll runs `exportfs -a`, which exports every line of /etc/exports
