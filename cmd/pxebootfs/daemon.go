@@ -24,6 +24,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
+	"github.com/pxebootfs/pxebootfs/nfsexport"
 )
 
 // daemonOps is what `pxebootfs mount` runs beside the filesystem for admins: the
@@ -71,11 +72,17 @@ func startOps(ctx context.Context, cfg *config.Config, cats catalogList, prov *p
 			o.met.RegisterImages(imageState(cfg))
 		}
 		o.met.RegisterInstalls(o.installCounts)
+		if kernelExports(cfg) {
+			o.met.RegisterNFSServer(func() bool { return nfsexport.KernelServer() == nil })
+		}
 		o.metricsSrv, err = o.met.Serve(cfg.MetricsListen, log)
 		if err != nil {
 			return o, err
 		}
 		log.Info("metrics: serving", "addr", o.metricsSrv.Addr().String(), "path", "/metrics")
+	}
+	if kernelExports(cfg) {
+		go watchKernelServer(ctx, log)
 	}
 	if cfg.CallbackListen != "" {
 		if o.met != nil {

@@ -152,6 +152,9 @@ func checkFull(cfg *config.Config) (problems, notes []string) {
 				problems = append(problems, "export exportfs: exportfs is not installed (apt-get install nfs-kernel-server)")
 			}
 		}
+		if err := nfsexport.KernelServer(); err != nil {
+			problems = append(problems, fmt.Sprintf("export exportfs: %v", err))
+		}
 	}
 	if cfg.Export == config.ExportGanesha {
 		if err := checkGanesha(cfg); err != nil {
@@ -173,4 +176,37 @@ func checkGanesha(cfg *config.Config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), ganeshaCheckTimeout)
 	defer cancel()
 	return g.Check(ctx)
+}
+
+// kernelExports: node roots are exported to the kernel NFS server.
+func kernelExports(cfg *config.Config) bool {
+	return cfg.FullMode() && cfg.Export == config.ExportFS
+}
+
+// kernelServerCheckInterval is how often the daemon asks whether the kernel
+// NFS server runs.
+const kernelServerCheckInterval = time.Minute
+
+// watchKernelServer logs, at start and whenever it changes, whether the
+// kernel NFS server runs: without it every export succeeds (exportfs only
+// writes etab) and every node fails to mount its root, with no other sign.
+func watchKernelServer(ctx context.Context, log *slog.Logger) {
+	up := true // what was said last; the first check says it when down
+	tick := time.NewTicker(kernelServerCheckInterval)
+	defer tick.Stop()
+	for {
+		err := nfsexport.KernelServer()
+		switch {
+		case err != nil && up:
+			log.Warn("NFS server: not running; node roots are exported but cannot be mounted", "err", err)
+		case err == nil && !up:
+			log.Info("NFS server: running again")
+		}
+		up = err == nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

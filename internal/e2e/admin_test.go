@@ -19,6 +19,7 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/internal/registry"
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
+	"github.com/pxebootfs/pxebootfs/nfsexport"
 )
 
 // Exit codes of the admin commands (cmd/pxebootfs/exit.go).
@@ -467,6 +468,16 @@ func TestMetricsScrape(t *testing.T) {
 	f.mustAdmin(t, "reset", "-force", "C0A80103")
 
 	body := scrape(t, url)
+	// Whether the kernel NFS server runs is this machine's; the metric
+	// and the log must say it as it is.
+	up := "1"
+	if nfsexport.KernelServer() != nil {
+		up = "0"
+		d.waitLog(t, "NFS server: not running")
+	}
+	if !strings.Contains(body, "\npxebootfs_nfs_server_up "+up+"\n") {
+		t.Errorf("pxebootfs_nfs_server_up is not %s", up)
+	}
 	// A tftpd may open a file twice when a client resends its request, so
 	// per-fetch counters are lower bounds; per-node ones are exact.
 	checks := []struct {

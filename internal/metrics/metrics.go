@@ -358,7 +358,7 @@ func (m *Metrics) RegisterInstalls(count func() InstallCounts) {
 
 var (
 	descInstallNodes = prometheus.NewDesc(namespace+"_install_nodes", "Nodes by install state.", []string{"state"}, nil)
-	descInstallLoops = prometheus.NewDesc(namespace+"_install_loops", "Nodes in install mode whose install config was served install_max_boots times without progress: a possible install loop.", nil, nil)
+	descInstallLoops = prometheus.NewDesc(namespace+"_install_loops", "Nodes in install mode whose install config was served more than install_max_boots times without progress: a possible install loop.", nil, nil)
 )
 
 type installCollector struct{ count func() InstallCounts }
@@ -374,4 +374,22 @@ func (c *installCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descInstallNodes, prometheus.GaugeValue, float64(n.ByState[st]), st)
 	}
 	ch <- prometheus.MustNewConstMetric(descInstallLoops, prometheus.GaugeValue, float64(n.Loops))
+}
+
+// RegisterNFSServer adds pxebootfs_nfs_server_up: 1 while the NFS server
+// that serves the exports answers (up is asked at scrape time), 0 while it
+// does not; exports then succeed and nodes cannot mount their roots.
+func (m *Metrics) RegisterNFSServer(up func() bool) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "nfs_server_up",
+		Help: "1 while the NFS server that serves the node exports is running (export = exportfs: the kernel's nfsd and rpc.mountd), 0 while it is not.",
+	}, func() float64 {
+		if up() {
+			return 1
+		}
+		return 0
+	}))
 }
