@@ -122,6 +122,9 @@ func checkAll(cfg *config.Config) []problem {
 	if err := checkFUSE(); err != nil {
 		add(false, "%v", err)
 	}
+	for _, msg := range installCoverage(cfg) {
+		problems = append(problems, problem{msg: msg, note: true})
+	}
 	full, notes := checkFull(cfg)
 	for _, msg := range full {
 		add(false, "%s", msg)
@@ -170,4 +173,27 @@ func checkTemplateImages(cfg *config.Config, t *render.Template) []string {
 		}
 	}
 	return msgs
+}
+
+// installCoverage notes the loaders that have no install template while
+// another has one: a node in install mode asking through them (a UEFI node
+// under GRUB) is served its usual config, not the installer.
+func installCoverage(cfg *config.Config) []string {
+	var with, without []config.LoaderConfig
+	for _, lc := range cfg.Loaders() {
+		if lc.Templates[config.RoleInstall] != "" {
+			with = append(with, lc)
+		} else {
+			without = append(without, lc)
+		}
+	}
+	if len(with) == 0 {
+		return nil
+	}
+	var notes []string
+	for _, lc := range without {
+		notes = append(notes, fmt.Sprintf("%s is set but %s is not: a node in install mode asking for its %s config is served its usual one (unless the inventory gives it its own %s)",
+			with[0].Keys.Templates[config.RoleInstall], lc.Keys.Templates[config.RoleInstall], lc.Keys.Loader, lc.Keys.Inventory[config.RoleInstall]))
+	}
+	return notes
 }

@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
+	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/control"
+	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
@@ -43,9 +47,39 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pxebootfs install: %v\n", err)
 		return exitFor(err)
 	}
-	return report("install", results, func(node.ID) string {
-		return "install mode, new token; served its install template until its installer calls done"
+	without := loadersWithoutInstall(cfg)
+	return report("install", results, func(id node.ID) string {
+		msg := "install mode, new token; served its install template until its installer calls done"
+		if ls := without(id); len(ls) > 0 {
+			msg += "; no install template for its " + strings.Join(ls, ", ") + " names, which serve its usual config"
+		}
+		return msg
 	}, stdout, stderr)
+}
+
+// loadersWithoutInstall returns, for a node, the configured loaders that
+// would serve it its usual config in install mode (no install template of
+// its own or of the loader's): a UEFI node installs only if GRUB has one.
+func loadersWithoutInstall(cfg *config.Config) func(node.ID) []string {
+	var cats []*catalog.Catalog
+	for _, lc := range cfg.Loaders() {
+		ld, err := loader.ByName(lc.Keys.Loader)
+		if err != nil {
+			continue
+		}
+		if c, err := catalog.New(ld, cfg, catalog.Options{}); err == nil {
+			cats = append(cats, c)
+		}
+	}
+	return func(id node.ID) []string {
+		var out []string
+		for _, c := range cats {
+			if !c.HasInstallTemplate(id) {
+				out = append(out, c.Loader().Name)
+			}
+		}
+		return out
+	}
 }
 
 // runInstalled ends nodes' install mode by hand: they are served their

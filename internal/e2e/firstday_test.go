@@ -122,3 +122,24 @@ func TestConfigTypoWhileRunning(t *testing.T) {
 		t.Errorf("nodes with a typo: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// TestInstallWithoutGRUBInstallTemplateIsSaid: with install_template set
+// and grub_install_template not, a UEFI node in install mode is served its
+// usual GRUB config; check notes it, and install says so for each node.
+func TestInstallWithoutGRUBInstallTemplateIsSaid(t *testing.T) {
+	s := newSite(t, "install_template = install.template\n")
+	s.write(filepath.Join(s.dir, "install.template"), "install <NODE>\n")
+	withGRUB(t, s, "echo usual <NODE>\n")
+	out, errOut, code := run(t, "check", "-c", s.cfg)
+	if code != 0 || !strings.Contains(out, "note: install_template is set but grub_install_template is not") {
+		t.Errorf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	s.start()
+	out, errOut, code = run(t, "install", "-c", s.cfg, "C0A80102")
+	if code != 0 || !strings.Contains(out, "no install template for its grub names") {
+		t.Errorf("install: exit %d\n%s%s", code, out, errOut)
+	}
+	if got := string(s.render("grub.cfg-C0A80102")); got != "echo usual C0A80102\n" {
+		t.Errorf("the GRUB config of a node in install mode: %q", got)
+	}
+}
