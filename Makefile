@@ -60,6 +60,7 @@ install: build
 	install -m 0644 pxebootfs.cfg.example $(DESTDIR)$(SYSCONFDIR)/pxebootfs.cfg.example
 	test -e $(DESTDIR)$(SYSCONFDIR)/pxebootfs.cfg || install -m 0644 pxebootfs.cfg.example $(DESTDIR)$(SYSCONFDIR)/pxebootfs.cfg
 	test -e $(DESTDIR)$(SYSCONFDIR)/pxelinux.cfg.template || install -m 0644 pxelinux.cfg.template $(DESTDIR)$(SYSCONFDIR)/pxelinux.cfg.template
+	test -e $(DESTDIR)$(SYSCONFDIR)/grub.cfg.template || install -m 0644 grub.cfg.template $(DESTDIR)$(SYSCONFDIR)/grub.cfg.template
 	@echo "installed; next: systemctl daemon-reload && systemctl enable --now pxebootfs"
 
 clean:

@@ -76,22 +76,31 @@ func usableDir(dir string) error {
 // leave the disk as it found it.
 func CreateDirs(c *Config) (created []string, err error) {
 	for _, d := range c.writableDirs() {
-		top := ""
-		for p := d.path; ; p = filepath.Dir(p) {
-			if _, err := os.Lstat(p); err == nil || filepath.Dir(p) == p {
-				break
-			}
-			top = p
-		}
-		if err := os.MkdirAll(d.path, d.mode); err != nil {
+		top, err := MakeDir(d.path, d.mode)
+		if err != nil {
 			RemoveCreated(created)
-			return nil, fmt.Errorf("create %s: %w", d.path, err)
+			return nil, err
 		}
 		if top != "" {
 			created = append(created, top)
 		}
 	}
 	return created, nil
+}
+
+// MakeDir creates dir and its missing parents with mode, and returns the
+// topmost directory it created ("" if dir existed), for RemoveCreated.
+func MakeDir(dir string, mode fs.FileMode) (top string, err error) {
+	for p := dir; ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil || filepath.Dir(p) == p {
+			break
+		}
+		top = p
+	}
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	return top, nil
 }
 
 // RemoveCreated removes what CreateDirs created, newest first.

@@ -698,7 +698,8 @@ func seconds(v string, d *time.Duration) *Error {
 	return nil
 }
 
-// mountPoint is an existing directory, or a FUSE mount whose daemon died
+// mountPoint is a directory, a missing path (`pxebootfs mount` creates
+// it, as the systemd unit does), or a FUSE mount whose daemon died
 // (ENOTCONN), which `pxebootfs mount` clears before mounting again. Asked
 // with statfs: the kernel answers a stat of our mount's root from its
 // cache even when the daemon is dead.
@@ -707,7 +708,7 @@ func mountPoint(path string) *Error {
 	if err := syscall.Statfs(path, &st); errors.Is(err, syscall.ENOTCONN) {
 		return nil
 	}
-	return existingDir(path)
+	return dirIfExists(path)
 }
 
 func existingDir(path string) *Error {

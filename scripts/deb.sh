@@ -35,6 +35,7 @@ sed 's|/usr/local/sbin/pxebootfs|/usr/sbin/pxebootfs|; s|Installed by `make inst
 chmod 0644 "$stage/lib/systemd/system/pxebootfs.service"
 install -D -m 0644 pxebootfs.cfg.example "$stage/etc/pxebootfs/pxebootfs.cfg"
 install -D -m 0644 pxelinux.cfg.template "$stage/etc/pxebootfs/pxelinux.cfg.template"
+install -D -m 0644 grub.cfg.template "$stage/etc/pxebootfs/grub.cfg.template"
 doc="$stage/usr/share/doc/pxebootfs"
 install -D -m 0644 README.md "$doc/README.md"
 for f in pxebootfs.cfg.example pxelinux.cfg.template grub.cfg.template testdata/nodes.ini; do
@@ -61,7 +62,7 @@ Description: per-node pxelinux and GRUB configs and NFS roots over FUSE
  in full mode it gives every node a copy-on-write overlay of one golden
  root, exported over NFS to that node alone with a stable fsid.
 CONTROL
-printf '/etc/pxebootfs/pxebootfs.cfg\n/etc/pxebootfs/pxelinux.cfg.template\n' >"$stage/DEBIAN/conffiles"
+printf '/etc/pxebootfs/pxebootfs.cfg\n/etc/pxebootfs/pxelinux.cfg.template\n/etc/pxebootfs/grub.cfg.template\n' >"$stage/DEBIAN/conffiles"
 # systemd learns of the unit; nothing is enabled or started: the example
 # config serves nothing until the admin edits it.
 cat >"$stage/DEBIAN/postinst" <<'SCRIPT'

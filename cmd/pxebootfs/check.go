@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"syscall"
 
@@ -121,6 +123,14 @@ func checkAll(cfg *config.Config) []problem {
 	}
 	if err := checkFUSE(); err != nil {
 		add(false, "%v", err)
+	}
+	for _, lc := range cfg.Loaders() {
+		if lc.Mount == "" {
+			continue
+		}
+		if _, err := os.Stat(lc.Mount); errors.Is(err, fs.ErrNotExist) {
+			problems = append(problems, problem{msg: fmt.Sprintf("%s %s does not exist yet; pxebootfs mount creates it", lc.Keys.Mount, lc.Mount), note: true})
+		}
 	}
 	for _, msg := range installCoverage(cfg) {
 		problems = append(problems, problem{msg: msg, note: true})

@@ -37,6 +37,7 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -268,7 +269,13 @@ func (s *snapshot) imageFunc() render.ImageFunc {
 	if s.images == nil {
 		return nil
 	}
-	return func(name, file string) (string, error) { return s.images.Path(s.imagesRel, name, file) }
+	return func(name, file string) (string, error) {
+		p, err := s.images.Path(s.imagesRel, name, file)
+		if errors.Is(err, image.ErrNotFound) {
+			return "", fmt.Errorf("%w (pxebootfs image import %s %s=SOURCE)", err, name, file)
+		}
+		return p, err
+	}
 }
 
 func stampOf(path string) stamp {

@@ -40,7 +40,7 @@ func TestDebPackage(t *testing.T) {
 	t.Cleanup(func() { exec.Command("apt-get", "purge", "-y", "-qq", "pxebootfs").Run() })
 	sh("apt-get", "install", "-y", "-qq", deb)
 	files := strings.Fields(sh("dpkg", "-L", "pxebootfs"))
-	for _, want := range []string{"/usr/sbin/pxebootfs", "/lib/systemd/system/pxebootfs.service", "/etc/pxebootfs/pxebootfs.cfg",
+	for _, want := range []string{"/usr/sbin/pxebootfs", "/lib/systemd/system/pxebootfs.service", "/etc/pxebootfs/pxebootfs.cfg", "/etc/pxebootfs/grub.cfg.template",
 		"/usr/share/doc/pxebootfs/examples/pxebootfs.cfg.example", "/usr/share/doc/pxebootfs/examples/grub.cfg.template"} {
 		if !strings.Contains(" "+strings.Join(files, " ")+" ", " "+want+" ") {
 			t.Errorf("package lacks %s", want)

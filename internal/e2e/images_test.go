@@ -304,7 +304,7 @@ func TestImagesCheckAndRender(t *testing.T) {
 	s.write(s.cfg, mustRead(t, s.cfg)+"tftp_root = "+s.tftpRoot+"\n")
 	s.write(s.template, imageTemplate)
 	out, _, code := run(t, "check", "-c", s.cfg)
-	if code != 3 || !strings.Contains(out, `{{image "deb" "vmlinuz"}}`) {
+	if code != 3 || !strings.Contains(out, `image "deb"`) || !strings.Contains(out, "pxebootfs image import deb vmlinuz=SOURCE") {
 		t.Errorf("check without the image: exit %d\n%s", code, out)
 	}
 	if out, _, code := run(t, "render", "-c", s.cfg, "C0A80102"); code == 0 || out != "" {
