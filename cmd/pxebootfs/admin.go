@@ -140,18 +140,17 @@ func report(cmd string, results []control.Result, done func(id node.ID) string, 
 // declared: flags anywhere among the NODE arguments, the daemon found
 // through the config, one request for all nodes, and a line per node. call
 // sends the request and says what success means for a node.
-func runNodeCommand(fl *flag.FlagSet, configPath *string, args []string, stdout, stderr io.Writer,
+func runNodeCommand(c *cmdline, args []string, stdout, stderr io.Writer,
 	call func(ctx context.Context, c *control.Client, nodes []node.ID) ([]control.Result, string, error)) int {
-	cmd := fl.Name()
-	args, code := parseInterspersed(fl, args)
+	cmd := c.Name()
+	if code := c.parse(args, 0, -1); code >= 0 {
+		return code
+	}
+	nodes, code := parseNodes(cmd, c.Args(), stderr)
 	if code >= 0 {
 		return code
 	}
-	nodes, code := parseNodes(cmd, args, stderr)
-	if code >= 0 {
-		return code
-	}
-	cfg, code := adminConfig(cmd, *configPath, stderr)
+	cfg, code := adminConfig(cmd, c.config, stderr)
 	if code >= 0 {
 		return code
 	}

@@ -15,10 +15,6 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 
-type checkFlags struct {
-	config string
-}
-
 // runCheck validates the config and the environment and prints each
 // problem on its own line; it exits 0 only if there is none: 3 if any is a
 // problem of the config (a key, a file or directory it names), else 1 (the
@@ -26,17 +22,13 @@ type checkFlags struct {
 // changes nothing, except for the short-lived test mounts of full-mode
 // checks.
 func runCheck(args []string, stdout, stderr io.Writer) int {
-	var f checkFlags
-	fl := newFlagSet("check", "", stderr)
-	fl.StringVar(&f.config, "c", "", configFlagHelp)
-	if code := parseFlags(fl, args); code >= 0 {
+	c := newCmdline("check", "", stderr)
+	if code := c.parse(args, 0, 0); code >= 0 {
 		return code
 	}
-	if fl.NArg() != 0 {
-		fl.Usage()
-		return exitUsage
-	}
-	cfg, code := loadConfig(f.config, stdout)
+	// A config that does not load is check's first finding, reported
+	// where every command reports it: on stderr, exit 3.
+	cfg, code := c.load()
 	if code >= 0 {
 		return code
 	}

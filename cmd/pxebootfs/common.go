@@ -81,3 +81,37 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
 func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
+
+// cmdline is the start every subcommand shares: its flag set with -c for
+// the config file, flags anywhere among the arguments (parseFlags), and
+// the number of positional arguments checked against its usage.
+type cmdline struct {
+	*flag.FlagSet
+	config string
+	stderr io.Writer
+}
+
+// newCmdline makes subcommand name's start; args is its usage after the
+// flags. The command adds its own flags to it before parse.
+func newCmdline(name, args string, stderr io.Writer) *cmdline {
+	c := &cmdline{FlagSet: newFlagSet(name, args, stderr), stderr: stderr}
+	c.StringVar(&c.config, "c", "", configFlagHelp)
+	return c
+}
+
+// parse parses args and checks that from min to max positional arguments
+// remain (max < 0: no limit), printing the usage otherwise. It returns an
+// exit code when the command should stop, else -1.
+func (c *cmdline) parse(args []string, min, max int) int {
+	if code := parseFlags(c.FlagSet, args); code >= 0 {
+		return code
+	}
+	if n := c.NArg(); n < min || (max >= 0 && n > max) {
+		c.Usage()
+		return exitUsage
+	}
+	return -1
+}
+
+// load loads the config named by -c, or the first one found.
+func (c *cmdline) load() (*config.Config, int) { return loadConfig(c.config, c.stderr) }

@@ -80,25 +80,20 @@ func (r *repeated) String() string     { return strings.Join(*r, " ") }
 func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
 func runImageImport(args []string, stdout, stderr io.Writer) int {
-	var cfgPath, sums string
+	var sums string
 	var shas repeated
 	var maxSize int64
 	var timeout time.Duration
-	fl := newFlagSet("image import", "NAME FILE=SOURCE [FILE=SOURCE…]", stderr)
-	fl.StringVar(&cfgPath, "c", "", configFlagHelp)
-	fl.Var(&shas, "sha256", "FILE=HEX: expected sha256 of FILE (repeatable)")
-	fl.StringVar(&sums, "sha256sums", "", "a sha256sum file (path or URL) naming the files or their sources")
-	fl.Int64Var(&maxSize, "max-size", image.DefaultMaxSize, "largest file accepted, in bytes")
-	fl.DurationVar(&timeout, "timeout", image.DefaultTimeout, "longest HTTP download of one file")
-	if code := parseFlags(fl, args); code >= 0 {
+	c := newCmdline("image import", "NAME FILE=SOURCE [FILE=SOURCE…]", stderr)
+	c.Var(&shas, "sha256", "FILE=HEX: expected sha256 of FILE (repeatable)")
+	c.StringVar(&sums, "sha256sums", "", "a sha256sum file (path or URL) naming the files or their sources")
+	c.Int64Var(&maxSize, "max-size", image.DefaultMaxSize, "largest file accepted, in bytes")
+	c.DurationVar(&timeout, "timeout", image.DefaultTimeout, "longest HTTP download of one file")
+	if code := c.parse(args, 2, -1); code >= 0 {
 		return code
 	}
-	if fl.NArg() < 2 {
-		fl.Usage()
-		return exitUsage
-	}
-	o := image.ImportOptions{Name: fl.Arg(0), SHA256: map[string]string{}, SHA256Sums: sums, MaxSize: maxSize, Timeout: timeout}
-	for _, a := range fl.Args()[1:] {
+	o := image.ImportOptions{Name: c.Arg(0), SHA256: map[string]string{}, SHA256Sums: sums, MaxSize: maxSize, Timeout: timeout}
+	for _, a := range c.Args()[1:] {
 		file, src, ok := strings.Cut(a, "=")
 		if !ok {
 			fmt.Fprintf(stderr, "pxebootfs image import: %q is not FILE=SOURCE\n", a)
@@ -114,7 +109,7 @@ func runImageImport(args []string, stdout, stderr io.Writer) int {
 		}
 		o.SHA256[file] = h
 	}
-	_, st, code := imageStore(cfgPath, stderr)
+	_, st, code := imageStore(c.config, stderr)
 	if code >= 0 {
 		return code
 	}
@@ -147,29 +142,24 @@ func orNone(s string) string {
 	return s
 }
 
-// imageArgs parses the common flags of use/remove/list/prune.
-func imageArgs(name, usage string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*flag.FlagSet, *config.Config, *image.Store, int) {
-	var cfgPath string
-	fl := newFlagSet("image "+name, usage, stderr)
-	fl.StringVar(&cfgPath, "c", "", configFlagHelp)
+// imageArgs is the start of use/remove/list/prune: the shared one, from
+// min to max positional arguments, and the image store.
+func imageArgs(name, usage string, args []string, min, max int, stderr io.Writer, extra func(*flag.FlagSet)) (*flag.FlagSet, *config.Config, *image.Store, int) {
+	c := newCmdline("image "+name, usage, stderr)
 	if extra != nil {
-		extra(fl)
+		extra(c.FlagSet)
 	}
-	if code := parseFlags(fl, args); code >= 0 {
+	if code := c.parse(args, min, max); code >= 0 {
 		return nil, nil, nil, code
 	}
-	cfg, st, code := imageStore(cfgPath, stderr)
-	return fl, cfg, st, code
+	cfg, st, code := imageStore(c.config, stderr)
+	return c.FlagSet, cfg, st, code
 }
 
 func runImageUse(args []string, stdout, stderr io.Writer) int {
-	fl, _, st, code := imageArgs("use", "NAME VERSION", args, stderr, nil)
+	fl, _, st, code := imageArgs("use", "NAME VERSION", args, 2, 2, stderr, nil)
 	if code >= 0 {
 		return code
-	}
-	if fl.NArg() != 2 {
-		fl.Usage()
-		return exitUsage
 	}
 	prev, err := st.Use(fl.Arg(0), fl.Arg(1), time.Now())
 	if err != nil {
@@ -181,15 +171,11 @@ func runImageUse(args []string, stdout, stderr io.Writer) int {
 
 func runImageRemove(args []string, stdout, stderr io.Writer) int {
 	var force bool
-	fl, cfg, st, code := imageArgs("remove", "NAME [VERSION]", args, stderr, func(fl *flag.FlagSet) {
+	fl, cfg, st, code := imageArgs("remove", "NAME [VERSION]", args, 1, 2, stderr, func(fl *flag.FlagSet) {
 		fl.BoolVar(&force, "force", false, "remove even a version served within image_grace (a node may be booting it)")
 	})
 	if code >= 0 {
 		return code
-	}
-	if fl.NArg() < 1 || fl.NArg() > 2 {
-		fl.Usage()
-		return exitUsage
 	}
 	removed, err := st.Remove(fl.Arg(0), fl.Arg(1), cfg.ImageGrace, force, time.Now())
 	if err != nil {
@@ -200,13 +186,9 @@ func runImageRemove(args []string, stdout, stderr io.Writer) int {
 }
 
 func runImagePrune(args []string, stdout, stderr io.Writer) int {
-	fl, cfg, st, code := imageArgs("prune", "", args, stderr, nil)
+	_, cfg, st, code := imageArgs("prune", "", args, 0, 0, stderr, nil)
 	if code >= 0 {
 		return code
-	}
-	if fl.NArg() != 0 {
-		fl.Usage()
-		return exitUsage
 	}
 	removed, err := st.Prune(image.Policy{Keep: cfg.ImageKeep, Grace: cfg.ImageGrace}, time.Now())
 	if err != nil {
@@ -224,7 +206,7 @@ func runImagePrune(args []string, stdout, stderr io.Writer) int {
 }
 
 func runImageList(args []string, stdout, stderr io.Writer) int {
-	fl, _, st, code := imageArgs("list", "[NAME]", args, stderr, nil)
+	fl, _, st, code := imageArgs("list", "[NAME]", args, 0, 1, stderr, nil)
 	if code >= 0 {
 		return code
 	}

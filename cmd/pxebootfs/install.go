@@ -14,8 +14,7 @@ import (
 )
 
 type installFlags struct {
-	config string
-	where  string
+	where string
 }
 
 // runInstall asks the daemon to put nodes in install mode: each gets a new
@@ -23,20 +22,20 @@ type installFlags struct {
 // until its installer calls done.
 func runInstall(args []string, stdout, stderr io.Writer) int {
 	var f installFlags
-	fl := newFlagSet("install", "[-where NAME=value] [NODE...]", stderr)
-	fl.StringVar(&f.config, "c", "", configFlagHelp)
-	fl.StringVar(&f.where, "where", "", "also every inventory node whose var.NAME is value (e.g. role=compute)")
-	args, code := parseInterspersed(fl, args)
-	if code >= 0 {
+	c := newCmdline("install", "[-where NAME=value] [NODE...]", stderr)
+	c.StringVar(&f.where, "where", "", "also every inventory node whose var.NAME is value (e.g. role=compute)")
+	if code := c.parse(args, 0, -1); code >= 0 {
 		return code
 	}
+	args = c.Args()
+	var code int
 	var nodes []node.ID
 	if len(args) > 0 || f.where == "" {
 		if nodes, code = parseNodes("install", args, stderr); code >= 0 {
 			return code
 		}
 	}
-	cfg, code := adminConfig("install", f.config, stderr)
+	cfg, code := adminConfig("install", c.config, stderr)
 	if code >= 0 {
 		return code
 	}
@@ -85,10 +84,7 @@ func loadersWithoutInstall(cfg *config.Config) func(node.ID) []string {
 // runInstalled ends nodes' install mode by hand: they are served their
 // local-boot config.
 func runInstalled(args []string, stdout, stderr io.Writer) int {
-	var config string
-	fl := newFlagSet("installed", "NODE...", stderr)
-	fl.StringVar(&config, "c", "", configFlagHelp)
-	return runNodeCommand(fl, &config, args, stdout, stderr,
+	return runNodeCommand(newCmdline("installed", "NODE...", stderr), args, stdout, stderr,
 		func(ctx context.Context, c *control.Client, nodes []node.ID) ([]control.Result, string, error) {
 			results, err := c.Installed(ctx, nodes)
 			return results, "installed: served its local-boot config from now on", err

@@ -26,7 +26,6 @@ import (
 )
 
 type mountFlags struct {
-	config    string
 	dir       string
 	debugFUSE bool
 	verbose   bool
@@ -41,18 +40,13 @@ const shutdownGrace = 5 * time.Second
 
 func runMount(args []string, stdout, stderr io.Writer) int {
 	var f mountFlags
-	fl := newFlagSet("mount", "MOUNTPOINT", stderr)
-	fl.StringVar(&f.config, "c", "", configFlagHelp)
-	fl.BoolVar(&f.debugFUSE, "debug-fuse", false, "log every FUSE request (very verbose)")
-	fl.BoolVar(&f.verbose, "v", false, "debug logging (also names not served)")
-	if code := parseFlags(fl, args); code >= 0 {
+	c := newCmdline("mount", "MOUNTPOINT  (the tftpd's pxelinux.cfg directory)", stderr)
+	c.BoolVar(&f.debugFUSE, "debug-fuse", false, "log every FUSE request (very verbose)")
+	c.BoolVar(&f.verbose, "v", false, "debug logging (also names not served)")
+	if code := c.parse(args, 1, 1); code >= 0 {
 		return code
 	}
-	if fl.NArg() != 1 {
-		fmt.Fprintln(stderr, "pxebootfs mount: need exactly one MOUNTPOINT (the tftpd's pxelinux.cfg directory)")
-		return exitUsage
-	}
-	f.dir = fl.Arg(0)
+	f.dir = c.Arg(0)
 	level := slog.LevelInfo
 	if f.verbose {
 		level = slog.LevelDebug
@@ -61,7 +55,7 @@ func runMount(args []string, stdout, stderr io.Writer) int {
 	defer logOut.Close() // runs last: every line is written before exit
 	log := newLogger(logOut, level)
 
-	cfg, code := loadConfig(f.config, stderr)
+	cfg, code := c.load()
 	if code >= 0 {
 		return code
 	}

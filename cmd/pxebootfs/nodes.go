@@ -20,25 +20,19 @@ import (
 )
 
 type nodesFlags struct {
-	config string
-	json   bool
+	json bool
 }
 
 // runNodes lists the nodes: from the daemon if one runs, else from the
 // registry on disk, with mounts and exports as found now.
 func runNodes(args []string, stdout, stderr io.Writer) int {
 	var f nodesFlags
-	fl := newFlagSet("nodes", "", stderr)
-	fl.StringVar(&f.config, "c", "", configFlagHelp)
-	fl.BoolVar(&f.json, "json", false, "print a JSON array instead of columns")
-	if code := parseFlags(fl, args); code >= 0 {
+	c := newCmdline("nodes", "", stderr)
+	c.BoolVar(&f.json, "json", false, "print a JSON array instead of columns")
+	if code := c.parse(args, 0, 0); code >= 0 {
 		return code
 	}
-	if fl.NArg() != 0 {
-		fl.Usage()
-		return exitUsage
-	}
-	client, cfg, code := daemonClient("nodes", f.config, stderr)
+	client, cfg, code := daemonClient("nodes", c.config, stderr)
 	if code >= 0 {
 		return code
 	}

@@ -5,24 +5,14 @@ import (
 	"io"
 )
 
-type reloadFlags struct {
-	config string
-}
-
 // runReload asks the daemon to re-read its config (as SIGHUP does) and
 // reports whether the new one was taken.
 func runReload(args []string, stdout, stderr io.Writer) int {
-	var f reloadFlags
-	fl := newFlagSet("reload", "", stderr)
-	fl.StringVar(&f.config, "c", "", configFlagHelp)
-	if code := parseFlags(fl, args); code >= 0 {
+	c := newCmdline("reload", "", stderr)
+	if code := c.parse(args, 0, 0); code >= 0 {
 		return code
 	}
-	if fl.NArg() != 0 {
-		fl.Usage()
-		return exitUsage
-	}
-	client, cfg, code := daemonClient("reload", f.config, stderr)
+	client, cfg, code := daemonClient("reload", c.config, stderr)
 	if code >= 0 {
 		return code
 	}

@@ -13,7 +13,6 @@ import (
 )
 
 type renderFlags struct {
-	config     string
 	name       string
 	mountpoint string
 }
@@ -23,18 +22,13 @@ type renderFlags struct {
 // grub.cfg… names). It never provisions: it does not even open the state's lock.
 func runRender(args []string, stdout, stderr io.Writer) int {
 	var f renderFlags
-	fl := newFlagSet("render", "NAME  (a pxelinux.cfg name, or a grub.cfg… name of the GRUB mount)", stderr)
-	fl.StringVar(&f.config, "c", "", configFlagHelp)
-	fl.StringVar(&f.mountpoint, "mountpoint", catalog.DefaultMountpoint, "where pxebootfs is mounted: content_generator gets --file MOUNTPOINT/NAME")
-	if code := parseFlags(fl, args); code >= 0 {
+	c := newCmdline("render", "NAME  (a pxelinux.cfg name such as C0A80102 or 01-aa-bb-cc-dd-ee-ff, or a grub.cfg… name of the GRUB mount)", stderr)
+	c.StringVar(&f.mountpoint, "mountpoint", catalog.DefaultMountpoint, "where pxebootfs is mounted: content_generator gets --file MOUNTPOINT/NAME")
+	if code := c.parse(args, 1, 1); code >= 0 {
 		return code
 	}
-	if fl.NArg() != 1 {
-		fmt.Fprintln(stderr, "pxebootfs render: need exactly one NAME (e.g. C0A80102 or 01-aa-bb-cc-dd-ee-ff)")
-		return exitUsage
-	}
-	f.name = fl.Arg(0)
-	cfg, code := loadConfig(f.config, stderr)
+	f.name = c.Arg(0)
+	cfg, code := c.load()
 	if code >= 0 {
 		return code
 	}

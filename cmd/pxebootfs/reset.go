@@ -9,18 +9,16 @@ import (
 )
 
 type resetFlags struct {
-	config string
-	force  bool
+	force bool
 }
 
 // runReset asks the daemon to give nodes a fresh root: unexport, unmount,
 // wipe the writable layer, mount and export again with the same fsid.
 func runReset(args []string, stdout, stderr io.Writer) int {
 	var f resetFlags
-	fl := newFlagSet("reset", "NODE...", stderr)
-	fl.StringVar(&f.config, "c", "", configFlagHelp)
-	fl.BoolVar(&f.force, "force", false, "reset even a node that booted within reset_guard (it may be running on that root)")
-	return runNodeCommand(fl, &f.config, args, stdout, stderr,
+	c := newCmdline("reset", "NODE...", stderr)
+	c.BoolVar(&f.force, "force", false, "reset even a node that booted within reset_guard (it may be running on that root)")
+	return runNodeCommand(c, args, stdout, stderr,
 		func(ctx context.Context, c *control.Client, nodes []node.ID) ([]control.Result, string, error) {
 			results, err := c.Reset(ctx, nodes, f.force)
 			return results, "reset: fresh root, same fsid", err

@@ -38,9 +38,12 @@ func TestCheckReportsProblems(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := write("c.cfg", tt.cfg)
-			out, _, code := run(t, "check", "-c", cfg)
-			if code == 0 || !strings.Contains(out, tt.want) || !strings.Contains(out, cfg) && !strings.Contains(out, "t:") {
-				t.Errorf("check: exit %d, output %q; want failure naming %q and the file", code, out, tt.want)
+			// A config that does not load is reported where every
+			// command reports it, on stderr; what check finds in a
+			// config that loads is its report, on stdout.
+			out, errOut, code := run(t, "check", "-c", cfg)
+			if code != exitConfig || !strings.Contains(out+errOut, tt.want) || !strings.Contains(out+errOut, cfg) && !strings.Contains(out+errOut, "t:") {
+				t.Errorf("check: exit %d, output %q %q; want exit 3 naming %q and the file", code, out, errOut, tt.want)
 			}
 		})
 	}

@@ -636,7 +636,7 @@ func TestFullModeCheck(t *testing.T) {
 	if err := os.WriteFile(f.nodes, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, _, code := run(t, "check", "-c", f.cfg); code == 0 || !strings.Contains(out, f.nodes) {
+	if out, errOut, code := run(t, "check", "-c", f.cfg); code == 0 || !strings.Contains(out+errOut, f.nodes) {
 		t.Errorf("check with node_dir a file: exit %d\n%s", code, out)
 	}
 }
