@@ -24,23 +24,6 @@ const maxDurationSeconds = 1e6
 // maxGeneratorConcurrency keeps a typo (80000) from allowing a fork storm.
 const maxGeneratorConcurrency = 1024
 
-// generatorKeys only mean something with content_generator set.
-var generatorKeys = []string{"generator_for_nodes", "generator_timeout", "generator_ttl", "generator_concurrency"}
-
-// checkGeneratorSet refuses generator settings without a generator: they
-// would silently do nothing, which is how a commented-out line hides.
-func checkGeneratorSet(p *parser) *Error {
-	if p.set["content_generator"] {
-		return nil
-	}
-	for _, k := range generatorKeys {
-		if p.set[k] {
-			return p.errf(k, "has no effect without content_generator; set content_generator or remove %s", k)
-		}
-	}
-	return nil
-}
-
 // parseDuration reads a Go duration ("5s", "500ms", "1m") or a plain number
 // of seconds ("5", "0.5"); it must be positive.
 func parseDuration(v string) (time.Duration, *Error) {

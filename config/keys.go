@@ -34,7 +34,10 @@ type keySpec struct {
 	// key is fixed until a restart, so a key added later is safe by
 	// default.
 	reload bool
-	parse  func(p *parser, v string) *Error
+	// needs is a key that must be set when this one is (needsWhy says
+	// why): checked once for all keys, after they are parsed.
+	needs, needsWhy string
+	parse           func(p *parser, v string) *Error
 }
 
 // Defaults, exported so help output and the lead's code agree with the table.
@@ -52,30 +55,15 @@ const (
 var fullModeKeys = []string{"node_dir", "root_dir", "overlay_dir", "start_fsid"}
 
 var keys = []keySpec{
-	{
-		name: "pxe_template", reload: true, required: true, example: "pxelinux.cfg.template",
-		doc: "Template every node's pxelinux config is rendered from.",
-		parse: func(p *parser, v string) *Error {
-			p.c.PXETemplate = p.path(v)
-			return readableFile(p.c.PXETemplate)
-		},
-	},
-	{
-		name: "static_dir", reload: true, example: "/srv/tftp/pxelinux.static",
-		doc: "Directory of hand-written files (menus, default) served as they are under pxelinux.cfg.",
-		parse: func(p *parser, v string) *Error {
-			p.c.StaticDir = p.path(v)
-			return existingDir(p.c.StaticDir)
-		},
-	},
-	{
-		name: "ethers", reload: true, example: "/etc/ethers",
-		doc: "ethers(5) file mapping MAC addresses to IPv4 addresses, to serve 01-<mac> names.",
-		parse: func(p *parser, v string) *Error {
-			p.c.Ethers = p.path(v)
-			return readableFile(p.c.Ethers)
-		},
-	},
+	pathKey(keySpec{name: "pxe_template", reload: true, required: true, example: "pxelinux.cfg.template",
+		doc: "Template every node's pxelinux config is rendered from."},
+		func(c *Config) *string { return &c.PXETemplate }, readableFile),
+	pathKey(keySpec{name: "static_dir", reload: true, example: "/srv/tftp/pxelinux.static",
+		doc: "Directory of hand-written files (menus, default) served as they are under pxelinux.cfg."},
+		func(c *Config) *string { return &c.StaticDir }, existingDir),
+	pathKey(keySpec{name: "ethers", reload: true, example: "/etc/ethers",
+		doc: "ethers(5) file mapping MAC addresses to IPv4 addresses, to serve 01-<mac> names."},
+		func(c *Config) *string { return &c.Ethers }, readableFile),
 	{
 		name: "allow", reload: true, example: "192.168.1.0/24, 10.0.0.5",
 		doc: "Comma-separated IPv4 prefixes (a bare address means /32) of nodes to serve.",
@@ -85,46 +73,20 @@ var keys = []keySpec{
 			return e
 		},
 	},
+	pathKey(keySpec{name: "content_generator", example: "/usr/local/sbin/pxe-content-generator",
+		doc: "Program run (atftpd's --content-generator interface) for names nothing else serves; it writes the file's content to fd 3."},
+		func(c *Config) *string { return &c.ContentGenerator }, executableFile),
+	boolKey(keySpec{name: "generator_for_nodes", def: "false", needs: "content_generator", needsWhy: generatorWhy,
+		doc: "true: run content_generator for node names too, before the template; the template serves the names it refuses."},
+		func(c *Config) *bool { return &c.GeneratorForNodes }),
+	durationKey(keySpec{name: "generator_timeout", def: DefaultGeneratorTimeout.String(), needs: "content_generator", needsWhy: generatorWhy,
+		doc: "Longest content_generator run (then it is killed with its process group and the name is not found), and longest wait for a free slot."},
+		func(c *Config) *time.Duration { return &c.GeneratorTimeout }),
+	durationKey(keySpec{name: "generator_ttl", def: DefaultGeneratorTTL.String(), needs: "content_generator", needsWhy: generatorWhy,
+		doc: "How long a content_generator result is reused for its name (a refusal: 1 s at most), so a lookup and the reads after it run the program once."},
+		func(c *Config) *time.Duration { return &c.GeneratorTTL }),
 	{
-		name: "content_generator", example: "/usr/local/sbin/pxe-content-generator",
-		doc: "Program run (atftpd's --content-generator interface) for names nothing else serves; it writes the file's content to fd 3.",
-		parse: func(p *parser, v string) *Error {
-			p.c.ContentGenerator = p.path(v)
-			return executableFile(p.c.ContentGenerator)
-		},
-	},
-	{
-		name: "generator_for_nodes", def: "false",
-		doc: "true: run content_generator for node names too, before the template; the template serves the names it refuses.",
-		parse: func(p *parser, v string) *Error {
-			b, ok := parseBool(v)
-			if !ok {
-				return &Error{Reason: fmt.Sprintf("%q is not a boolean (true/false, yes/no, on/off, 1/0)", v)}
-			}
-			p.c.GeneratorForNodes = b
-			return nil
-		},
-	},
-	{
-		name: "generator_timeout", def: DefaultGeneratorTimeout.String(),
-		doc: "Longest content_generator run (then it is killed with its process group and the name is not found), and longest wait for a free slot.",
-		parse: func(p *parser, v string) *Error {
-			d, e := parseDuration(v)
-			p.c.GeneratorTimeout = d
-			return e
-		},
-	},
-	{
-		name: "generator_ttl", def: DefaultGeneratorTTL.String(),
-		doc: "How long a content_generator result is reused for its name (a refusal: 1 s at most), so a lookup and the reads after it run the program once.",
-		parse: func(p *parser, v string) *Error {
-			d, e := parseDuration(v)
-			p.c.GeneratorTTL = d
-			return e
-		},
-	},
-	{
-		name: "generator_concurrency", def: strconv.Itoa(DefaultGeneratorConcurrency),
+		name: "generator_concurrency", def: strconv.Itoa(DefaultGeneratorConcurrency), needs: "content_generator", needsWhy: generatorWhy,
 		doc: "Most content_generator programs running at once; further names wait (at most generator_timeout).",
 		parse: func(p *parser, v string) *Error {
 			n, err := strconv.Atoi(v)
@@ -135,38 +97,18 @@ var keys = []keySpec{
 			return nil
 		},
 	},
-	{
-		name: "inventory", reload: true, example: "/etc/pxebootfs/nodes.ini",
-		doc: "Node inventory (INI, one [node \"NAME\"] section per node): MACs, hostname, per-node template, provision, var.NAME.",
-		parse: func(p *parser, v string) *Error {
-			p.c.Inventory = p.path(v)
-			return readableFile(p.c.Inventory)
-		},
-	},
-	{
-		name: "node_dir", full: true, example: "/srv/pxebootfs/nodes",
-		doc: "Directory holding each node's root (node_dir/NODE), the path exported over NFS. Created if missing.",
-		parse: func(p *parser, v string) *Error {
-			p.c.NodeDir = p.path(v)
-			return dirIfExists(p.c.NodeDir)
-		},
-	},
-	{
-		name: "root_dir", full: true, example: "/srv/pxebootfs/root",
-		doc: "The read-only golden root every node's overlay is layered on. Must exist.",
-		parse: func(p *parser, v string) *Error {
-			p.c.RootDir = p.path(v)
-			return existingDir(p.c.RootDir)
-		},
-	},
-	{
-		name: "overlay_dir", full: true, example: "/srv/pxebootfs/overlay",
-		doc: "Directory holding each node's writable layer (upper and work dirs). Created if missing.",
-		parse: func(p *parser, v string) *Error {
-			p.c.OverlayDir = p.path(v)
-			return dirIfExists(p.c.OverlayDir)
-		},
-	},
+	pathKey(keySpec{name: "inventory", reload: true, example: "/etc/pxebootfs/nodes.ini",
+		doc: "Node inventory (INI, one [node \"NAME\"] section per node): MACs, hostname, per-node template, provision, var.NAME."},
+		func(c *Config) *string { return &c.Inventory }, readableFile),
+	pathKey(keySpec{name: "node_dir", full: true, example: "/srv/pxebootfs/nodes",
+		doc: "Directory holding each node's root (node_dir/NODE), the path exported over NFS. Created if missing."},
+		func(c *Config) *string { return &c.NodeDir }, dirIfExists),
+	pathKey(keySpec{name: "root_dir", full: true, example: "/srv/pxebootfs/root",
+		doc: "The read-only golden root every node's overlay is layered on. Must exist."},
+		func(c *Config) *string { return &c.RootDir }, existingDir),
+	pathKey(keySpec{name: "overlay_dir", full: true, example: "/srv/pxebootfs/overlay",
+		doc: "Directory holding each node's writable layer (upper and work dirs). Created if missing."},
+		func(c *Config) *string { return &c.OverlayDir }, dirIfExists),
 	{
 		name: "start_fsid", full: true, example: "1000",
 		doc: "First NFS fsid handed to nodes, 1 to 4294967295 (0 is NFSv4's root); keep ranges of servers sharing clients apart.",
@@ -179,21 +121,12 @@ var keys = []keySpec{
 			return nil
 		},
 	},
-	{
-		name: "state_dir", def: DefaultStateDir,
-		doc: "Directory where pxebootfs records its nodes (fsids, MACs, install states) across restarts, and where the control socket lives. Created if missing.",
-		parse: func(p *parser, v string) *Error {
-			p.c.StateDir = p.path(v)
-			return dirIfExists(p.c.StateDir)
-		},
-	},
-	{
-		name: "max_nodes", full: true, def: strconv.Itoa(DefaultMaxNodes),
-		doc: "Most nodes given a root; requests from further nodes fail instead of filling the disk.",
-		parse: func(p *parser, v string) *Error {
-			return positiveInt(v, &p.c.MaxNodes)
-		},
-	},
+	pathKey(keySpec{name: "state_dir", def: DefaultStateDir,
+		doc: "Directory where pxebootfs records its nodes (fsids, MACs, install states) across restarts, and where the control socket lives. Created if missing."},
+		func(c *Config) *string { return &c.StateDir }, dirIfExists),
+	intKey(keySpec{name: "max_nodes", full: true, def: strconv.Itoa(DefaultMaxNodes),
+		doc: "Most nodes given a root; requests from further nodes fail instead of filling the disk."},
+		func(c *Config) *int { return &c.MaxNodes }),
 	{
 		name: "overlay_type", full: true, def: DefaultOverlayType,
 		doc: "Union filesystem for node roots: overlayfs or aufs.",
@@ -257,14 +190,9 @@ var keys = []keySpec{
 			return nil
 		},
 	},
-	{
-		name: "ganesha_config", full: true, def: DefaultGaneshaConfig,
-		doc: "export = ganesha: the include file pxebootfs owns, one EXPORT block per node; Ganesha's main config needs the line %include \"FILE\".",
-		parse: func(p *parser, v string) *Error {
-			p.c.GaneshaConfig = p.path(v)
-			return ganeshaConfigFile(p.c.GaneshaConfig)
-		},
-	},
+	pathKey(keySpec{name: "ganesha_config", full: true, def: DefaultGaneshaConfig,
+		doc: "export = ganesha: the include file pxebootfs owns, one EXPORT block per node; Ganesha's main config needs the line %include \"FILE\"."},
+		func(c *Config) *string { return &c.GaneshaConfig }, ganeshaConfigFile),
 	{
 		name: "ganesha_dbus", full: true, example: "unix:path=/run/dbus/system_bus_socket",
 		doc: "export = ganesha: D-Bus address of the bus Ganesha's export manager is on. Default: the system bus.",
@@ -276,84 +204,39 @@ var keys = []keySpec{
 			return nil
 		},
 	},
-	{
-		name: "reset_guard", reload: true, full: true, def: strconv.Itoa(int(DefaultResetGuard / time.Second)),
-		doc: "Seconds after a node's last boot during which `pxebootfs reset` refuses it (unless -force) and reset_on_boot does not wipe it again.",
-		parse: func(p *parser, v string) *Error {
-			return seconds(v, &p.c.ResetGuard)
-		},
-	},
-	{
-		name: "reset_on_boot", reload: true, full: true, def: "false",
-		doc: "true: a node's writable layer is wiped when it fetches its config again at least reset_guard seconds after its last boot, so it starts clean on every boot.",
-		parse: func(p *parser, v string) *Error {
-			b, ok := parseBool(v)
-			if !ok {
-				return &Error{Reason: fmt.Sprintf("%q is not a boolean (true/false, yes/no, on/off, 1/0)", v)}
-			}
-			p.c.ResetOnBoot = b
-			return nil
-		},
-	},
-	{
-		name: "grub_mount", example: "/srv/tftp/grub",
-		doc: "GRUB's prefix directory in the TFTP root, mounted over by `pxebootfs mount` beside pxelinux.cfg, to serve UEFI nodes' grub.cfg-<node> files. Default: unset (no GRUB mount).",
-		parse: func(p *parser, v string) *Error {
-			p.c.GrubMount = p.path(v)
-			return mountPoint(p.c.GrubMount)
-		},
-	},
-	{
-		name: "grub_template", example: "grub.cfg.template",
-		doc: "Template every node's GRUB config is rendered from (needed with grub_mount).",
-		parse: func(p *parser, v string) *Error {
-			p.c.GrubTemplate = p.path(v)
-			return readableFile(p.c.GrubTemplate)
-		},
-	},
-	{
-		name: "grub_static_dir", example: "/srv/tftp/grub.static",
-		doc: "Directory served as it is under the GRUB mount, subdirectories included (grub-mknetdir's x86_64-efi/, fonts/, grub.cfg); symlinks are not followed. Without a grub.cfg in it, a built-in one chains to grub.cfg-$net_default_mac and grub.cfg-$net_default_ip.",
-		parse: func(p *parser, v string) *Error {
-			p.c.GrubStaticDir = p.path(v)
-			return existingDir(p.c.GrubStaticDir)
-		},
-	},
-	{
-		name: "tftp_root", example: "/srv/tftp",
-		doc: "The tftpd's root directory. Needed for boot images (`pxebootfs image`), which the tftpd serves from images_dir inside it.",
-		parse: func(p *parser, v string) *Error {
-			p.c.TFTPRoot = p.path(v)
-			return existingDir(p.c.TFTPRoot)
-		},
-	},
-	{
-		name: "images_dir", example: "/srv/tftp/images",
-		doc: "Where boot image versions are kept, inside tftp_root and outside the FUSE mount. Default: tftp_root/images.",
-		parse: func(p *parser, v string) *Error {
-			p.c.ImagesDir = p.path(v)
-			return dirIfExists(p.c.ImagesDir)
-		},
-	},
-	{
-		name: "image_keep", def: "3",
-		doc: "How many newest versions of each image garbage collection always keeps.",
-		parse: func(p *parser, v string) *Error {
-			return positiveInt(v, &p.c.ImageKeep)
-		},
-	},
-	{
-		name: "image_grace", def: "3600",
-		doc: "Seconds a version stays after a config naming it was last served (or after it stopped being current), so a booting node always finds its kernel and initrd.",
-		parse: func(p *parser, v string) *Error {
-			return seconds(v, &p.c.ImageGrace)
-		},
-	},
+	secondsKey(keySpec{name: "reset_guard", reload: true, full: true, def: strconv.Itoa(int(DefaultResetGuard / time.Second)),
+		doc: "Seconds after a node's last boot during which `pxebootfs reset` refuses it (unless -force) and reset_on_boot does not wipe it again."},
+		func(c *Config) *time.Duration { return &c.ResetGuard }),
+	boolKey(keySpec{name: "reset_on_boot", reload: true, full: true, def: "false",
+		doc: "true: a node's writable layer is wiped when it fetches its config again at least reset_guard seconds after its last boot, so it starts clean on every boot."},
+		func(c *Config) *bool { return &c.ResetOnBoot }),
+	pathKey(keySpec{name: "grub_mount", example: "/srv/tftp/grub", needs: "grub_template", needsWhy: "the template of per-node GRUB configs",
+		doc: "GRUB's prefix directory in the TFTP root, mounted over by `pxebootfs mount` beside pxelinux.cfg, to serve UEFI nodes' grub.cfg-<node> files. Default: unset (no GRUB mount)."},
+		func(c *Config) *string { return &c.GrubMount }, mountPoint),
+	pathKey(keySpec{name: "grub_template", example: "grub.cfg.template",
+		doc: "Template every node's GRUB config is rendered from (needed with grub_mount)."},
+		func(c *Config) *string { return &c.GrubTemplate }, readableFile),
+	pathKey(keySpec{name: "grub_static_dir", example: "/srv/tftp/grub.static",
+		doc: "Directory served as it is under the GRUB mount, subdirectories included (grub-mknetdir's x86_64-efi/, fonts/, grub.cfg); symlinks are not followed. Without a grub.cfg in it, a built-in one chains to grub.cfg-$net_default_mac and grub.cfg-$net_default_ip."},
+		func(c *Config) *string { return &c.GrubStaticDir }, existingDir),
+	pathKey(keySpec{name: "tftp_root", example: "/srv/tftp",
+		doc: "The tftpd's root directory. Needed for boot images (`pxebootfs image`), which the tftpd serves from images_dir inside it."},
+		func(c *Config) *string { return &c.TFTPRoot }, existingDir),
+	pathKey(keySpec{name: "images_dir", example: "/srv/tftp/images",
+		doc: "Where boot image versions are kept, inside tftp_root and outside the FUSE mount. Default: tftp_root/images."},
+		func(c *Config) *string { return &c.ImagesDir }, dirIfExists),
+	intKey(keySpec{name: "image_keep", def: "3",
+		doc: "How many newest versions of each image garbage collection always keeps."},
+		func(c *Config) *int { return &c.ImageKeep }),
+	secondsKey(keySpec{name: "image_grace", def: "3600",
+		doc: "Seconds a version stays after a config naming it was last served (or after it stopped being current), so a booting node always finds its kernel and initrd."},
+		func(c *Config) *time.Duration { return &c.ImageGrace }),
 	templateKey("install_template", "install.template", "Template of the pxelinux config of nodes in install mode (`pxebootfs install`); it sees .InstallToken and .CallbackURL. Default: unset (no pxelinux install config).", func(c *Config) *string { return &c.InstallTemplate }),
 	templateKey("local_template", "local.template", "Template of the pxelinux config of installed nodes. Default: built in, boots the local disk (LOCALBOOT 0).", func(c *Config) *string { return &c.LocalTemplate }),
 	templateKey("grub_install_template", "grub-install.template", "GRUB twin of install_template, served under grub_mount to nodes in install mode. Default: unset.", func(c *Config) *string { return &c.GrubInstallTemplate }),
 	templateKey("grub_local_template", "grub-local.template", "GRUB twin of local_template. Default: built in, `exit` (the firmware boots the next entry, the local disk).", func(c *Config) *string { return &c.GrubLocalTemplate }),
-	listenKey("callback_listen", "0.0.0.0:8770", "host:port of the HTTP endpoint installers call at /v1/install/NODE/{started,done,failed}?token=TOKEN. Default: unset (no callback; end install mode with `pxebootfs installed`).", func(c *Config) *string { return &c.CallbackListen }),
+	needs(listenKey("callback_listen", "0.0.0.0:8770", "host:port of the HTTP endpoint installers call at /v1/install/NODE/{started,done,failed}?token=TOKEN. Default: unset (no callback; end install mode with `pxebootfs installed`).", func(c *Config) *string { return &c.CallbackListen }),
+		"callback_url", "the address nodes reach this server by, e.g. http://192.0.2.1:8770"),
 	{
 		name: "callback_url", example: "http://192.0.2.1:8770",
 		doc: "Base URL by which nodes reach callback_listen (templates get .CallbackURL = this + /v1/install/NODE); required with callback_listen.",
@@ -366,14 +249,58 @@ var keys = []keySpec{
 			return nil
 		},
 	},
-	{
-		name: "install_max_boots", def: "3",
-		doc: "How many servings of a node's install config without its installer calling started are legitimate; the next one reports a possible install loop (log, `pxebootfs nodes`, metric).",
-		parse: func(p *parser, v string) *Error {
-			return positiveInt(v, &p.c.InstallMaxBoots)
-		},
-	},
+	intKey(keySpec{name: "install_max_boots", def: "3",
+		doc: "How many servings of a node's install config without its installer calling started are legitimate; the next one reports a possible install loop (log, `pxebootfs nodes`, metric)."},
+		func(c *Config) *int { return &c.InstallMaxBoots }),
 	listenKey("metrics_listen", "127.0.0.1:9123", "host:port on which Prometheus metrics are served at /metrics; the host is an IP address, localhost or empty (every address). Default: unset (no metrics endpoint).", func(c *Config) *string { return &c.MetricsListen }),
+}
+
+// The typed key builders: a key's spec, where its value goes, and for a
+// path how it is checked. One parse body per kind of value.
+
+// pathKey is a file or directory, resolved against the config file's
+// directory, then checked (readableFile, existingDir, dirIfExists, …).
+func pathKey(k keySpec, field func(*Config) *string, check func(string) *Error) keySpec {
+	k.parse = func(p *parser, v string) *Error {
+		*field(p.c) = p.path(v)
+		return check(*field(p.c))
+	}
+	return k
+}
+
+// boolKey is a boolean as Python's ConfigParser reads one (parseBool).
+func boolKey(k keySpec, field func(*Config) *bool) keySpec {
+	k.parse = func(p *parser, v string) *Error {
+		b, ok := parseBool(v)
+		if !ok {
+			return &Error{Reason: fmt.Sprintf("%q is not a boolean (true/false, yes/no, on/off, 1/0)", v)}
+		}
+		*field(p.c) = b
+		return nil
+	}
+	return k
+}
+
+// durationKey is a duration ("5s", or a number of seconds).
+func durationKey(k keySpec, field func(*Config) *time.Duration) keySpec {
+	k.parse = func(p *parser, v string) *Error {
+		d, e := parseDuration(v)
+		*field(p.c) = d
+		return e
+	}
+	return k
+}
+
+// secondsKey is a whole number of seconds, 0 or more.
+func secondsKey(k keySpec, field func(*Config) *time.Duration) keySpec {
+	k.parse = func(p *parser, v string) *Error { return seconds(v, field(p.c)) }
+	return k
+}
+
+// intKey is a positive integer.
+func intKey(k keySpec, field func(*Config) *int) keySpec {
+	k.parse = func(p *parser, v string) *Error { return positiveInt(v, field(p.c)) }
+	return k
 }
 
 // listenKey is a key naming a host:port to listen on, stored by field.
@@ -389,10 +316,7 @@ func listenKey(name, example, doc string, field func(*Config) *string) keySpec {
 
 // templateKey is a reloadable key naming a template file, stored by field.
 func templateKey(name, example, doc string, field func(*Config) *string) keySpec {
-	return keySpec{name: name, reload: true, example: example, doc: doc, parse: func(p *parser, v string) *Error {
-		*field(p.c) = p.path(v)
-		return readableFile(*field(p.c))
-	}}
+	return pathKey(keySpec{name: name, reload: true, example: example, doc: doc}, field, readableFile)
 }
 
 // parseBool accepts what Python's ConfigParser.getboolean does, so that
@@ -434,6 +358,26 @@ func lookupKey(name string) *keySpec {
 	return nil
 }
 
+// generatorWhy is why the content generator's keys need it.
+const generatorWhy = "they have no effect without content_generator; set content_generator or remove the key"
+
+// needs is k, which needs key set too, for why.
+func needs(k keySpec, key, why string) keySpec {
+	k.needs, k.needsWhy = key, why
+	return k
+}
+
+// checkNeeds refuses a key set without the key it needs: a setting that
+// silently does nothing is how a commented-out line hides.
+func checkNeeds(p *parser) *Error {
+	for _, k := range keys {
+		if k.needs != "" && p.set[k.name] && !p.set[k.needs] {
+			return p.errf(k.name, "needs %s (%s)", k.needs, k.needsWhy)
+		}
+	}
+	return nil
+}
+
 // crossChecks run in order after every key parsed.
 var crossChecks = []func(p *parser) *Error{
 	checkFullModeSet,
@@ -441,27 +385,8 @@ var crossChecks = []func(p *parser) *Error{
 	checkGaneshaFSIDRange,
 	checkDistinctDirs,
 	checkMountOptionDirs,
-	checkGeneratorSet,
+	checkNeeds,
 	checkImagesDir,
-	checkGrub,
-	checkCallback,
-}
-
-// checkCallback: the callback's URL is what templates render, so it must be
-// known whenever the callback listens.
-func checkCallback(p *parser) *Error {
-	if p.c.CallbackListen != "" && p.c.CallbackURL == "" {
-		return p.errf("callback_listen", "needs callback_url (the address nodes reach this server by, e.g. http://192.0.2.1:8770)")
-	}
-	return nil
-}
-
-// checkGrub: a GRUB mount needs its template.
-func checkGrub(p *parser) *Error {
-	if p.c.GrubMount != "" && p.c.GrubTemplate == "" {
-		return p.errf("grub_mount", "needs grub_template (the template of per-node GRUB configs)")
-	}
-	return nil
 }
 
 // checkImagesDir defaults images_dir to tftp_root/images and keeps it inside
