@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
 // testDirPrefix names every directory the tests mount under, so TestMain can
@@ -129,7 +130,7 @@ func testLayout(t testing.TB) Options {
 			t.Fatal(err)
 		}
 	}
-	writeFile(t, filepath.Join(o.RootDir, goldenFile), goldenContent)
+	testenv.WriteFile(t, filepath.Join(o.RootDir, goldenFile), goldenContent)
 	return o
 }
 
@@ -173,13 +174,6 @@ func mountsAt(t testing.TB, target string) int {
 		t.Fatal(err)
 	}
 	return len(infos)
-}
-
-func writeFile(t testing.TB, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func readFile(t testing.TB, path string) string {

@@ -32,8 +32,8 @@ func TestMountCopyOnWrite(t *testing.T) {
 	if got := readFile(t, filepath.Join(p.Mount, goldenFile)); got != goldenContent {
 		t.Errorf("golden file through the overlay = %q, want %q", got, goldenContent)
 	}
-	writeFile(t, filepath.Join(p.Mount, "new.txt"), "node\n")
-	writeFile(t, filepath.Join(p.Mount, goldenFile), "changed\n")
+	testenv.WriteFile(t, filepath.Join(p.Mount, "new.txt"), "node\n")
+	testenv.WriteFile(t, filepath.Join(p.Mount, goldenFile), "changed\n")
 
 	if got := readFile(t, filepath.Join(p.Upper, "new.txt")); got != "node\n" {
 		t.Errorf("upper new.txt = %q", got)
@@ -78,8 +78,8 @@ func TestNodesAreIsolated(t *testing.T) {
 	mountNode(t, m, nodeA)
 	mountNode(t, m, nodeB)
 
-	writeFile(t, filepath.Join(pa.Mount, "only-a"), "a\n")
-	writeFile(t, filepath.Join(pa.Mount, goldenFile), "a's motd\n")
+	testenv.WriteFile(t, filepath.Join(pa.Mount, "only-a"), "a\n")
+	testenv.WriteFile(t, filepath.Join(pa.Mount, goldenFile), "a's motd\n")
 	if err := os.Remove(filepath.Join(pb.Mount, goldenFile)); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestRemountSameUpper(t *testing.T) {
 				t.Errorf("round %d: file from round %d = %q", round, r, got)
 			}
 		}
-		writeFile(t, filepath.Join(p.Mount, fmt.Sprintf("round-%d", round)), "kept\n")
+		testenv.WriteFile(t, filepath.Join(p.Mount, fmt.Sprintf("round-%d", round)), "kept\n")
 		if err := m.Unmount(nodeA); err != nil {
 			t.Fatalf("round %d: Unmount: %v", round, err)
 		}
@@ -181,8 +181,8 @@ func TestWipe(t *testing.T) {
 	m := newTestManager(t)
 	p := mustPaths(t, m, nodeA)
 	mountNode(t, m, nodeA)
-	writeFile(t, filepath.Join(p.Mount, "junk"), "x\n")
-	writeFile(t, filepath.Join(p.Mount, goldenFile), "changed\n")
+	testenv.WriteFile(t, filepath.Join(p.Mount, "junk"), "x\n")
+	testenv.WriteFile(t, filepath.Join(p.Mount, goldenFile), "changed\n")
 
 	_, err := m.Wipe(nodeA)
 	wantErr(t, err, "refusing while overlay is mounted")
@@ -249,7 +249,7 @@ func TestRemove(t *testing.T) {
 	m := newTestManager(t)
 	p := mustPaths(t, m, nodeA)
 	mountNode(t, m, nodeA)
-	writeFile(t, filepath.Join(p.Mount, "data"), "x\n")
+	testenv.WriteFile(t, filepath.Join(p.Mount, "data"), "x\n")
 
 	wantErr(t, m.Remove(nodeA), "refusing while overlay is mounted")
 	if err := m.Unmount(nodeA); err != nil {
@@ -257,7 +257,7 @@ func TestRemove(t *testing.T) {
 	}
 
 	// Something written into the bare mount point: leave everything.
-	writeFile(t, filepath.Join(p.Mount, "stray"), "")
+	testenv.WriteFile(t, filepath.Join(p.Mount, "stray"), "")
 	wantErr(t, m.Remove(nodeA), "remove mount point")
 	if !exists(t, filepath.Join(p.Upper, "data")) {
 		t.Fatal("refused Remove deleted the upper dir")

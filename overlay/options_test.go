@@ -11,6 +11,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
 func TestOverlayOptions(t *testing.T) {
@@ -164,7 +165,7 @@ func TestNewValidates(t *testing.T) {
 	}
 	root, nodes, ovl := mk("root"), mk("nodes"), mk("overlays")
 	file := filepath.Join(base, "file")
-	writeFile(t, file, "")
+	testenv.WriteFile(t, file, "")
 	if err := os.Symlink(mk("odd,name"), filepath.Join(base, "link-to-odd")); err != nil {
 		t.Fatal(err)
 	}

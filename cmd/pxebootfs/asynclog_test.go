@@ -3,26 +3,15 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"sync"
 	"testing"
+
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
-
-// lockedBuf is a bytes.Buffer safe for the writer goroutine and the test.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
 
 // TestAsyncWriter: lines come out complete and in order, Close writes all
 // that was queued, and writes after Close still arrive.
 func TestAsyncWriter(t *testing.T) {
-	var out lockedBuf
+	var out testenv.Buffer
 	a := newAsyncWriter(&out)
 	var want bytes.Buffer
 	buf := make([]byte, 0, 64)
@@ -34,7 +23,7 @@ func TestAsyncWriter(t *testing.T) {
 	a.Close()
 	a.Write([]byte("after close\n"))
 	want.WriteString("after close\n")
-	if out.b.String() != want.String() {
-		t.Fatalf("output differs: %d bytes, want %d", out.b.Len(), want.Len())
+	if out.String() != want.String() {
+		t.Fatalf("output differs: %d bytes, want %d", len(out.String()), want.Len())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
 // newTestCatalog writes a template, ethers and static dir into a temp dir.
@@ -29,14 +30,14 @@ func newTestCatalog(t *testing.T, tmpl string, allow ...string) (*Catalog, *conf
 	for _, a := range allow {
 		cfg.Allow = append(cfg.Allow, netip.MustParsePrefix(a))
 	}
-	write(t, cfg.PXETemplate, tmpl)
-	write(t, cfg.Ethers, "# lab\naa:bb:cc:dd:ee:01 192.168.1.2\naa:bb:cc:dd:ee:02 10.9.9.9\n")
+	testenv.WriteFile(t, cfg.PXETemplate, tmpl)
+	testenv.WriteFile(t, cfg.Ethers, "# lab\naa:bb:cc:dd:ee:01 192.168.1.2\naa:bb:cc:dd:ee:02 10.9.9.9\n")
 	if err := os.Mkdir(cfg.StaticDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	write(t, filepath.Join(cfg.StaticDir, "default"), "DEFAULT local\n")
-	write(t, filepath.Join(cfg.StaticDir, "01-aa-bb-cc-dd-ee-99"), "hand written\n")
-	write(t, filepath.Join(cfg.StaticDir, "C0A80102"), "shadowed by the node name\n")
+	testenv.WriteFile(t, filepath.Join(cfg.StaticDir, "default"), "DEFAULT local\n")
+	testenv.WriteFile(t, filepath.Join(cfg.StaticDir, "01-aa-bb-cc-dd-ee-99"), "hand written\n")
+	testenv.WriteFile(t, filepath.Join(cfg.StaticDir, "C0A80102"), "shadowed by the node name\n")
 	if err := os.Symlink("/etc/passwd", filepath.Join(cfg.StaticDir, "passwd")); err != nil {
 		t.Fatal(err)
 	}
@@ -45,13 +46,6 @@ func newTestCatalog(t *testing.T, tmpl string, allow ...string) (*Catalog, *conf
 		t.Fatal(err)
 	}
 	return c, cfg
-}
-
-func write(t *testing.T, path, s string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 const twoNodes = "APPEND nfsroot=/netboot/node/<NODE> ip=<NODE> mac={{.MAC}} name={{.Name}}\n"
@@ -132,7 +126,7 @@ func TestStaticNames(t *testing.T) {
 
 func TestReloadKeepsOldOnError(t *testing.T) {
 	c, cfg := newTestCatalog(t, twoNodes)
-	write(t, cfg.PXETemplate, "APPEND {{.Node")
+	testenv.WriteFile(t, cfg.PXETemplate, "APPEND {{.Node")
 	if _, err := c.Reload(); err == nil {
 		t.Fatal("Reload of a broken template succeeded")
 	}
@@ -140,7 +134,7 @@ func TestReloadKeepsOldOnError(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), "nfsroot=/netboot/node/C0A80102") {
 		t.Fatalf("old template no longer served: %q, %v", b, err)
 	}
-	write(t, cfg.PXETemplate, "NEW <NODE>\n")
+	testenv.WriteFile(t, cfg.PXETemplate, "NEW <NODE>\n")
 	if _, err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +148,7 @@ func TestWatchPicksUpChange(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go c.Watch(ctx, 10*time.Millisecond)
-	write(t, cfg.PXETemplate, "CHANGED <NODE>\n")
+	testenv.WriteFile(t, cfg.PXETemplate, "CHANGED <NODE>\n")
 	// Wait for the reload; the test's own timeout bounds this loop.
 	for {
 		if b, _ := c.Render(mustResolve(t, c, "C0A80102")); string(b) == "CHANGED C0A80102\n" {
@@ -206,7 +200,7 @@ func TestOpenProvisionsRenderDoesNot(t *testing.T) {
 // changes by nothing but an announced reload.
 func TestStatStable(t *testing.T) {
 	_, cfg := newTestCatalog(t, twoNodes, "192.168.0.0/16")
-	write(t, filepath.Join(cfg.StaticDir, "menu"), "MENU\n")
+	testenv.WriteFile(t, filepath.Join(cfg.StaticDir, "menu"), "MENU\n")
 	tests := []struct {
 		name   string
 		prov   *fakeProv // nil: config-only mode
@@ -248,11 +242,11 @@ func TestOnChange(t *testing.T) {
 		}
 		seen = append(seen, string(b))
 	})
-	write(t, cfg.PXETemplate, "NEW <NODE>\n")
+	testenv.WriteFile(t, cfg.PXETemplate, "NEW <NODE>\n")
 	if _, err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	write(t, cfg.PXETemplate, "{{ broken")
+	testenv.WriteFile(t, cfg.PXETemplate, "{{ broken")
 	if _, err := c.Reload(); err == nil {
 		t.Fatal("broken template loaded")
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
 // recProv records every call, to tell provisioned nodes from config-only
@@ -69,10 +70,10 @@ func newInventoryCatalog(t *testing.T, prov node.Provisioner) (*Catalog, *config
 	t.Helper()
 	_, cfg := newTestCatalog(t, twoNodes)
 	dir := filepath.Dir(cfg.File)
-	write(t, cfg.PXETemplate, invTemplate)
+	testenv.WriteFile(t, cfg.PXETemplate, invTemplate)
 	cfg.Inventory = filepath.Join(dir, "nodes.ini")
-	write(t, cfg.Inventory, testInventory)
-	write(t, filepath.Join(dir, "inst.template"), "install <NODE> {{.Hostname}} suite={{.Vars.suite}} dir={{.NodeDir}} fsid={{.FSID}}\n")
+	testenv.WriteFile(t, cfg.Inventory, testInventory)
+	testenv.WriteFile(t, filepath.Join(dir, "inst.template"), "install <NODE> {{.Hostname}} suite={{.Vars.suite}} dir={{.NodeDir}} fsid={{.FSID}}\n")
 	c, err := New(loader.PXELinux, cfg, Options{Prov: prov})
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +146,7 @@ func TestInventoryLoadErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, cfg := newTestCatalog(t, invTemplate)
 			cfg.Inventory = filepath.Join(filepath.Dir(cfg.File), "nodes.ini")
-			write(t, cfg.Inventory, tt.inv)
+			testenv.WriteFile(t, cfg.Inventory, tt.inv)
 			_, err := New(loader.PXELinux, cfg, Options{})
 			if err == nil {
 				t.Fatal("New succeeded")
@@ -165,7 +166,7 @@ func TestInventoryReload(t *testing.T) {
 	c, cfg := newInventoryCatalog(t, nil)
 	tmpl := filepath.Join(filepath.Dir(cfg.File), "inst.template")
 	future := time.Now().Add(time.Hour)
-	write(t, tmpl, "install2 <NODE>\n")
+	testenv.WriteFile(t, tmpl, "install2 <NODE>\n")
 	os.Chtimes(tmpl, future, future)
 	if !c.Changed() {
 		t.Fatal("a per-node template edit is not a change")
@@ -176,7 +177,7 @@ func TestInventoryReload(t *testing.T) {
 	if b, _ := c.Render(mustResolve(t, c, "C0A80106")); string(b) != "install2 C0A80106\n" {
 		t.Errorf("after template edit: %q", b)
 	}
-	write(t, cfg.Inventory, testInventory+"\n[node \"C0A80107\"]\nmac = 52:54:00:00:00:07\nvar.role = new\n")
+	testenv.WriteFile(t, cfg.Inventory, testInventory+"\n[node \"C0A80107\"]\nmac = 52:54:00:00:00:07\nvar.role = new\n")
 	os.Chtimes(cfg.Inventory, future, future)
 	if !c.Changed() {
 		t.Fatal("an inventory edit is not a change")
@@ -187,7 +188,7 @@ func TestInventoryReload(t *testing.T) {
 	if e, err := c.Resolve(t.Context(), "01-52-54-00-00-00-07"); err != nil || e.Node.ID.String() != "C0A80107" {
 		t.Errorf("new inventory MAC: %+v, %v", e, err)
 	}
-	write(t, cfg.Inventory, "[node \"C0A80107\"]\nmac = broken\n")
+	testenv.WriteFile(t, cfg.Inventory, "[node \"C0A80107\"]\nmac = broken\n")
 	if _, err := c.Reload(); err == nil || !strings.Contains(err.Error(), "nodes.ini:2") {
 		t.Errorf("Reload of a broken inventory: %v", err)
 	}
@@ -205,7 +206,7 @@ func genCatalog(t *testing.T, forNodes bool, allow ...string) (*Catalog, func() 
 	dir := filepath.Dir(cfg.File)
 	args := filepath.Join(dir, "args")
 	prog := filepath.Join(dir, "gen")
-	write(t, prog, `#!/bin/sh
+	testenv.WriteFile(t, prog, `#!/bin/sh
 echo "$*" >> '`+args+`'
 case "$2" in
 */gen-empty) ;;

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/pxebootfs/pxebootfs/internal/loader"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
 // newGRUBCatalog is newTestCatalog's config with a GRUB template and a
@@ -19,12 +20,12 @@ func newGRUBCatalog(t *testing.T, prov *fakeProv) (*Catalog, string) {
 	cfg.GrubMount = filepath.Join(dir, "grub")
 	cfg.GrubTemplate = filepath.Join(dir, "grub.cfg.template")
 	cfg.GrubStaticDir = filepath.Join(dir, "grubstatic")
-	write(t, cfg.GrubTemplate, "echo grub <NODE> {{.MAC}} fsid={{.FSID}}\n")
+	testenv.WriteFile(t, cfg.GrubTemplate, "echo grub <NODE> {{.MAC}} fsid={{.FSID}}\n")
 	if err := os.MkdirAll(filepath.Join(cfg.GrubStaticDir, "x86_64-efi"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	write(t, filepath.Join(cfg.GrubStaticDir, "x86_64-efi", "normal.mod"), "module")
-	write(t, filepath.Join(cfg.GrubStaticDir, "font.pf2"), "font")
+	testenv.WriteFile(t, filepath.Join(cfg.GrubStaticDir, "x86_64-efi", "normal.mod"), "module")
+	testenv.WriteFile(t, filepath.Join(cfg.GrubStaticDir, "font.pf2"), "font")
 	if err := os.Symlink("/etc", filepath.Join(cfg.GrubStaticDir, "etc")); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestGRUBNames(t *testing.T) {
 		}
 	}
 	// An admin's grub.cfg replaces the built-in one.
-	write(t, filepath.Join(static, "grub.cfg"), "configfile mine\n")
+	testenv.WriteFile(t, filepath.Join(static, "grub.cfg"), "configfile mine\n")
 	e, _ := c.Resolve(context.Background(), "grub.cfg")
 	if b, _ := c.Render(e); string(b) != "configfile mine\n" {
 		t.Errorf("static grub.cfg not served: %q", b)

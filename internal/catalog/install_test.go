@@ -10,6 +10,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
 // TestInstallTemplates walks a node through its install states and checks
@@ -24,9 +25,9 @@ func TestInstallTemplates(t *testing.T) {
 			cfg.GrubMount = filepath.Join(dir, "grub")
 			cfg.GrubTemplate = filepath.Join(dir, "grub.template")
 			cfg.GrubInstallTemplate = filepath.Join(dir, "grub-install.template")
-			write(t, cfg.InstallTemplate, "install <NODE> {{.InstallState}} {{.CallbackURL}}/done?token={{.InstallToken}}\n")
-			write(t, cfg.GrubTemplate, "grub <NODE>\n")
-			write(t, cfg.GrubInstallTemplate, "grub-install <NODE> {{.InstallState}}\n")
+			testenv.WriteFile(t, cfg.InstallTemplate, "install <NODE> {{.InstallState}} {{.CallbackURL}}/done?token={{.InstallToken}}\n")
+			testenv.WriteFile(t, cfg.GrubTemplate, "grub <NODE>\n")
+			testenv.WriteFile(t, cfg.GrubInstallTemplate, "grub-install <NODE> {{.InstallState}}\n")
 			ld, name, usual, local := loader.PXELinux, "C0A80102", "APPEND nfsroot", "LOCALBOOT 0"
 			if grub {
 				ld, name, usual, local = loader.GRUB, "grub.cfg-C0A80102", "grub C0A80102", "exit"
@@ -117,9 +118,9 @@ func TestInstallFirstSight(t *testing.T) {
 	_, cfg := newTestCatalog(t, twoNodes, "192.168.0.0/16")
 	dir := filepath.Dir(cfg.PXETemplate)
 	cfg.InstallTemplate = filepath.Join(dir, "install.template")
-	write(t, cfg.InstallTemplate, "install <NODE> {{.InstallToken}}\n")
+	testenv.WriteFile(t, cfg.InstallTemplate, "install <NODE> {{.InstallToken}}\n")
 	cfg.Inventory = filepath.Join(dir, "nodes.ini")
-	write(t, cfg.Inventory, "[node \"C0A80109\"]\ninstall = true\n")
+	testenv.WriteFile(t, cfg.Inventory, "[node \"C0A80109\"]\ninstall = true\n")
 	reg := openRegistry(t, dir)
 	m := install.New(install.Options{Store: reg, Dir: filepath.Join(dir, "state")})
 	c, err := New(loader.PXELinux, cfg, Options{Inst: m})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
 // otherConfig writes a second set of files beside cfg's and returns a config
@@ -22,12 +23,12 @@ func otherConfig(t *testing.T, cfg *config.Config, tmpl string) *config.Config {
 	n.Ethers = filepath.Join(dir, "other.ethers")
 	n.StaticDir = filepath.Join(dir, "other.static")
 	n.Allow = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-	write(t, n.PXETemplate, tmpl)
-	write(t, n.Ethers, "aa:bb:cc:dd:ee:03 10.1.2.3\n")
+	testenv.WriteFile(t, n.PXETemplate, tmpl)
+	testenv.WriteFile(t, n.Ethers, "aa:bb:cc:dd:ee:03 10.1.2.3\n")
 	if err := os.Mkdir(n.StaticDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	write(t, filepath.Join(n.StaticDir, "menu"), "MENU\n")
+	testenv.WriteFile(t, filepath.Join(n.StaticDir, "menu"), "MENU\n")
 	return &n
 }
 
@@ -81,10 +82,10 @@ func TestSetConfigInvalidKeepsOld(t *testing.T) {
 		name  string
 		spoil func(n *config.Config)
 	}{
-		{"template does not parse", func(n *config.Config) { write(t, n.PXETemplate, "APPEND {{.Node") }},
-		{"template never names the node", func(n *config.Config) { write(t, n.PXETemplate, "APPEND nothing\n") }},
+		{"template does not parse", func(n *config.Config) { testenv.WriteFile(t, n.PXETemplate, "APPEND {{.Node") }},
+		{"template never names the node", func(n *config.Config) { testenv.WriteFile(t, n.PXETemplate, "APPEND nothing\n") }},
 		{"template missing", func(n *config.Config) { os.Remove(n.PXETemplate) }},
-		{"ethers broken", func(n *config.Config) { write(t, n.Ethers, "not an ethers line\n") }},
+		{"ethers broken", func(n *config.Config) { testenv.WriteFile(t, n.Ethers, "not an ethers line\n") }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,7 +117,7 @@ func TestWatchFollowsSetConfig(t *testing.T) {
 	n.Allow = nil
 	for i := 0; i < 20; i++ {
 		// Touching the old template keeps Watch reloading it meanwhile.
-		write(t, cfg.PXETemplate, twoNodes+"# "+string(rune('a'+i))+"\n")
+		testenv.WriteFile(t, cfg.PXETemplate, twoNodes+"# "+string(rune('a'+i))+"\n")
 		if err := c.SetConfig(n); err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +126,7 @@ func TestWatchFollowsSetConfig(t *testing.T) {
 	if c.Config() != n {
 		t.Fatal("an automatic reload replaced the admin's config")
 	}
-	write(t, n.PXETemplate, "CHANGED <NODE>\n")
+	testenv.WriteFile(t, n.PXETemplate, "CHANGED <NODE>\n")
 	for {
 		b, err := c.Render(mustResolve(t, c, "C0A80102"))
 		if err != nil && !errors.Is(err, ErrNotServed) {

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -123,33 +122,16 @@ func (s *site) write(path, content string) {
 // daemon is a running `pxebootfs mount`.
 type daemon struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testenv.Buffer
 	done   chan struct{}
 	err    error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // start runs `pxebootfs mount` on the site and waits until it is mounted.
 // The cleanup stops it and makes sure nothing stays mounted.
 func (s *site) start(args ...string) *daemon {
 	s.t.Helper()
-	d := &daemon{stderr: &lockedBuffer{}, done: make(chan struct{})}
+	d := &daemon{stderr: &testenv.Buffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(binary, append(append([]string{"mount", "-c", s.cfg}, args...), s.mnt)...)
 	d.cmd.Stderr = d.stderr
 	// If the test process is killed before its cleanup runs, the daemon

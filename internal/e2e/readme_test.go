@@ -93,7 +93,7 @@ func TestREADMEQuickStart(t *testing.T) {
 			cmd := exec.Command("bash", "-e", "-c", block)
 			cmd.Dir = "../.."
 			cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(binary)+":"+os.Getenv("PATH"))
-			out := &lockedBuffer{}
+			out := &testenv.Buffer{}
 			cmd.Stdout, cmd.Stderr = out, out
 			// Its own process group, so that the test can stop the
 			// mount the steps leave in the foreground, and only it.

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
 // script writes an executable POSIX sh program into dir.
@@ -37,24 +39,6 @@ func newRunner(t *testing.T, o Options) *Runner {
 }
 
 func req(name string) Request { return Request{Name: name, File: "/srv/tftp/pxelinux.cfg/" + name} }
-
-// fakeClock is a settable clock for cache expiry.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 func TestRun(t *testing.T) {
 	dir := t.TempDir()
@@ -285,7 +269,7 @@ printf '%s\n' "$2" >&3
 }
 
 func TestCache(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := testenv.NewClock(time.Unix(1e9, 0))
 	prog, runs := countRuns(t, t.TempDir())
 	r := newRunner(t, Options{Program: prog, TTL: 10 * time.Second, NegativeTTL: time.Second, Now: clock.Now})
 	ctx := context.Background()
@@ -309,7 +293,7 @@ func TestCache(t *testing.T) {
 		{name: "failure expires after NegativeTTL", advance: 600 * time.Millisecond, req: "fail", wantRuns: 6, wantErr: true},
 	}
 	for _, s := range steps {
-		clock.Add(s.advance)
+		clock.Advance(s.advance)
 		res, err := r.Get(ctx, req(s.req), s.minLeft)
 		if (err != nil) != s.wantErr {
 			t.Fatalf("%s: err = %v", s.name, err)
@@ -441,12 +425,12 @@ func TestCallerCancel(t *testing.T) {
 }
 
 func TestCacheBound(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := testenv.NewClock(time.Unix(1e9, 0))
 	dir := t.TempDir()
 	prog := script(t, dir, "gen", "head -c 1000 /dev/zero >&3\n")
 	r := newRunner(t, Options{Program: prog, MaxCache: 2500, Now: clock.Now})
 	for i := range 5 {
-		clock.Add(time.Millisecond)
+		clock.Advance(time.Millisecond)
 		if _, err := r.Get(context.Background(), req(fmt.Sprintf("n%d", i)), 0); err != nil {
 			t.Fatal(err)
 		}

@@ -13,17 +13,8 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
-
-func writeFile(t *testing.T, path, s string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func mac(s string) net.HardwareAddr {
 	m, err := net.ParseMAC(s)
@@ -70,7 +61,7 @@ func TestExample(t *testing.T) {
 
 func TestParse(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "t", "inst.template"), "node {{.Node}} suite {{.Vars.suite}}\n")
+	testenv.WriteFile(t, filepath.Join(dir, "t", "inst.template"), "node {{.Node}} suite {{.Vars.suite}}\n")
 	tests := []struct {
 		name string
 		text string
@@ -135,8 +126,8 @@ var.url = http://x/a#b;c
 
 func TestParseErrors(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "broken.template"), "{{.Node\n")
-	writeFile(t, filepath.Join(dir, "vars.template"), "<NODE> {{.Vars.suite}}\n")
+	testenv.WriteFile(t, filepath.Join(dir, "broken.template"), "{{.Node\n")
+	testenv.WriteFile(t, filepath.Join(dir, "vars.template"), "<NODE> {{.Vars.suite}}\n")
 	if err := os.Mkdir(filepath.Join(dir, "adir"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +224,8 @@ func TestCheckHostname(t *testing.T) {
 // node, and watched like its pxelinux one.
 func TestGrubTemplate(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "uefi.template"), "echo uefi <NODE>\n")
-	writeFile(t, filepath.Join(dir, "nodes.ini"), "[node \"C0A80102\"]\ngrub_template = uefi.template\n")
+	testenv.WriteFile(t, filepath.Join(dir, "uefi.template"), "echo uefi <NODE>\n")
+	testenv.WriteFile(t, filepath.Join(dir, "nodes.ini"), "[node \"C0A80102\"]\ngrub_template = uefi.template\n")
 	inv, err := Load(filepath.Join(dir, "nodes.ini"))
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +240,7 @@ func TestGrubTemplate(t *testing.T) {
 	if !slices.Contains(inv.Files(), filepath.Join(dir, "uefi.template")) {
 		t.Errorf("Files() = %v: the GRUB template is not watched", inv.Files())
 	}
-	writeFile(t, filepath.Join(dir, "nodes.ini"), "[node \"C0A80102\"]\ngrub_template = missing.template\n")
+	testenv.WriteFile(t, filepath.Join(dir, "nodes.ini"), "[node \"C0A80102\"]\ngrub_template = missing.template\n")
 	if _, err := Load(filepath.Join(dir, "nodes.ini")); err == nil || !strings.Contains(err.Error(), "grub_template") {
 		t.Errorf("missing GRUB template: %v", err)
 	}
@@ -260,8 +251,8 @@ func TestGrubTemplate(t *testing.T) {
 // install is a boolean.
 func TestInstallKeys(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "inst.template"), "install <NODE> {{.Vars.suite}}\n")
-	writeFile(t, filepath.Join(dir, "local.template"), "local <NODE>\n")
+	testenv.WriteFile(t, filepath.Join(dir, "inst.template"), "install <NODE> {{.Vars.suite}}\n")
+	testenv.WriteFile(t, filepath.Join(dir, "local.template"), "local <NODE>\n")
 	cases := []struct {
 		name, ini, wantErr string
 		check              func(t *testing.T, n *Host)
@@ -286,7 +277,7 @@ func TestInstallKeys(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			writeFile(t, filepath.Join(dir, "nodes.ini"), "[node \"C0A80102\"]\n"+tc.ini)
+			testenv.WriteFile(t, filepath.Join(dir, "nodes.ini"), "[node \"C0A80102\"]\n"+tc.ini)
 			inv, err := Load(filepath.Join(dir, "nodes.ini"))
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {

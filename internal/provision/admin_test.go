@@ -123,24 +123,6 @@ func (f *fakeExporter) callLog() []string {
 	return slices.Clone(f.calls)
 }
 
-// clock is a settable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // countingMetrics counts what the provisioner reports.
 type countingMetrics struct {
 	mu                     sync.Mutex
@@ -176,7 +158,7 @@ type testProv struct {
 	*Provisioner
 	ex       *fakeExporter
 	reg      *registry.Registry
-	clock    *clock
+	clock    *testenv.Clock
 	met      *countingMetrics
 	nodes    string
 	overlays string
@@ -191,7 +173,7 @@ func newTestProv(t *testing.T, guard time.Duration, onBoot bool) *testProv {
 	base := t.TempDir()
 	tp := &testProv{
 		ex:       newFakeExporter(),
-		clock:    &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)},
+		clock:    testenv.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)),
 		met:      &countingMetrics{},
 		nodes:    filepath.Join(base, "nodes"),
 		overlays: filepath.Join(base, "overlays"),
@@ -223,7 +205,7 @@ func newTestProv(t *testing.T, guard time.Duration, onBoot bool) *testProv {
 	}
 	t.Cleanup(func() { tp.reg.Close() })
 	tp.opts = Options{Overlay: ov, Exporter: tp.ex, Registry: tp.reg, NodeDir: tp.nodes, StartFSID: 100,
-		Now: tp.clock.now, ResetGuard: guard, ResetOnBoot: onBoot, Metrics: tp.met}
+		Now: tp.clock.Now, ResetGuard: guard, ResetOnBoot: onBoot, Metrics: tp.met}
 	tp.Provisioner = New(tp.opts)
 	t.Cleanup(tp.Wait) // background deletions end before the temp dir goes
 	return tp
@@ -289,7 +271,7 @@ func TestResetGuard(t *testing.T) {
 			n := testNode(2)
 			before := tp.ensure(t, n)
 			tp.writeInRoot(t, n, "data")
-			tp.clock.advance(tt.since)
+			tp.clock.Advance(tt.since)
 			id := n.ID
 			if tt.node != "" {
 				id = node.MustParse(tt.node)
@@ -320,7 +302,7 @@ func TestResetWipesUpperKeepsFSID(t *testing.T) {
 	tp.ensure(t, n2)
 	tp.writeInRoot(t, n1, "one")
 	tp.writeInRoot(t, n2, "two")
-	tp.clock.advance(time.Hour)
+	tp.clock.Advance(time.Hour)
 	if err := tp.Reset(context.Background(), n1.ID, false); err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +343,7 @@ func TestRelease(t *testing.T) {
 			n := testNode(2)
 			r1 := tp.ensure(t, n)
 			tp.writeInRoot(t, n, "data")
-			tp.clock.advance(time.Hour) // past reset_guard: the node is down
+			tp.clock.Advance(time.Hour) // past reset_guard: the node is down
 			if err := tp.Release(context.Background(), n.ID, tt.purge, false); err != nil {
 				t.Fatal(err)
 			}
@@ -407,13 +389,13 @@ func TestResetOnBoot(t *testing.T) {
 	r1 := tp.ensure(t, n)
 	tp.writeInRoot(t, n, "data")
 
-	tp.clock.advance(10 * time.Second)
+	tp.clock.Advance(10 * time.Second)
 	tp.ensure(t, n) // a retry within the same boot
 	if !tp.hasFile(n, "data") {
 		t.Fatal("wiped by an open within reset_guard")
 	}
 	tp.writeInRoot(t, n, "data")
-	tp.clock.advance(300 * time.Second)
+	tp.clock.Advance(300 * time.Second)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
@@ -437,7 +419,7 @@ func TestResetOnBoot(t *testing.T) {
 	// Switched off by a reload: no more wipes.
 	tp.SetResetPolicy(300*time.Second, false)
 	tp.writeInRoot(t, n, "data")
-	tp.clock.advance(time.Hour)
+	tp.clock.Advance(time.Hour)
 	tp.ensure(t, n)
 	if !tp.hasFile(n, "data") {
 		t.Error("wiped with reset_on_boot off")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
 
 // fakeOverlays is an Overlays in memory: no root, no overlayfs. It writes
@@ -136,7 +137,7 @@ type fastProv struct {
 	ex    *fakeExporter
 	ov    *fakeOverlays
 	reg   *registry.Registry
-	clock *clock
+	clock *testenv.Clock
 }
 
 func newFastProv(t *testing.T, guard time.Duration) *fastProv {
@@ -147,9 +148,9 @@ func newFastProv(t *testing.T, guard time.Duration) *fastProv {
 	}
 	t.Cleanup(func() { reg.Close() })
 	ex := newFakeExporter()
-	fp := &fastProv{ex: ex, ov: newFakeOverlays(ex), reg: reg, clock: &clock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	fp := &fastProv{ex: ex, ov: newFakeOverlays(ex), reg: reg, clock: testenv.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))}
 	fp.Provisioner = New(Options{Overlay: fp.ov, Exporter: ex, Registry: reg, NodeDir: "/srv/nodes", StartFSID: 100,
-		Now: fp.clock.now, ResetGuard: guard})
+		Now: fp.clock.Now, ResetGuard: guard})
 	return fp
 }
 
@@ -230,7 +231,7 @@ func TestFastResetOrder(t *testing.T) {
 				t.Fatal(err)
 			}
 			fp.ex.clearLog()
-			fp.clock.advance(time.Hour)
+			fp.clock.Advance(time.Hour)
 			if tt.failOp != "" {
 				fp.ov.setFail(tt.failOp, errors.New("injected"))
 			}
@@ -293,7 +294,7 @@ func TestFastResetServesBeforeDeleting(t *testing.T) {
 	if _, err := fp.Ensure(context.Background(), fastNode); err != nil {
 		t.Fatal(err)
 	}
-	fp.clock.advance(time.Hour)
+	fp.clock.Advance(time.Hour)
 	hold := make(chan struct{})
 	fp.ov.holdDiscard = hold
 	if err := fp.Reset(context.Background(), fastNode.ID, false); err != nil {
@@ -319,7 +320,7 @@ func TestFastResetServesBeforeDeleting(t *testing.T) {
 	close(hold)
 	fp.Wait()
 	fp.ov.aside = left // as a kill -9 would have left them
-	p2 := New(Options{Overlay: fp.ov, Exporter: fp.ex, Registry: fp.reg, NodeDir: "/srv/nodes", Now: fp.clock.now})
+	p2 := New(Options{Overlay: fp.ov, Exporter: fp.ex, Registry: fp.reg, NodeDir: "/srv/nodes", Now: fp.clock.Now})
 	p2.DiscardLeftovers()
 	p2.Wait()
 	if left, _ := fp.ov.Leftovers(); len(left) != 0 {
@@ -387,7 +388,7 @@ func TestFastReleaseGuard(t *testing.T) {
 			if _, err := fp.Ensure(context.Background(), fastNode); err != nil {
 				t.Fatal(err)
 			}
-			fp.clock.advance(tt.since)
+			fp.clock.Advance(tt.since)
 			fp.ex.clearLog()
 			err := fp.Release(context.Background(), fastNode.ID, tt.purge, tt.force)
 			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
