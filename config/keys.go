@@ -319,8 +319,12 @@ func templateKey(name, example, doc string, field func(*Config) *string) keySpec
 	return pathKey(keySpec{name: name, reload: true, example: example, doc: doc}, field, readableFile)
 }
 
-// parseBool accepts what Python's ConfigParser.getboolean does, so that
-// configs written for the original tool's style keep working.
+// ParseBool is the one boolean rule of pxebootfs's INI files, the config's
+// and the inventory's: what Python's ConfigParser.getboolean accepts
+// (1/yes/true/on, 0/no/false/off, any case), so that configs written for
+// the original tool keep working. ok is false for anything else.
+func ParseBool(v string) (b, ok bool) { return parseBool(v) }
+
 func parseBool(v string) (bool, bool) {
 	switch strings.ToLower(v) {
 	case "1", "yes", "true", "on":

@@ -37,7 +37,9 @@
 //   - var.NAME: free-form values, .Vars.NAME in templates; NAME is a Go
 //     identifier (letters, digits, '_'), case-sensitive.
 //
-// Keys are case-sensitive. Unknown keys and sections, keys set twice
+// provision and install take the config file's booleans (config.ParseBool:
+// true/false, yes/no, on/off, 1/0). Keys are case-sensitive. Unknown keys
+// and sections, keys set twice
 // (except mac), and an IP or MAC given to two nodes are errors. Every error
 // names the file and line.
 package inventory
@@ -284,9 +286,11 @@ func (p *parser) node(s *iniSection, name string) (*Host, error) {
 				n.TemplateFile = abs
 			}
 		case key == "provision", key == "install":
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return nil, p.errf(keyLine(key, 0), name, key, "%q is not true or false", v)
+			// The config's boolean rule: provision = yes works as
+			// reset_on_boot = yes does.
+			b, ok := config.ParseBool(v)
+			if !ok {
+				return nil, p.errf(keyLine(key, 0), name, key, "%q is not a boolean (true/false, yes/no, on/off, 1/0)", v)
 			}
 			if key == "install" {
 				n.Install = b

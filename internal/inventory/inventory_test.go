@@ -155,7 +155,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad mac in repeated key", "[node \"n1\"]\nip = 1.2.3.4\nmac = 52:54:00:00:00:01\nmac = nope\n", 4, `"nope"`},
 		{"bad hostname", "[node \"n1\"]\nip = 1.2.3.4\nhostname = -n1\n", 3, "starts or ends"},
 		{"hostname underscore", "[node \"n1\"]\nip = 1.2.3.4\nhostname = n_1\n", 3, "only letters"},
-		{"bad provision", "[node \"n1\"]\nip = 1.2.3.4\nprovision = maybe\n", 3, "true or false"},
+		{"bad provision", "[node \"n1\"]\nip = 1.2.3.4\nprovision = maybe\n", 3, "is not a boolean (true/false, yes/no, on/off, 1/0)"},
 		{"unknown key", "[node \"n1\"]\nip = 1.2.3.4\nIP = 1.2.3.4\n", 3, "unknown key"},
 		{"bad var name", "[node \"n1\"]\nip = 1.2.3.4\nvar.a-b = x\n", 3, "variable name"},
 		{"missing template", "[node \"n1\"]\nip = 1.2.3.4\ntemplate = nope.template\n", 3, "no such file"},
@@ -272,7 +272,19 @@ func TestInstallKeys(t *testing.T) {
 			}
 		}},
 		{"missing var", "install_template = inst.template\n", "install_template", nil},
-		{"install not bool", "install = maybe\n", `install: "maybe" is not true or false`, nil},
+		{"install not bool", "install = maybe\n", `install: "maybe" is not a boolean`, nil},
+		// One boolean rule with the config file: yes/no, on/off as in
+		// reset_on_boot = yes.
+		{"provision = no, install = yes", "provision = no\ninstall = yes\n", "", func(t *testing.T, n *Host) {
+			if n.Provision || !n.Install {
+				t.Fatalf("provision %v install %v; want false, true", n.Provision, n.Install)
+			}
+		}},
+		{"provision = On", "provision = On\n", "", func(t *testing.T, n *Host) {
+			if !n.Provision {
+				t.Fatal("provision = On read as false")
+			}
+		}},
 		{"missing file", "local_template = nope.template\n", "local_template", nil},
 	}
 	for _, tc := range cases {
