@@ -85,18 +85,6 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 	if err != nil {
 		return failed(exitFailure, err)
 	}
-	// Missing mount points are made, as the systemd unit makes them.
-	for _, m := range mounts {
-		top, err := config.MakeDir(m.dir, 0o755)
-		if err != nil {
-			config.RemoveCreated(created)
-			return failed(exitFailure, fmt.Errorf("mount point: %w", err))
-		}
-		if top != "" {
-			log.Info("created the mount point", "loader", m.ld.Name, "dir", m.dir)
-			created = append(created, top)
-		}
-	}
 	started := false
 	defer func() {
 		// Runs after everything below is closed (defers run last first).
@@ -105,6 +93,17 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 			log.Info("start failed; removed the directories it had created", "dirs", created)
 		}
 	}()
+	// Missing mount points are made, as the systemd unit makes them.
+	for _, m := range mounts {
+		top, err := config.MakeDir(m.dir, 0o755)
+		if err != nil {
+			return failed(exitFailure, fmt.Errorf("mount point: %w", err))
+		}
+		if top != "" {
+			log.Info("created the mount point", "loader", m.ld.Name, "dir", m.dir)
+			created = append(created, top)
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

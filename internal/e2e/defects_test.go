@@ -138,9 +138,13 @@ func TestFailedStartCreatesNothing(t *testing.T) {
 		"node_dir: "+f.nodes, "node_dir: "+filepath.Join(fresh, "node"),
 		"overlay_dir: "+f.overlays, "overlay_dir: "+filepath.Join(fresh, "overlay"),
 	).Replace(mustRead(t, f.cfg)))
-	_, errOut, code := run(t, "mount", "-c", f.cfg, filepath.Join(f.tftpRoot, "no-such-dir"))
+	// A mount point that is a file: mount makes a missing one, but
+	// cannot make this one, after it made its own directories.
+	notADir := filepath.Join(f.tftpRoot, "a-file")
+	f.write(notADir, "")
+	_, errOut, code := runTimeout(t, time.Minute, "mount", "-c", f.cfg, notADir)
 	if code == 0 {
-		t.Fatalf("mount on a missing mount point succeeded:\n%s", errOut)
+		t.Fatalf("mount on a file succeeded:\n%s", errOut)
 	}
 	if exists(fresh) {
 		t.Errorf("the failed start left %v behind:\n%s", tree(t, fresh), errOut)
