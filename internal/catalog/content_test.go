@@ -51,19 +51,7 @@ func (p *recProv) calls() (ensured, peeked []string) {
 
 const invTemplate = "node=<NODE> host={{.Hostname}} mac={{.MAC}} dir={{.NodeDir}} role={{.Vars.role}}\n"
 
-const testInventory = `[node "C0A80105"]
-mac = 52:54:00:00:00:05
-hostname = n5
-var.role = compute
-
-[node "inst-6"]
-ip = 192.168.1.6
-mac = 52:54:00:00:00:06, 52:54:00:00:00:16
-hostname = inst-6
-template = inst.template
-provision = false
-var.suite = bookworm
-`
+var testInventory = testenv.Inventory("inst.template")
 
 // newInventoryCatalog is newTestCatalog's layout plus an inventory.
 func newInventoryCatalog(t *testing.T, prov node.Provisioner) (*Catalog, *config.Config) {

@@ -73,3 +73,22 @@ func WriteFile(t testing.TB, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// Inventory is the inventory the catalog's and the e2e tests share: two
+// nodes ethers does not know, C0A80105 (a compute node, one MAC, a var)
+// and inst-6 at 192.168.1.6 (two MACs, its own template tmpl, no root).
+func Inventory(tmpl string) string {
+	return `[node "C0A80105"]
+mac = 52:54:00:00:00:05
+hostname = n5
+var.role = compute
+
+[node "inst-6"]
+ip = 192.168.1.6
+mac = 52:54:00:00:00:06, 52:54:00:00:00:16
+hostname = inst-6
+template = ` + tmpl + `
+provision = false
+var.suite = bookworm
+`
+}
