@@ -373,7 +373,11 @@ func TestAdminReload(t *testing.T) {
 	}{
 		{"broken template", func() { f.write(second, "LABEL {{.Node\n") }, "second.template"},
 		{"template without the node", func() { f.write(second, "LABEL nobody\n") }, "second.template"},
-		{"broken config", func() { f.write(f.cfg, "[PXEBOOTFS]\npxe_template = second.template\nbogus = 1\n") }, "bogus"},
+		// The daemon is found through state_dir even when the rest of
+		// the file does not load; it rejects the reload and says why.
+		{"broken config", func() {
+			f.write(f.cfg, "[PXEBOOTFS]\npxe_template = second.template\nstate_dir = "+f.state+"\nbogus = 1\n")
+		}, "bogus"},
 		{"fixed key changed", func() {
 			f.write(f.cfg, strings.Replace(string(cfg), "start_fsid: 10000", "start_fsid: 20000", 1))
 		}, "start_fsid"},

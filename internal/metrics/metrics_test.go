@@ -206,7 +206,7 @@ func TestInstallMetrics(t *testing.T) {
 # TYPE pxebootfs_install_callbacks_total counter
 pxebootfs_install_callbacks_total{action="done",code="200"} 2
 pxebootfs_install_callbacks_total{action="started",code="403"} 1
-# HELP pxebootfs_install_loops Nodes in install mode whose install config was served install_max_boots times without progress: a possible install loop.
+# HELP pxebootfs_install_loops Nodes in install mode whose install config was served more than install_max_boots times without progress: a possible install loop.
 # TYPE pxebootfs_install_loops gauge
 pxebootfs_install_loops 1
 # HELP pxebootfs_install_nodes Nodes by install state.
