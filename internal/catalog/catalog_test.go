@@ -269,3 +269,31 @@ func openCommit(c *Catalog, e Entry) ([]byte, error) {
 	o.Commit()
 	return o.Data, nil
 }
+
+// TestStaticSwappedForSymlinkAfterResolve: a static file resolved as a
+// regular file and then replaced by a symlink (the race a rename opens
+// between a lookup and the read) is not served: the read opens beneath the
+// static directory and follows no symlink, so the target's bytes never
+// come out, through Peek (a lookup) or Open.
+func TestStaticSwappedForSymlinkAfterResolve(t *testing.T) {
+	c, cfg := newTestCatalog(t, twoNodes)
+	secret := filepath.Join(t.TempDir(), "secret")
+	testenv.WriteFile(t, secret, "SECRET\n")
+	name := filepath.Join(cfg.StaticDir, "default")
+	e := mustResolve(t, c, "default")
+	if e.Kind != KindStatic {
+		t.Fatalf("default resolved as %+v", e)
+	}
+	if err := os.Remove(name); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, name); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Peek(e); err == nil || strings.Contains(string(got.Data), "SECRET") {
+		t.Errorf("Peek after the swap: %q, %v; want not served", got.Data, err)
+	}
+	if b, err := openCommit(c, e); err == nil || strings.Contains(string(b), "SECRET") {
+		t.Errorf("Open after the swap: %q, %v; want not served", b, err)
+	}
+}
