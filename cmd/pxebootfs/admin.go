@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -88,15 +87,6 @@ func parseNodes(cmd string, args []string, stderr io.Writer) ([]node.ID, int) {
 		nodes = append(nodes, id)
 	}
 	return nodes, -1
-}
-
-// parseInterspersed is parseFlags returning the positional arguments:
-// both `reset -force NODE` and `reset NODE -force` work.
-func parseInterspersed(fl *flag.FlagSet, args []string) ([]string, int) {
-	if code := parseFlags(fl, args); code >= 0 {
-		return nil, code
-	}
-	return fl.Args(), -1
 }
 
 // exitFor maps an error from the daemon, or from reaching it, to an exit

@@ -71,7 +71,11 @@ func TestParseInterspersed(t *testing.T) {
 			fl := newFlagSet("reset", "NODE...", &bytes.Buffer{})
 			force := fl.Bool("force", false, "")
 			fl.String("c", "", "")
-			pos, code := parseInterspersed(fl, tt.args)
+			code := parseFlags(fl, tt.args)
+			var pos []string
+			if code < 0 {
+				pos = fl.Args()
+			}
 			if code != tt.code || !slices.Equal(pos, tt.pos) || (code < 0 && *force != tt.force) {
 				t.Errorf("got %q, code %d, force %v; want %q, %d, %v", pos, code, *force, tt.pos, tt.code, tt.force)
 			}

@@ -10,8 +10,6 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
-	"github.com/pxebootfs/pxebootfs/internal/image"
-	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/render"
 )
 
@@ -75,11 +73,7 @@ func checkAll(cfg *config.Config) []problem {
 		problems = append(problems, problem{msg: fmt.Sprintf(format, args...), config: config})
 	}
 	for _, lc := range cfg.Loaders() {
-		ld, err := loader.ByName(lc.Keys.Loader)
-		if err == nil {
-			_, err = catalog.New(ld, cfg, catalog.Options{})
-		}
-		if err != nil {
+		if _, err := catalogOf(cfg, lc, catalog.Options{}); err != nil {
 			add(true, "%v", err)
 			continue
 		}
@@ -94,14 +88,12 @@ func checkAll(cfg *config.Config) []problem {
 			}
 			d := render.SampleData()
 			if cfg.TFTPRoot != "" {
-				// Whether the images exist is checked below, by name.
+				// Whether the images exist the catalog's trial render
+				// checked, against the index.
 				d.SetImages(render.SampleImage)
 			}
 			if _, err := t.Render(d); err != nil {
 				add(true, "%s %s: %v", key, path, err)
-			}
-			for _, msg := range checkTemplateImages(cfg, t) {
-				add(true, "%s %s: %s", key, path, msg)
 			}
 		}
 	}
@@ -152,29 +144,6 @@ func checkFUSE() error {
 	}
 	syscall.Close(fd)
 	return nil
-}
-
-// checkTemplateImages reports the {{image "NAME" "FILE"}} calls of t that
-// name an image or file not imported (yet).
-func checkTemplateImages(cfg *config.Config, t *render.Template) []string {
-	if !t.UsesImages() || cfg.TFTPRoot == "" {
-		return nil // without tftp_root, the sample render above failed already
-	}
-	st, err := image.FromConfig(cfg)
-	if err != nil {
-		return []string{err.Error()}
-	}
-	ix, err := st.Load()
-	if err != nil {
-		return []string{err.Error()}
-	}
-	var msgs []string
-	for _, ref := range t.Images() {
-		if _, err := ix.Path(st.Rel(), ref.Name, ref.File); err != nil {
-			msgs = append(msgs, fmt.Sprintf("{{image %q %q}}: %v (pxebootfs image import %s %s=SOURCE)", ref.Name, ref.File, err, ref.Name, ref.File))
-		}
-	}
-	return msgs
 }
 
 // installCoverage notes the loaders that have no install template while

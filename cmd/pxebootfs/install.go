@@ -9,7 +9,6 @@ import (
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/control"
-	"github.com/pxebootfs/pxebootfs/internal/loader"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 )
 
@@ -62,11 +61,7 @@ func runInstall(args []string, stdout, stderr io.Writer) int {
 func loadersWithoutInstall(cfg *config.Config) func(node.ID) []string {
 	var cats []*catalog.Catalog
 	for _, lc := range cfg.Loaders() {
-		ld, err := loader.ByName(lc.Keys.Loader)
-		if err != nil {
-			continue
-		}
-		if c, err := catalog.New(ld, cfg, catalog.Options{}); err == nil {
+		if c, err := catalogOf(cfg, lc, catalog.Options{}); err == nil {
 			cats = append(cats, c)
 		}
 	}

@@ -128,11 +128,11 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 	}
 	defer closeProv()
 	served := &image.Served{}
-	inst, err := buildCatalogs(cfg, mounts, reg, prov, served, log)
+	cats, inst, err := buildCatalogs(cfg, mounts, reg, prov, served, log)
 	if err != nil {
 		return failed(exitConfig, err)
 	}
-	ops, err := startOps(ctx, cfg, catalogsOf(mounts), prov, inst, log)
+	ops, err := startOps(ctx, cfg, cats, prov, inst, log)
 	if err != nil {
 		return failed(exitFailure, err)
 	}
@@ -172,31 +172,39 @@ func planMounts(cfg *config.Config, dir string) ([]*loaderMount, error) {
 	var mounts []*loaderMount
 	seen := map[string]string{}
 	for _, lc := range cfg.Loaders() {
-		ld, err := loader.ByName(lc.Keys.Loader)
-		if err != nil {
-			return nil, err
-		}
-		m := &loaderMount{ld: ld, dir: lc.Mount}
+		m := &loaderMount{dir: lc.Mount}
 		if lc.Keys.Mount == "" {
 			m.dir = dir
 		}
 		if m.dir == "" {
 			continue
 		}
-		if _, err := catalog.New(ld, cfg, catalog.Options{}); err != nil {
+		c, err := catalogOf(cfg, lc, catalog.Options{})
+		if err != nil {
 			return nil, err
 		}
+		m.ld = c.Loader()
 		abs, err := filepath.Abs(m.dir)
 		if err != nil {
 			return nil, fmt.Errorf("mount point %s: %w", m.dir, err)
 		}
 		if other, dup := seen[abs]; dup {
-			return nil, fmt.Errorf("%s: %s and %s are both mounted at %s", cfg.File, mountKey(other), mountKey(ld.Name), abs)
+			return nil, fmt.Errorf("%s: %s and %s are both mounted at %s", cfg.File, mountKey(other), mountKey(m.ld.Name), abs)
 		}
-		seen[abs] = ld.Name
+		seen[abs] = m.ld.Name
 		mounts = append(mounts, m)
 	}
 	return mounts, nil
+}
+
+// catalogOf builds the catalog of lc's loader from cfg with opts. With zero
+// opts it only checks that everything that part of cfg names loads.
+func catalogOf(cfg *config.Config, lc config.LoaderConfig, opts catalog.Options) (*catalog.Catalog, error) {
+	ld, err := loader.ByName(lc.Keys.Loader)
+	if err != nil {
+		return nil, err
+	}
+	return catalog.New(ld, cfg, opts)
 }
 
 // mountKey names where a loader's mount point comes from, for errors.
@@ -209,8 +217,9 @@ func mountKey(name string) string {
 
 // buildCatalogs makes each mount's serving catalog, all with the same
 // provisioner (a node keeps one root and one fsid whichever loader asks),
-// install manager and image ledger, and returns the install manager.
-func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Registry, prov *provision.Provisioner, served *image.Served, log *slog.Logger) (*install.Manager, error) {
+// install manager and image ledger, and returns them with the install
+// manager.
+func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Registry, prov *provision.Provisioner, served *image.Served, log *slog.Logger) (catalogList, *install.Manager, error) {
 	var p node.Provisioner // stays a nil interface in config-only mode
 	if prov != nil {
 		p = prov
@@ -227,12 +236,12 @@ func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Regi
 	for _, m := range mounts {
 		c, err := catalog.New(m.ld, cfg, catalog.Options{Prov: p, Inst: inst, Served: served, Mountpoint: m.dir, Log: log})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		m.cat = c
 		cats = append(cats, c)
 	}
-	return inst, nil
+	return cats, inst, nil
 }
 
 // catalogList is the daemon's catalogs, pxelinux's first.
@@ -256,14 +265,6 @@ func (cs catalogList) names() []string {
 		out[i] = c.Loader().Name
 	}
 	return out
-}
-
-func catalogsOf(mounts []*loaderMount) catalogList {
-	cs := make(catalogList, len(mounts))
-	for i, m := range mounts {
-		cs[i] = m.cat
-	}
-	return cs
 }
 
 // mountAll mounts every loader's directory; if one fails, those already
