@@ -9,8 +9,9 @@
 // A catalog serves one loader's directory (internal/loader). What differs
 // between loaders (how a node's file is named, built-in files, whether
 // static subdirectories are served, which keys hold the templates) is in
-// the Loader value; nothing here branches on which loader it is. Loaders of one daemon share one provisioner, so a
-// node keeps one root whichever loader asks.
+// the Loader value; nothing here branches on which loader it is. Loaders
+// of one daemon share one provisioner, so a node keeps one root whichever
+// loader asks.
 //
 // # Names
 //
@@ -292,41 +293,40 @@ func stampOf(path string) stamp {
 
 // Reload re-reads the templates and ethers. On error the old snapshot keeps
 // serving. A SetConfig that lands while it reads wins: its snapshot is newer.
-// It reports whether what names hold may have changed: a rewrite of a
-// watched file that changes nothing a render reads (the daemon's own
-// record of served image versions in the index) swaps the snapshot
-// without announcing a change, so the kernel keeps its caches.
-func (c *Catalog) Reload() (changed bool, err error) {
+func (c *Catalog) Reload() error {
 	old := c.cur.Load()
 	s, err := c.load(old.cfg)
 	if err != nil {
-		return false, err
+		return err
 	}
-	changed = !sameContent(old, s)
-	if c.cur.CompareAndSwap(old, s) && changed {
+	if c.cur.CompareAndSwap(old, s) {
 		c.changed()
 	}
-	return changed, nil
+	return nil
 }
 
-// sameContent reports whether a and b render every name alike as far as
-// their files tell: every watched file unchanged, but for the image index,
-// whose serve times the daemon itself rewrites, which must resolve every
-// {{image}} alike.
-func sameContent(a, b *snapshot) bool {
-	index := ""
-	if a.images != nil {
-		index = a.imagesIndex
-	}
-	if len(a.stamps) != len(b.stamps) || (a.images == nil) != (b.images == nil) {
+// refreshIndex takes a change of the image index alone, which the daemon
+// itself makes every few seconds (the served versions it records), without
+// a reload: it reads the index, and if it resolves every {{image}} as
+// before (image.Index.Fingerprint), serves on with it, loading and
+// trial-rendering nothing and announcing no change, so the kernel keeps
+// its caches. It reports whether it took the change; otherwise the caller
+// reloads. now is every watched file's stamp now.
+func (c *Catalog) refreshIndex(old *snapshot, now map[string]stamp) bool {
+	if old.images == nil {
 		return false
 	}
-	for p, st := range a.stamps {
-		if bst, ok := b.stamps[p]; !ok || (p != index && bst != st) {
+	for p, st := range old.stamps {
+		if p != old.imagesIndex && now[p] != st {
 			return false
 		}
 	}
-	return a.images == nil || a.images.Fingerprint() == b.images.Fingerprint()
+	s := *old
+	s.stamps = maps.Clone(old.stamps) // loadImages stamps the index anew
+	if err := loadImages(old.cfg, &s); err != nil || s.images.Fingerprint() != old.images.Fingerprint() {
+		return false
+	}
+	return c.cur.CompareAndSwap(old, &s)
 }
 
 // Changed reports whether a watched file changed since the last load.
@@ -358,25 +358,22 @@ func (c *Catalog) Watch(ctx context.Context, interval time.Duration) {
 			return
 		case <-tick.C:
 		}
-		cur := c.cur.Load().stamps
-		now := stampsOf(cur)
-		if maps.Equal(now, cur) {
+		old := c.cur.Load()
+		now := stampsOf(old.stamps)
+		if maps.Equal(now, old.stamps) || c.refreshIndex(old, now) {
 			continue
 		}
 		// Log a broken file once, not every tick, until it changes again.
 		if failedStamps != nil && maps.Equal(now, failedStamps) {
 			continue
 		}
-		changed, err := c.Reload()
-		if err != nil {
+		if err := c.Reload(); err != nil {
 			failedStamps = now
 			c.log.Error("reload failed; still serving the previous template and ethers", "loader", c.ld.Name, "err", err)
 			continue
 		}
 		failedStamps = nil
-		if changed {
-			c.log.Info("reloaded template and ethers after a change", "loader", c.ld.Name)
-		}
+		c.log.Info("reloaded template and ethers after a change", "loader", c.ld.Name)
 	}
 }
 

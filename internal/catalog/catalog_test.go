@@ -127,7 +127,7 @@ func TestStaticNames(t *testing.T) {
 func TestReloadKeepsOldOnError(t *testing.T) {
 	c, cfg := newTestCatalog(t, twoNodes)
 	testenv.WriteFile(t, cfg.PXETemplate, "APPEND {{.Node")
-	if _, err := c.Reload(); err == nil {
+	if err := c.Reload(); err == nil {
 		t.Fatal("Reload of a broken template succeeded")
 	}
 	b, err := c.Render(mustResolve(t, c, "C0A80102"))
@@ -135,7 +135,7 @@ func TestReloadKeepsOldOnError(t *testing.T) {
 		t.Fatalf("old template no longer served: %q, %v", b, err)
 	}
 	testenv.WriteFile(t, cfg.PXETemplate, "NEW <NODE>\n")
-	if _, err := c.Reload(); err != nil {
+	if err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := c.Render(mustResolve(t, c, "C0A80102")); string(b) != "NEW C0A80102\n" {
@@ -243,11 +243,11 @@ func TestOnChange(t *testing.T) {
 		seen = append(seen, string(b))
 	})
 	testenv.WriteFile(t, cfg.PXETemplate, "NEW <NODE>\n")
-	if _, err := c.Reload(); err != nil {
+	if err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WriteFile(t, cfg.PXETemplate, "{{ broken")
-	if _, err := c.Reload(); err == nil {
+	if err := c.Reload(); err == nil {
 		t.Fatal("broken template loaded")
 	}
 	if err := c.SetConfig(otherConfig(t, cfg, "OTHER <NODE>\n")); err != nil {

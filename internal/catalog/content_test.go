@@ -159,7 +159,7 @@ func TestInventoryReload(t *testing.T) {
 	if !c.Changed() {
 		t.Fatal("a per-node template edit is not a change")
 	}
-	if _, err := c.Reload(); err != nil {
+	if err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := c.Render(mustResolve(t, c, "C0A80106")); string(b) != "install2 C0A80106\n" {
@@ -170,14 +170,14 @@ func TestInventoryReload(t *testing.T) {
 	if !c.Changed() {
 		t.Fatal("an inventory edit is not a change")
 	}
-	if _, err := c.Reload(); err != nil {
+	if err := c.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	if e, err := c.Resolve(t.Context(), "01-52-54-00-00-00-07"); err != nil || e.Node.ID.String() != "C0A80107" {
 		t.Errorf("new inventory MAC: %+v, %v", e, err)
 	}
 	testenv.WriteFile(t, cfg.Inventory, "[node \"C0A80107\"]\nmac = broken\n")
-	if _, err := c.Reload(); err == nil || !strings.Contains(err.Error(), "nodes.ini:2") {
+	if err := c.Reload(); err == nil || !strings.Contains(err.Error(), "nodes.ini:2") {
 		t.Errorf("Reload of a broken inventory: %v", err)
 	}
 	if e, err := c.Resolve(t.Context(), "01-52-54-00-00-00-07"); err != nil || e.Node.ID.String() != "C0A80107" {

@@ -13,14 +13,14 @@ import (
 )
 
 // nodeView is everything a node's config renders from besides the
-// snapshot: its root and its install state. Render, Stat and Open all
+// snapshot: its root and its install state. Render, Peek and Open all
 // build one (peekView without side effects, openView with them) and render
 // it with renderView, so the three cannot disagree.
 type nodeView struct {
 	root node.Root
 	inst install.View
 	// stable: the content changes only with a change announced to
-	// OnChange callbacks (see Stat.Stable).
+	// OnChange callbacks (see Content.Stable).
 	stable bool
 }
 
@@ -90,9 +90,9 @@ func (c *Catalog) renderView(e Entry, v nodeView) (rendered, error) {
 	var out rendered
 	s := c.cur.Load()
 	d := data(e, v.root, v.inst)
-	if s.images != nil {
+	if images := s.imageFunc(); images != nil {
 		d.SetImages(func(name, file string) (string, error) {
-			p, err := s.images.Path(s.imagesRel, name, file)
+			p, err := images(name, file)
 			if err == nil {
 				if out.used == nil {
 					out.used = map[string]string{}
