@@ -48,16 +48,12 @@ func (d *staticTree) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse
 
 // statAttr fills out from rel beneath dir, read-only to everyone.
 func statAttr(dir, rel string, out *fuse.Attr) syscall.Errno {
-	fd, err := beneath.OpenFd(dir, rel, unix.O_PATH)
+	fi, err := beneath.Stat(dir, rel)
 	if err != nil {
 		return treeErrno(err)
 	}
-	defer unix.Close(fd)
-	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err != nil {
-		return toErrno(err)
-	}
-	out.FromStat(&st)
+	st := fi.Sys().(*syscall.Stat_t)
+	out.FromStat(st)
 	out.Mode &^= 0o7222
 	out.Mode |= 0o444
 	if st.Mode&syscall.S_IFMT == syscall.S_IFDIR {

@@ -30,14 +30,8 @@ func (s *Served) Note(used map[string]string, at time.Time) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.m == nil {
-		s.m = map[VersionRef]time.Time{}
-	}
 	for name, v := range used {
-		ref := VersionRef{name, v}
-		if at.After(s.m[ref]) {
-			s.m[ref] = at
-		}
+		s.keepLocked(VersionRef{name, v}, at)
 	}
 }
 
@@ -56,11 +50,16 @@ func (s *Served) Restore(m map[VersionRef]time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for ref, at := range m {
-		if s.m == nil {
-			s.m = map[VersionRef]time.Time{}
-		}
-		if at.After(s.m[ref]) {
-			s.m[ref] = at
-		}
+		s.keepLocked(ref, at)
+	}
+}
+
+// keepLocked notes ref served at at, keeping the later of two times.
+func (s *Served) keepLocked(ref VersionRef, at time.Time) {
+	if s.m == nil {
+		s.m = map[VersionRef]time.Time{}
+	}
+	if at.After(s.m[ref]) {
+		s.m[ref] = at
 	}
 }

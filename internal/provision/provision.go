@@ -177,15 +177,6 @@ func (p *Provisioner) lockNode(ctx context.Context, id node.ID) (*nodeState, err
 
 func (st *nodeState) unlock() { <-st.lock }
 
-// Ensure is Prepare and, when it succeeds, Booted: a whole served open.
-func (p *Provisioner) Ensure(ctx context.Context, n node.Node) (node.Root, error) {
-	root, err := p.Prepare(ctx, n)
-	if err == nil {
-		p.Booted(n)
-	}
-	return root, err
-}
-
 // Prepare makes n's root mounted and exported, under the node's lock, and
 // returns it. Concurrent calls for one node wait for each other (only the
 // first provisions), different nodes run in parallel, and a call during a

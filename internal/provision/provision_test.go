@@ -263,3 +263,13 @@ func TestInstallOnlyNode(t *testing.T) {
 		t.Fatalf("retired %v", ret)
 	}
 }
+
+// Ensure is Prepare and, when it succeeds, Booted: a whole served open, as
+// the filesystem makes one.
+func (p *Provisioner) Ensure(ctx context.Context, n node.Node) (node.Root, error) {
+	root, err := p.Prepare(ctx, n)
+	if err == nil {
+		p.Booted(n)
+	}
+	return root, err
+}
