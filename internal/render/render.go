@@ -211,10 +211,8 @@ func Parse(name string, src []byte) (*Template, error) {
 	}
 	addSteps(tmpl)
 	t := &Template{name: name, src: string(src), tmpl: tmpl, images: images}
-	sample := SampleData()
-	sample.SetImages(SampleImage)
-	if _, err := t.render(sample, "missingkey=zero"); err != nil {
-		return nil, fmt.Errorf("parse pxelinux template: trial render for node %s: %w", sample.Node, err)
+	if err := t.trial(SampleImage); err != nil {
+		return nil, fmt.Errorf("parse pxelinux template: trial render for node %s: %w", SampleData().Node, err)
 	}
 	return t, nil
 }
@@ -225,12 +223,18 @@ func Parse(name string, src []byte) (*Template, error) {
 // when it is loaded, rather than at every node's fetch. Missing .Vars keys
 // read as "" (a node's vars are not known here).
 func (t *Template) Trial(images ImageFunc) error {
-	d := SampleData()
-	d.SetImages(images)
-	if _, err := t.render(d, "missingkey=zero"); err != nil {
+	if err := t.trial(images); err != nil {
 		return fmt.Errorf("trial render of %s: %w", t.name, err)
 	}
 	return nil
+}
+
+// trial renders SampleData with images, missing .Vars keys reading as "".
+func (t *Template) trial(images ImageFunc) error {
+	d := SampleData()
+	d.SetImages(images)
+	_, err := t.render(d, "missingkey=zero")
+	return err
 }
 
 // noStep is stepFunc in the template as parsed; every render binds its
