@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -9,8 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/ini.v1"
-
+	"github.com/pxebootfs/pxebootfs/internal/inifile"
 	"github.com/pxebootfs/pxebootfs/overlay"
 )
 
@@ -95,8 +95,7 @@ func (c *Config) FullMode() bool {
 
 // Error is a problem in a file pxebootfs reads (the config file, the
 // inventory), naming where it is: "FILE[:LINE]: [SECTION] KEY: REASON: ERR",
-// each part only when known. Parse errors of pxebootfs.cfg carry no line
-// (ini.v1 keeps none); a Key without a Section is one of [PXEBOOTFS].
+// each part only when known; a Key without a Section is one of [PXEBOOTFS].
 type Error struct {
 	File    string
 	Line    int    // 0 when not about one line
@@ -149,7 +148,7 @@ func Load(path string) (*Config, error) {
 // checked on disk.
 func Parse(file string, data []byte) (*Config, error) {
 	file = absOrSame(file)
-	p := &parser{file: file, dir: filepath.Dir(file), c: &Config{File: file, values: map[string]string{}}, set: map[string]bool{}}
+	p := &parser{file: file, dir: filepath.Dir(file), c: &Config{File: file, values: map[string]string{}}, set: map[string]bool{}, lines: map[string]int{}}
 	vals, err := p.readINI(data)
 	if err != nil {
 		return nil, err
@@ -172,21 +171,15 @@ func Parse(file string, data []byte) (*Config, error) {
 			if e.Key == "" {
 				e.Key = k.name
 			}
-			e.Section = Section
 			if !p.set[k.name] {
 				e.Reason = "default " + k.def + ": " + e.Reason
 			}
-			e.File = file
-			return nil, e
+			return nil, p.place(e)
 		}
 	}
 	for _, check := range crossChecks {
 		if e := check(p); e != nil {
-			e.File = file
-			if e.Key != "" {
-				e.Section = Section
-			}
-			return nil, e
+			return nil, p.place(e)
 		}
 	}
 	return p.c, nil
@@ -198,10 +191,26 @@ type parser struct {
 	dir  string // paths are relative to this
 	c    *Config
 	set  map[string]bool // keys given a non-empty value in the file
+	// lines: each key's line in the file, so that an error about a key
+	// names it.
+	lines map[string]int
 }
 
 func (p *parser) errf(key, format string, args ...any) *Error {
-	return &Error{File: p.file, Section: Section, Key: key, Reason: fmt.Sprintf(format, args...)}
+	return &Error{File: p.file, Line: p.lines[key], Section: Section, Key: key, Reason: fmt.Sprintf(format, args...)}
+}
+
+// place completes e, an error found by a key's parse or a cross-check, with
+// the file and the line and section of its key.
+func (p *parser) place(e *Error) *Error {
+	e.File = p.file
+	if e.Key != "" {
+		e.Section = Section
+		if e.Line == 0 {
+			e.Line = p.lines[e.Key]
+		}
+	}
+	return e
 }
 
 // path resolves a value against the config file's directory.
@@ -212,73 +221,63 @@ func (p *parser) path(v string) string {
 	return filepath.Clean(v)
 }
 
-// readINI returns the trimmed values of [PXEBOOTFS], after rejecting
-// everything a typo could hide behind: other sections, keys outside the
-// section, unknown and duplicate keys.
+// readINI returns the values of [PXEBOOTFS] (and records each key's line),
+// after rejecting everything a typo could hide behind: other sections, keys
+// outside the section, unknown and duplicate keys.
 func (p *parser) readINI(data []byte) (map[string]string, error) {
-	f, err := ini.LoadSources(ini.LoadOptions{
-		InsensitiveKeys: true, // as ConfigParser's optionxform
-		// Only " #" and " ;" start an inline comment, so a path such as
-		// /srv/a#b stays whole.
-		SpaceBeforeInlineComment: true,
-		// Keep every occurrence, so duplicates can be reported instead of the
-		// last one silently winning.
-		AllowShadows:               true,
-		AllowDuplicateShadowValues: true,
-		AllowNonUniqueSections:     true,
-	}, data)
+	f, err := inifile.Parse(data, maxConfigLine)
 	if err != nil {
-		return nil, &Error{File: p.file, Reason: "syntax error", Err: err}
+		e := &Error{File: p.file, Reason: "syntax error", Err: err}
+		var se *inifile.SyntaxError
+		if errors.As(err, &se) {
+			e.Line, e.Err = se.Line, errors.New(se.Msg)
+		}
+		return nil, e
 	}
-	var sec *ini.Section
-	for _, s := range f.Sections() {
-		switch s.Name() {
-		case ini.DefaultSection:
-			// ini puts keys written before any header here; the section
-			// itself always exists.
-			if ks := s.KeyStrings(); len(ks) > 0 {
-				return nil, &Error{File: p.file, Reason: fmt.Sprintf("key %q is outside the [%s] section; put it after the [%s] header", ks[0], Section, Section)}
-			}
-		case Section:
-			if sec != nil {
-				return nil, &Error{File: p.file, Reason: fmt.Sprintf("section [%s] appears more than once; merge them", Section)}
-			}
+	// Keys written before any header.
+	if ks := f.Sections[0].Keys; len(ks) > 0 {
+		return nil, &Error{File: p.file, Line: ks[0].LineOf(0), Reason: fmt.Sprintf("key %q is outside the [%s] section; put it after the [%s] header", ks[0].Name, Section, Section)}
+	}
+	var sec *inifile.Section
+	for _, s := range f.Sections[1:] {
+		switch {
+		case s.Name == Section && sec == nil:
 			sec = s
+		case s.Name == Section:
+			return nil, &Error{File: p.file, Line: s.Line, Reason: fmt.Sprintf("section [%s] appears more than once (first on line %d); merge them", Section, sec.Line)}
 		default:
-			reason := fmt.Sprintf("unexpected section [%s]: only [%s] is allowed", s.Name(), Section)
-			if strings.EqualFold(s.Name(), Section) {
+			reason := fmt.Sprintf("unexpected section [%s]: only [%s] is allowed", s.Name, Section)
+			if strings.EqualFold(s.Name, Section) {
 				reason += " (section names are case-sensitive)"
 			}
-			return nil, &Error{File: p.file, Reason: reason}
+			return nil, &Error{File: p.file, Line: s.Line, Reason: reason}
 		}
 	}
 	if sec == nil {
 		return nil, &Error{File: p.file, Reason: fmt.Sprintf("no [%s] section", Section)}
 	}
 	vals := map[string]string{}
-	for _, k := range sec.Keys() {
-		name := k.Name()
-		if lookupKey(name) == nil {
+	for _, k := range sec.Keys {
+		p.lines[k.Name] = k.LineOf(0)
+		if lookupKey(k.Name) == nil {
 			reason := "unknown key"
-			if s := suggest(name); s != "" {
+			if s := suggest(k.Name); s != "" {
 				reason += fmt.Sprintf("; did you mean %q?", s)
 			}
-			return nil, p.errf(name, "%s", reason)
+			return nil, p.errf(k.Name, "%s", reason)
 		}
-		// ValueWithShadows drops empty values, so "k =" repeated, or once
-		// beside a real value, goes unnoticed; ini offers no better view.
-		vs := k.ValueWithShadows()
-		if len(vs) > 1 {
-			return nil, p.errf(name, "set %d times; set it once", len(vs))
+		if len(k.Values) > 1 {
+			e := p.errf(k.Name, "set %d times (first on line %d); set it once", len(k.Values), k.LineOf(0))
+			e.Line = k.LineOf(1)
+			return nil, e
 		}
-		if len(vs) == 1 {
-			vals[name] = strings.TrimSpace(vs[0])
-		} else {
-			vals[name] = ""
-		}
+		vals[k.Name] = k.Values[0].V
 	}
 	return vals, nil
 }
+
+// maxConfigLine bounds one line of the config file.
+const maxConfigLine = 1 << 20
 
 // suggest returns the known key closest to name, if it is close enough to be
 // a likely typo.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,7 +86,7 @@ func TestLoadErrors(t *testing.T) {
 		{"only comments", "# nothing\n; here\n", "", "no [PXEBOOTFS] section"},
 		{"key before header", "pxe_template: tmpl\n[PXEBOOTFS]\n", "", `"pxe_template" is outside the [PXEBOOTFS] section`},
 		{"other section", minimal + "[extra]\na = b\n", "", "unexpected section [extra]"},
-		{"explicit DEFAULT with keys", minimal + "[DEFAULT]\na = b\n", "", "outside the [PXEBOOTFS] section"},
+		{"explicit DEFAULT with keys", minimal + "[DEFAULT]\na = b\n", "", "unexpected section [DEFAULT]"},
 		{"wrong case section", "[pxebootfs]\npxe_template: tmpl\n", "", "case-sensitive"},
 		{"section twice", minimal + "[PXEBOOTFS]\nstatic_dir: static\n", "", "more than once"},
 		{"syntax error", minimal + "this line has no delimiter\n", "", "syntax error"},
@@ -198,9 +199,7 @@ func TestLoadErrors(t *testing.T) {
 				t.Errorf("File = %q, want %q", ce.File, path)
 			}
 			msg := err.Error()
-			if !strings.HasPrefix(msg, path+": ") {
-				t.Errorf("message %q does not start with the file path", msg)
-			}
+			checkPlace(t, ce, path, tt.body)
 			if tt.key != "" && !strings.Contains(msg, "[PXEBOOTFS] "+tt.key+": ") {
 				t.Errorf("message %q does not name key %s", msg, tt.key)
 			}
@@ -208,6 +207,23 @@ func TestLoadErrors(t *testing.T) {
 				t.Errorf("message %q does not contain %q", msg, tt.want)
 			}
 		})
+	}
+}
+
+// checkPlace: the message starts with the file (and a line when it has one),
+// and an error about a key written in the file names a line that sets it.
+func checkPlace(t *testing.T, ce *Error, path, body string) {
+	t.Helper()
+	msg := ce.Error()
+	if !regexp.MustCompile(`^` + regexp.QuoteMeta(path) + `(:[0-9]+)?: `).MatchString(msg) {
+		t.Errorf("message %q does not start with the file path (and line)", msg)
+	}
+	lines := strings.Split(body, "\n")
+	if ce.Key == "" || !regexp.MustCompile(`(?im)^\s*`+regexp.QuoteMeta(ce.Key)+`\s*[=:]`).MatchString(body) {
+		return
+	}
+	if ce.Line < 1 || ce.Line > len(lines) || !strings.Contains(strings.ToLower(lines[ce.Line-1]), ce.Key) {
+		t.Errorf("message %q: line %d does not set %s", msg, ce.Line, ce.Key)
 	}
 }
 

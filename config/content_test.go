@@ -106,8 +106,9 @@ func TestContentKeyErrors(t *testing.T) {
 			if ce.Key != tt.key {
 				t.Errorf("Key = %q, want %q (%v)", ce.Key, tt.key, err)
 			}
-			if msg := err.Error(); !strings.HasPrefix(msg, path+": ") || !strings.Contains(msg, tt.want) {
-				t.Errorf("message %q: want it to start with %s and contain %q", msg, path, tt.want)
+			checkPlace(t, ce, path, tt.body)
+			if msg := err.Error(); !strings.Contains(msg, tt.want) {
+				t.Errorf("message %q: want it to contain %q", msg, tt.want)
 			}
 		})
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"syscall"
 
-	"gopkg.in/ini.v1"
+	"github.com/pxebootfs/pxebootfs/internal/inifile"
 )
 
 // ErrNotFound is wrapped by Find's error when no config file exists in any
@@ -88,11 +88,16 @@ func StateDirOf(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	f, err := ini.LoadSources(ini.LoadOptions{InsensitiveKeys: true, SpaceBeforeInlineComment: true, AllowShadows: true, AllowNonUniqueSections: true}, data)
+	f, err := inifile.Parse(data, maxConfigLine)
 	if err != nil {
 		return "", err
 	}
-	v := strings.TrimSpace(f.Section(Section).Key("state_dir").String())
+	var v string
+	for _, s := range f.Sections {
+		if k := s.Key("state_dir"); s.Name == Section && k != nil {
+			v = k.Values[len(k.Values)-1].V
+		}
+	}
 	if v == "" {
 		return DefaultStateDir, nil
 	}

@@ -37,8 +37,10 @@
 //   - var.NAME: free-form values, .Vars.NAME in templates; NAME is a Go
 //     identifier (letters, digits, '_'), case-sensitive.
 //
+// The file is read by package inifile, in the config file's dialect: key
+// names are case-insensitive (var.NAME's NAME keeps its case), and
 // provision and install take the config file's booleans (config.ParseBool:
-// true/false, yes/no, on/off, 1/0). Keys are case-sensitive. Unknown keys
+// true/false, yes/no, on/off, 1/0). Unknown keys
 // and sections, keys set twice
 // (except mac), and an IP or MAC given to two nodes are errors. Every error
 // names the file and line.
@@ -58,6 +60,7 @@ import (
 	"strings"
 
 	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/inifile"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
 	"github.com/pxebootfs/pxebootfs/internal/render"
@@ -101,8 +104,6 @@ var ownKeys = func() map[string]Own {
 	}
 	return m
 }()
-
-func isOwnKey(key string) bool { _, ok := ownKeys[key]; return ok }
 
 // Template is the node's own template of loader for role r, nil when it
 // has none (the config's serves).
@@ -174,28 +175,29 @@ func Parse(path string, data []byte) (*Inventory, error) {
 		},
 		tmpls: map[string]*render.Template{},
 	}
-	secs, err := parseINI(data)
+	f, err := inifile.Parse(data, MaxFileSize)
 	if err != nil {
 		e := &Error{File: path, Reason: "syntax error", Err: err}
-		if se, ok := err.(*syntaxError); ok {
-			e.Line, e.Err = se.line, errors.New(se.msg)
+		var se *inifile.SyntaxError
+		if errors.As(err, &se) {
+			e.Line, e.Err = se.Line, errors.New(se.Msg)
 		}
 		return nil, e
 	}
-	if ks := secs[0].keys; len(ks) > 0 {
-		return nil, p.errf(ks[0].lineOf(0), "", "", "key %q is outside any [node \"NAME\"] section", ks[0].name)
+	if ks := f.Sections[0].Keys; len(ks) > 0 {
+		return nil, p.errf(ks[0].LineOf(0), "", "", "key %q is outside any [node \"NAME\"] section", ks[0].Name)
 	}
 	seen := map[string]int{} // NAME -> header line
-	for _, s := range secs[1:] {
-		m := sectionRE.FindStringSubmatch(s.name)
+	for _, s := range f.Sections[1:] {
+		m := sectionRE.FindStringSubmatch(s.Name)
 		if m == nil {
-			return nil, p.errf(s.line, "", "", "unexpected section [%s]; want [node \"NAME\"]", s.name)
+			return nil, p.errf(s.Line, "", "", "unexpected section [%s]; want [node \"NAME\"]", s.Name)
 		}
 		name := m[1]
 		if first, dup := seen[name]; dup {
-			return nil, p.errf(s.line, name, "", "node appears twice (first on line %d); merge the sections", first)
+			return nil, p.errf(s.Line, name, "", "node appears twice (first on line %d); merge the sections", first)
 		}
-		seen[name] = s.line
+		seen[name] = s.Line
 		n, err := p.node(s, name)
 		if err != nil {
 			return nil, err
@@ -221,97 +223,150 @@ func (p *parser) errf(line int, node, key, format string, args ...any) *Error {
 	return e
 }
 
+// nodeKey is one key of a [node "NAME"] section: how it sets the node.
+type nodeKey struct {
+	// repeat: the key may be given more than once (each value is applied).
+	repeat bool
+	// empty: an empty value is allowed.
+	empty bool
+	set   func(p *parser, n *Host, key, v string) error
+}
+
+// nodeKeys are the fixed keys; template keys come from config's loader
+// table, var.NAME from varRE.
+var nodeKeys = map[string]nodeKey{
+	"ip":       {set: setIP},
+	"mac":      {repeat: true, set: setMAC},
+	"hostname": {set: setHostname},
+	"provision": {set: func(_ *parser, n *Host, _, v string) error {
+		return setBool(&n.Provision, v)
+	}},
+	"install": {set: func(_ *parser, n *Host, _, v string) error {
+		return setBool(&n.Install, v)
+	}},
+}
+
+// keyOf returns the spec of key, or an error naming what is wrong with it.
+func keyOf(key string) (nodeKey, error) {
+	if k, ok := nodeKeys[key]; ok {
+		return k, nil
+	}
+	if _, ok := ownKeys[key]; ok {
+		return nodeKey{set: setTemplate}, nil
+	}
+	if varRE.MatchString(key) {
+		return nodeKey{empty: true, set: func(_ *parser, n *Host, key, v string) error {
+			n.Vars[varRE.FindStringSubmatch(key)[1]] = v
+			return nil
+		}}, nil
+	}
+	if strings.HasPrefix(key, "var.") {
+		return nodeKey{}, errors.New("variable name must be letters, digits and '_', not starting with a digit (it is used as .Vars.NAME)")
+	}
+	names := []string{"ip", "mac", "hostname"}
+	for _, lk := range config.AllLoaderKeys() {
+		for _, k := range lk.Inventory {
+			if k != "" {
+				names = append(names, k)
+			}
+		}
+	}
+	return nodeKey{}, fmt.Errorf("unknown key; keys are %s, install, provision and var.NAME", strings.Join(names, ", "))
+}
+
+func setIP(_ *parser, n *Host, _, v string) error {
+	a, err := netip.ParseAddr(v)
+	id, ierr := node.FromAddr(a)
+	if err != nil || ierr != nil {
+		return fmt.Errorf("%q is not an IPv4 address", v)
+	}
+	n.ID = id
+	return nil
+}
+
+func setMAC(_ *parser, n *Host, _, v string) error {
+	macs, err := parseMACs(v)
+	if err != nil {
+		return err
+	}
+	for _, m := range macs {
+		if !containsMAC(n.MACs, m) {
+			n.MACs = append(n.MACs, m)
+		}
+	}
+	return nil
+}
+
+func setHostname(_ *parser, n *Host, _, v string) error {
+	if err := checkHostname(v); err != nil {
+		return fmt.Errorf("%q: %v", v, err)
+	}
+	n.Hostname = v
+	return nil
+}
+
+// setBool takes the config's boolean rule: provision = yes works as
+// reset_on_boot = yes does.
+func setBool(dst *bool, v string) error {
+	b, ok := config.ParseBool(v)
+	if !ok {
+		return fmt.Errorf("%q is not a boolean (true/false, yes/no, on/off, 1/0)", v)
+	}
+	*dst = b
+	return nil
+}
+
+// setTemplate loads one of the node's own templates. A per-node template
+// must render for this very node, so a missing var is a load error here
+// rather than a failed boot later (checked in node, once ip is known).
+func setTemplate(p *parser, n *Host, key, v string) error {
+	t, abs, err := p.template(v)
+	if err != nil {
+		return err
+	}
+	if n.own == nil {
+		n.own = map[Own]*render.Template{}
+	}
+	n.own[ownKeys[key]] = t
+	if key == "template" {
+		n.TemplateFile = abs
+	}
+	return nil
+}
+
 // node builds the node of section s, whose header names it name.
-func (p *parser) node(s *iniSection, name string) (*Host, error) {
-	line := s.line
-	n := &Host{Name: name, Line: line, Provision: true, Vars: map[string]string{}}
-	keyLine := s.keyLine
+func (p *parser) node(s *inifile.Section, name string) (*Host, error) {
+	n := &Host{Name: name, Line: s.Line, Provision: true, Vars: map[string]string{}}
 	var named node.ID
 	if id, err := node.ParseHex(name); err == nil {
 		named = id
 	} else if err := checkHostname(name); err != nil {
-		return nil, p.errf(line, name, "", "node name must be 8 hex digits (its IPv4) or a host-name-like label: %v", err)
+		return nil, p.errf(s.Line, name, "", "node name must be 8 hex digits (its IPv4) or a host-name-like label: %v", err)
 	}
-	for _, k := range s.keys {
-		key := k.name
-		vals := make([]string, len(k.values))
-		for i, v := range k.values {
-			vals[i] = v.v
+	for _, k := range s.Keys {
+		spec, err := keyOf(k.Name)
+		if err != nil {
+			return nil, p.errf(k.LineOf(0), name, k.Name, "%v", err)
 		}
-		if len(vals) > 1 && key != "mac" {
-			return nil, p.errf(keyLine(key, 1), name, key, "set %d times; set it once", len(vals))
+		if len(k.Values) > 1 && !spec.repeat {
+			return nil, p.errf(k.LineOf(1), name, k.Name, "set %d times; set it once", len(k.Values))
 		}
-		v := strings.TrimSpace(vals[0])
-		if v == "" && !varRE.MatchString(key) {
-			return nil, p.errf(keyLine(key, 0), name, key, "empty value")
-		}
-		switch {
-		case key == "ip":
-			a, err := netip.ParseAddr(v)
-			id, ierr := node.FromAddr(a)
-			if err != nil || ierr != nil {
-				return nil, p.errf(keyLine(key, 0), name, key, "%q is not an IPv4 address", v)
+		for i, v := range k.Values {
+			if v.V == "" && !spec.empty {
+				return nil, p.errf(v.Line, name, k.Name, "empty value")
 			}
-			n.ID = id
-		case key == "mac":
-			for i, v := range vals {
-				macs, err := parseMACs(v)
-				if err != nil {
-					return nil, p.errf(keyLine(key, i), name, key, "%v", err)
-				}
-				for _, m := range macs {
-					if !containsMAC(n.MACs, m) {
-						n.MACs = append(n.MACs, m)
-					}
-				}
+			if err := spec.set(p, n, k.Name, v.V); err != nil {
+				return nil, &Error{File: p.file, Line: k.LineOf(i), Section: nodeSection(name), Key: k.Name, Err: err}
 			}
-		case key == "hostname":
-			if err := checkHostname(v); err != nil {
-				return nil, p.errf(keyLine(key, 0), name, key, "%q: %v", v, err)
-			}
-			n.Hostname = v
-		case isOwnKey(key):
-			t, abs, err := p.template(v)
-			if err != nil {
-				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
-			}
-			// A per-node template must render for this very node, so a
-			// missing var is a load error here rather than a failed boot
-			// later (checked below, once ip is known).
-			if n.own == nil {
-				n.own = map[Own]*render.Template{}
-			}
-			n.own[ownKeys[key]] = t
-			if key == "template" {
-				n.TemplateFile = abs
-			}
-		case key == "provision", key == "install":
-			// The config's boolean rule: provision = yes works as
-			// reset_on_boot = yes does.
-			b, ok := config.ParseBool(v)
-			if !ok {
-				return nil, p.errf(keyLine(key, 0), name, key, "%q is not a boolean (true/false, yes/no, on/off, 1/0)", v)
-			}
-			if key == "install" {
-				n.Install = b
-			} else {
-				n.Provision = b
-			}
-		case varRE.MatchString(key):
-			n.Vars[varRE.FindStringSubmatch(key)[1]] = v
-		case strings.HasPrefix(key, "var."):
-			return nil, p.errf(keyLine(key, 0), name, key, "variable name must be letters, digits and '_', not starting with a digit (it is used as .Vars.NAME)")
-		default:
-			return nil, p.errf(keyLine(key, 0), name, key, "unknown key; keys are ip, mac, hostname, template, grub_template, install_template, local_template, grub_install_template, grub_local_template, install, provision and var.NAME (case-sensitive)")
 		}
 	}
 	switch {
 	case !n.ID.IsValid() && !named.IsValid():
-		return nil, p.errf(line, name, "", "no ip; give ip = A.B.C.D or name the node by its hex IP")
+		return nil, p.errf(s.Line, name, "", "no ip; give ip = A.B.C.D or name the node by its hex IP")
 	case !n.ID.IsValid():
 		n.ID = named
 	case named.IsValid() && named != n.ID:
-		return nil, p.errf(keyLine("ip", 0), name, "ip", "%s does not match the node name %s (which is %s)", n.ID.Addr(), name, named.Addr())
+		return nil, p.errf(s.KeyLine("ip", 0), name, "ip", "%s does not match the node name %s (which is %s)", n.ID.Addr(), name, named.Addr())
 	}
 	for _, lk := range config.AllLoaderKeys() {
 		for r, key := range lk.Inventory {
@@ -320,7 +375,7 @@ func (p *parser) node(s *iniSection, name string) (*Host, error) {
 				continue
 			}
 			if _, err := t.Render(n.TrialData()); err != nil {
-				return nil, &Error{File: p.file, Line: keyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
+				return nil, &Error{File: p.file, Line: s.KeyLine(key, 0), Section: nodeSection(name), Key: key, Err: err}
 			}
 		}
 	}
@@ -363,20 +418,32 @@ func (p *parser) template(v string) (*render.Template, string, error) {
 }
 
 // add indexes n, refusing an IP or MAC another node already has.
-func (p *parser) add(n *Host, s *iniSection) error {
+func (p *parser) add(n *Host, s *inifile.Section) error {
 	if o, dup := p.inv.byID[n.ID]; dup {
-		line := s.keyLine("ip", 0)
+		line := s.KeyLine("ip", 0)
 		return p.errf(line, n.Name, "ip", "%s is also node %q's (line %d)", n.ID.Addr(), o.Name, o.Line)
 	}
 	for i, m := range n.MACs {
 		if o, dup := p.inv.byMAC[[6]byte(m)]; dup {
-			return p.errf(s.macLine(m), n.Name, "mac", "%s is also node %q's (line %d)", m, o.Name, o.Line)
+			return p.errf(macLine(s, m), n.Name, "mac", "%s is also node %q's (line %d)", m, o.Name, o.Line)
 		}
 		p.inv.byMAC[[6]byte(n.MACs[i])] = n
 	}
 	p.inv.byID[n.ID] = n
 	p.inv.nodes = append(p.inv.nodes, n)
 	return nil
+}
+
+// macLine is the line of the mac value of s that lists m.
+func macLine(s *inifile.Section, m net.HardwareAddr) int {
+	if k := s.Key("mac"); k != nil {
+		for _, v := range k.Values {
+			if ms, err := parseMACs(v.V); err == nil && containsMAC(ms, m) {
+				return v.Line
+			}
+		}
+	}
+	return s.KeyLine("mac", 0)
 }
 
 // parseMACs splits a mac value at commas and white space.

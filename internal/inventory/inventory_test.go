@@ -156,7 +156,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad hostname", "[node \"n1\"]\nip = 1.2.3.4\nhostname = -n1\n", 3, "starts or ends"},
 		{"hostname underscore", "[node \"n1\"]\nip = 1.2.3.4\nhostname = n_1\n", 3, "only letters"},
 		{"bad provision", "[node \"n1\"]\nip = 1.2.3.4\nprovision = maybe\n", 3, "is not a boolean (true/false, yes/no, on/off, 1/0)"},
-		{"unknown key", "[node \"n1\"]\nip = 1.2.3.4\nIP = 1.2.3.4\n", 3, "unknown key"},
+		{"unknown key", "[node \"n1\"]\nip = 1.2.3.4\nipaddr = 1.2.3.4\n", 3, "unknown key"},
+		// Key names are case-insensitive, as in the config file.
+		{"key set twice in two cases", "[node \"n1\"]\nip = 1.2.3.4\nIP = 1.2.3.4\n", 3, "set 2 times"},
 		{"bad var name", "[node \"n1\"]\nip = 1.2.3.4\nvar.a-b = x\n", 3, "variable name"},
 		{"missing template", "[node \"n1\"]\nip = 1.2.3.4\ntemplate = nope.template\n", 3, "no such file"},
 		{"template is a dir", "[node \"n1\"]\nip = 1.2.3.4\ntemplate = adir\n", 3, "not a regular file"},
@@ -166,7 +168,7 @@ func TestParseErrors(t *testing.T) {
 		{"mac of two nodes", "[node \"n1\"]\nip = 1.2.3.4\nmac = 52:54:00:00:00:01\n[node \"n2\"]\nip = 1.2.3.5\nmac = 52:54:00:00:00:02\nmac = 52:54:00:00:00:01\n", 7, `node "n1"'s (line 1)`},
 		{"syntax", "[node \"n1\"\nip = 1.2.3.4\n", 1, "syntax error"},
 		{"continuation", "[node \"n1\"]\nip = 1.2.3.4\nhostname = a\\\n", 3, "continuation lines"},
-		{"no delimiter", "[node \"n1\"]\nip 1.2.3.4\n", 2, "neither a [section] nor KEY = VALUE"},
+		{"no delimiter", "[node \"n1\"]\nip 1.2.3.4\n", 2, "delimiter not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
