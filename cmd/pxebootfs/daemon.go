@@ -44,26 +44,32 @@ type daemonOps struct {
 	cfg      *config.Config // the config serving; under reloadMu
 }
 
-// startOps starts everything but the filesystem. prov is what
-// newProvisioner returned (nil in config-only mode). Call close when done.
-func startOps(ctx context.Context, cfg *config.Config, cats catalogList, prov *provision.Provisioner, inst *install.Manager, log *slog.Logger) (o *daemonOps, err error) {
-	o = &daemonOps{log: log, cats: cats, prov: prov, inst: inst, cfg: cfg, hupDone: make(chan struct{})}
-	if prov != nil {
-		prov.SetResetPolicy(cfg.ResetGuard, cfg.ResetOnBoot)
+// newMetrics makes the daemon's metrics, before the parts that count into
+// them, or returns nil without metrics_listen.
+func newMetrics(cfg *config.Config, mounts []*loaderMount) *metrics.Metrics {
+	if cfg.MetricsListen == "" {
+		return nil
 	}
+	names := make([]string, len(mounts))
+	for i, m := range mounts {
+		names[i] = m.ld.Name
+	}
+	return metrics.New(names...)
+}
+
+// startOps starts everything but the filesystem. prov is what
+// newProvisioner returned (nil in config-only mode), met what newMetrics
+// did. Call close when done.
+func startOps(ctx context.Context, cfg *config.Config, cats catalogList, prov *provision.Provisioner, inst *install.Manager, met *metrics.Metrics, log *slog.Logger) (o *daemonOps, err error) {
+	o = &daemonOps{log: log, cats: cats, prov: prov, inst: inst, met: met, cfg: cfg, hupDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			o.close()
 		}
 	}()
-	if cfg.MetricsListen != "" {
-		var count metrics.CountNodes
+	if met != nil {
 		if o.prov != nil {
-			count = o.countNodes
-		}
-		o.met = metrics.New(count, o.cats.names()...)
-		if o.prov != nil {
-			o.prov.SetMetrics(o.met)
+			o.met.RegisterNodes(o.countNodes)
 		}
 		if cfg.TFTPRoot != "" {
 			o.met.RegisterImages(imageState(cfg))
@@ -82,9 +88,6 @@ func startOps(ctx context.Context, cfg *config.Config, cats catalogList, prov *p
 		go watchKernelServer(ctx, log)
 	}
 	if cfg.CallbackListen != "" {
-		if o.met != nil {
-			inst.SetMetrics(o.met)
-		}
 		o.callbackSrv, err = inst.Serve(cfg.CallbackListen, log)
 		if err != nil {
 			return o, err

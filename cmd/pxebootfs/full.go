@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/metrics"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
@@ -26,7 +27,7 @@ const exportsFile = "/etc/exports.d/pxebootfs.exports"
 // newProvisioner builds the provisioner for full mode and restores every
 // known node, or returns nil in config-only mode. The returned func closes
 // what it opened (the exporter's connection); node roots and exports stay.
-func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Registry, log *slog.Logger) (p *provision.Provisioner, closeAll func(), err error) {
+func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Registry, met *metrics.Metrics, log *slog.Logger) (p *provision.Provisioner, closeAll func(), err error) {
 	if !cfg.FullMode() {
 		return nil, func() {}, nil
 	}
@@ -66,7 +67,13 @@ func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Regis
 			return nil, nil, err
 		}
 	}
-	p = provision.New(provision.Options{Overlay: ov, Exporter: ex, Registry: reg, NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID, Logger: log})
+	o := provision.Options{Overlay: ov, Exporter: ex, Registry: reg, NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID,
+		ResetGuard: cfg.ResetGuard, ResetOnBoot: cfg.ResetOnBoot, Logger: log}
+	if met != nil {
+		// Not a typed nil in the interface.
+		o.Metrics = met
+	}
+	p = provision.New(o)
 	n, rerr := p.Restore(ctx)
 	if rerr != nil {
 		log.Error("restore: some nodes could not be restored; their next boot retries", "err", rerr)

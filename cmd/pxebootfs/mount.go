@@ -20,6 +20,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/image"
 	"github.com/pxebootfs/pxebootfs/internal/install"
 	"github.com/pxebootfs/pxebootfs/internal/loader"
+	"github.com/pxebootfs/pxebootfs/internal/metrics"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
@@ -122,17 +123,18 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 			log.Warn("close registry", "err", err)
 		}
 	}()
-	prov, closeProv, err := newProvisioner(ctx, cfg, reg, log)
+	met := newMetrics(cfg, mounts)
+	prov, closeProv, err := newProvisioner(ctx, cfg, reg, met, log)
 	if err != nil {
 		return failed(exitFailure, err)
 	}
 	defer closeProv()
 	served := &image.Served{}
-	cats, inst, err := buildCatalogs(cfg, mounts, reg, prov, served, log)
+	cats, inst, err := buildCatalogs(cfg, mounts, reg, prov, served, met, log)
 	if err != nil {
 		return failed(exitConfig, err)
 	}
-	ops, err := startOps(ctx, cfg, cats, prov, inst, log)
+	ops, err := startOps(ctx, cfg, cats, prov, inst, met, log)
 	if err != nil {
 		return failed(exitFailure, err)
 	}
@@ -219,7 +221,7 @@ func mountKey(name string) string {
 // provisioner (a node keeps one root and one fsid whichever loader asks),
 // install manager and image ledger, and returns them with the install
 // manager.
-func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Registry, prov *provision.Provisioner, served *image.Served, log *slog.Logger) (catalogList, *install.Manager, error) {
+func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Registry, prov *provision.Provisioner, served *image.Served, met *metrics.Metrics, log *slog.Logger) (catalogList, *install.Manager, error) {
 	var p node.Provisioner // stays a nil interface in config-only mode
 	if prov != nil {
 		p = prov
@@ -230,6 +232,7 @@ func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Regi
 	var cats catalogList
 	inst := install.New(install.Options{
 		Store: reg, Dir: cfg.StateDir, CallbackURL: cfg.CallbackURL, MaxBoots: cfg.InstallMaxBoots, Logger: log,
+		Metrics: installMetrics(met),
 		Changed: func(id node.ID) { cats.nodeChanged(id) },
 		Allowed: func(a netip.Addr) bool { return cats.allowed(a) },
 	})
@@ -242,6 +245,15 @@ func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Regi
 		cats = append(cats, c)
 	}
 	return cats, inst, nil
+}
+
+// installMetrics is met as the install manager's Metrics: a nil interface,
+// not a typed nil, without metrics.
+func installMetrics(met *metrics.Metrics) install.Metrics {
+	if met == nil {
+		return nil
+	}
+	return met
 }
 
 // catalogList is the daemon's catalogs, pxelinux's first.
@@ -257,15 +269,6 @@ func (cs catalogList) nodeChanged(id node.ID) {
 
 // allowed is the allow list, which every catalog shares.
 func (cs catalogList) allowed(a netip.Addr) bool { return len(cs) > 0 && cs[0].Allowed(a) }
-
-// names are the loaders' names, for the metrics' loader label.
-func (cs catalogList) names() []string {
-	out := make([]string, len(cs))
-	for i, c := range cs {
-		out[i] = c.Loader().Name
-	}
-	return out
-}
 
 // mountAll mounts every loader's directory; if one fails, those already
 // mounted are unmounted again.

@@ -159,9 +159,6 @@ func (m *Manager) Loop(in registry.Install) bool {
 // Records lists every node's record.
 func (m *Manager) Records() []registry.Record { return m.o.Store.All() }
 
-// SetMetrics counts callbacks in met from now on; call it before serving.
-func (m *Manager) SetMetrics(met Metrics) { m.o.Metrics = met }
-
 // MaxBoots is install_max_boots.
 func (m *Manager) MaxBoots() int { return m.o.MaxBoots }
 

@@ -77,10 +77,11 @@ type Metrics struct {
 var errorKinds = []string{"render", "serve", "provision", "reset", "release", "reload"}
 
 // New makes the collectors and registers them, with the Go and process
-// collectors, in a new registry. nodes may be nil (no node gauges).
-// loaders are the values of the loader label (the mounted loaders'
-// names), whose series exist from the start.
-func New(nodes CountNodes, loaders ...string) *Metrics {
+// collectors, in a new registry. loaders are the values of the loader label
+// (the mounted loaders' names), whose series exist from the start. The
+// gauges computed at scrape time from other parts of the daemon are added by
+// the Register methods once those parts exist.
+func New(loaders ...string) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -146,10 +147,16 @@ func New(nodes CountNodes, loaders ...string) *Metrics {
 	m.reg.MustRegister(m.lookups, m.reads, m.renders, m.provision, m.resets, m.releases, m.reloads, m.errors, m.callbacks,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if nodes != nil {
-		m.reg.MustRegister(&nodeCollector{count: nodes})
-	}
 	return m
+}
+
+// RegisterNodes adds the node gauges (full mode), computed from count when
+// scraped.
+func (m *Metrics) RegisterNodes(count CountNodes) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(&nodeCollector{count: count})
 }
 
 // Registry is where the collectors are registered, for the HTTP handler and

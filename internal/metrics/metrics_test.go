@@ -77,7 +77,7 @@ func TestCounters(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := New(nil, "pxelinux", "grub")
+			m := New("pxelinux", "grub")
 			tt.record(m)
 			got, ok := scrapeValue(t, m, tt.metric)
 			if !ok {
@@ -103,7 +103,10 @@ func TestNodeGauges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := New(tt.count)
+			m := New()
+			if tt.count != nil {
+				m.RegisterNodes(tt.count)
+			}
 			for _, name := range []string{"pxebootfs_nodes_known", "pxebootfs_nodes_mounted", "pxebootfs_nodes_exported"} {
 				got, ok := scrapeValue(t, m, name)
 				if tt.want == nil {
@@ -119,16 +122,16 @@ func TestNodeGauges(t *testing.T) {
 		})
 	}
 	// Series exist from the start for the loaders named, and only those.
-	if n, err := testutil.GatherAndCount(New(nil, "pxelinux", "grub").Registry(), "pxebootfs_lookups_total"); err != nil || n != 6 {
+	if n, err := testutil.GatherAndCount(New("pxelinux", "grub").Registry(), "pxebootfs_lookups_total"); err != nil || n != 6 {
 		t.Errorf("lookups series of two loaders = %d, %v; want 6", n, err)
 	}
-	if n, err := testutil.GatherAndCount(New(nil, "pxelinux").Registry(), "pxebootfs_lookups_total"); err != nil || n != 3 {
+	if n, err := testutil.GatherAndCount(New("pxelinux").Registry(), "pxebootfs_lookups_total"); err != nil || n != 3 {
 		t.Errorf("lookups series of pxelinux alone = %d, %v; want 3", n, err)
 	}
 }
 
 func TestServe(t *testing.T) {
-	m := New(nil)
+	m := New()
 	m.Lookup("pxelinux", ResultServed)
 	s, err := m.Serve("127.0.0.1:0", nil)
 	if err != nil {
@@ -153,7 +156,7 @@ func TestServe(t *testing.T) {
 }
 
 func TestServeBadAddress(t *testing.T) {
-	if _, err := New(nil).Serve("127.0.0.1:99999", nil); err == nil || !strings.Contains(err.Error(), "127.0.0.1:99999") {
+	if _, err := New().Serve("127.0.0.1:99999", nil); err == nil || !strings.Contains(err.Error(), "127.0.0.1:99999") {
 		t.Errorf("Serve on a bad address = %v, want an error naming it", err)
 	}
 }
@@ -194,7 +197,7 @@ func scrapeValue(t *testing.T, m *Metrics, series string) (float64, bool) {
 }
 
 func TestInstallMetrics(t *testing.T) {
-	m := New(nil)
+	m := New()
 	m.RegisterInstalls(func() InstallCounts {
 		return InstallCounts{ByState: map[string]int{"install": 2, "installed": 5}, Loops: 1}
 	})

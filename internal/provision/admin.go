@@ -51,9 +51,6 @@ func (p *Provisioner) SetResetPolicy(guard time.Duration, onBoot bool) {
 	p.resetGuard, p.resetOnBoot = guard, onBoot
 }
 
-// SetMetrics sets where measurements go. Call it before serving.
-func (p *Provisioner) SetMetrics(m Metrics) { p.met = m }
-
 func (p *Provisioner) policy() (time.Duration, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
