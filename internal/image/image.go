@@ -249,40 +249,27 @@ func (s *Store) updateLock(how int, change func(ix *Index) error) error {
 	if err := os.MkdirAll(s.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(s.stateDir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("image lock: %w", err)
-	}
-	defer lock.Close()
-	if err := ignoringEINTR(func() error { return unix.Flock(int(lock.Fd()), how) }); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return ErrBusy
-		}
-		return fmt.Errorf("image lock: %w", err)
-	}
-	ix, err := s.Load()
-	if err != nil {
-		return err
-	}
-	if err := change(ix); err != nil {
-		return err
-	}
-	data, err := json.MarshalIndent(ix, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.Write(s.IndexPath(), append(data, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write image index: %w", err)
-	}
-	return nil
-}
-
-func ignoringEINTR(fn func() error) error {
-	for {
-		if err := fn(); !errors.Is(err, unix.EINTR) {
+	err := atomicfile.Locked(filepath.Join(s.stateDir, lockName), how, func() error {
+		ix, err := s.Load()
+		if err != nil {
 			return err
 		}
+		if err := change(ix); err != nil {
+			return err
+		}
+		data, err := json.MarshalIndent(ix, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.Write(s.IndexPath(), append(data, '\n'), 0o600); err != nil {
+			return fmt.Errorf("write image index: %w", err)
+		}
+		return nil
+	})
+	if errors.Is(err, atomicfile.ErrLockBusy) {
+		return ErrBusy
 	}
+	return err
 }
 
 // versionsNewestFirst lists im's versions, newest import first.
