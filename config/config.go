@@ -36,11 +36,16 @@ type Config struct {
 	GeneratorConcurrency int           // most programs running at once
 	Inventory            string        // node inventory file; "" if unset
 
-	// Full mode: either all four are set or none.
+	// Full mode: node_dir, overlay_dir and start_fsid, set together, and
+	// a root: root_dir, or roots_dir and root.
 	NodeDir    string
-	RootDir    string
+	RootDir    string // the legacy single root; "" if only named roots are used
 	OverlayDir string
 	StartFSID  uint32
+	RootsDir   string        // named roots with generations; "" if unset
+	Root       string        // the default named root; "" means root_dir
+	RootKeep   int           // newest generations of a root always kept
+	RootGrace  time.Duration // a generation replaced this recently is kept
 
 	StateDir       string
 	MaxNodes       int

@@ -122,7 +122,7 @@ func TestLoadErrors(t *testing.T) {
 		{"start_fsid too big", strings.Replace(full, "start_fsid: 100", "start_fsid: 4294967296", 1), "start_fsid", "not an integer from 1 to 4294967295"},
 		{"fsid range overflows", strings.Replace(full, "start_fsid: 100", "start_fsid: 4294967295\nmax_nodes = 2", 1), "start_fsid", "runs past"},
 
-		{"only node_dir", minimal + "node_dir: nodes\n", "root_dir", "missing: root_dir, overlay_dir, start_fsid (set: node_dir)"},
+		{"only node_dir", minimal + "node_dir: nodes\n", "overlay_dir", "missing: overlay_dir, start_fsid (set: node_dir)"},
 		{"all but start_fsid", strings.Replace(full, "start_fsid: 100\n", "", 1), "start_fsid", "missing: start_fsid"},
 		{"root_dir missing", strings.Replace(full, "root_dir: root", "root_dir: nope", 1), "root_dir", "no such file or directory"},
 		{"root_dir is a file", strings.Replace(full, "root_dir: root", "root_dir: afile", 1), "root_dir", "not a directory"},

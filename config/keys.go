@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pxebootfs/pxebootfs/internal/roots"
 	"github.com/pxebootfs/pxebootfs/nfsexport"
 	"github.com/pxebootfs/pxebootfs/overlay"
 )
@@ -51,8 +52,9 @@ const (
 	DefaultResetGuard    = 300 * time.Second
 )
 
-// fullModeKeys turn on full mode; they must be set together.
-var fullModeKeys = []string{"node_dir", "root_dir", "overlay_dir", "start_fsid"}
+// fullModeKeys turn on full mode; they must be set together, with a root
+// for the nodes: root_dir, or roots_dir and root (checkRootSource).
+var fullModeKeys = []string{"node_dir", "overlay_dir", "start_fsid"}
 
 var keys = []keySpec{
 	pathKey(keySpec{name: "pxe_template", reload: true, required: true, example: "pxelinux.cfg.template",
@@ -106,6 +108,26 @@ var keys = []keySpec{
 	pathKey(keySpec{name: "root_dir", full: true, example: "/srv/pxebootfs/root",
 		doc: "The read-only golden root every node's overlay is layered on. Must exist."},
 		func(c *Config) *string { return &c.RootDir }, existingDir),
+	pathKey(keySpec{name: "roots_dir", full: true, example: "/srv/pxebootfs/roots",
+		doc: "Where named roots keep their immutable generations (roots_dir/NAME/GEN, made by `pxebootfs root import`). Created if missing."},
+		func(c *Config) *string { return &c.RootsDir }, dirIfExists),
+	{
+		name: "root", full: true, needs: "roots_dir", needsWhy: "a named root lives in roots_dir", example: "debian",
+		doc: "The root new nodes (and reset ones) get: its current generation. Inventory nodes may name another (root = NAME). Default: root_dir.",
+		parse: func(p *parser, v string) *Error {
+			if err := roots.CheckName(v); err != nil {
+				return &Error{Reason: err.Error()}
+			}
+			p.c.Root = v
+			return nil
+		},
+	},
+	intKey(keySpec{name: "root_keep", def: "2",
+		doc: "How many newest generations of each root garbage collection always keeps (besides current and pinned ones)."},
+		func(c *Config) *int { return &c.RootKeep }),
+	secondsKey(keySpec{name: "root_grace", def: "3600",
+		doc: "Seconds a generation stays after it stopped being current, unless a node is pinned to it (then it stays as long as one is)."},
+		func(c *Config) *time.Duration { return &c.RootGrace }),
 	pathKey(keySpec{name: "overlay_dir", full: true, example: "/srv/pxebootfs/overlay",
 		doc: "Directory holding each node's writable layer (upper and work dirs). Created if missing."},
 		func(c *Config) *string { return &c.OverlayDir }, dirIfExists),
@@ -385,6 +407,7 @@ func checkNeeds(p *parser) *Error {
 // crossChecks run in order after every key parsed.
 var crossChecks = []func(p *parser) *Error{
 	checkFullModeSet,
+	checkRootSource,
 	checkFSIDRange,
 	checkGaneshaFSIDRange,
 	checkDistinctDirs,
@@ -424,6 +447,27 @@ func checkFullModeSet(p *parser) *Error {
 	}
 	return p.errf(missing[0], "full mode needs %s set together; missing: %s (set: %s)",
 		strings.Join(fullModeKeys, ", "), strings.Join(missing, ", "), strings.Join(set, ", "))
+}
+
+// checkRootSource: full mode needs a root to give nodes, root_dir or a
+// named root; roots_dir alone is for admins preparing one (nodes made
+// before would have nothing to boot).
+func checkRootSource(p *parser) *Error {
+	switch {
+	case !p.c.FullMode():
+		for _, k := range []string{"root_dir", "roots_dir", "root"} {
+			if p.set[k] {
+				return p.errf(k, "is for full mode, which needs %s set too", strings.Join(fullModeKeys, ", "))
+			}
+		}
+	case p.c.RootDir == "" && p.c.Root == "":
+		key := "root_dir"
+		if p.c.RootsDir != "" {
+			key = "root"
+		}
+		return p.errf(key, "full mode needs a root for its nodes: root_dir (one golden tree), or roots_dir and root (named roots with generations)")
+	}
+	return nil
 }
 
 // checkFSIDRange makes sure every node can get an fsid: they are handed out
@@ -480,7 +524,10 @@ func checkMountOptionDirs(p *parser) *Error {
 	if !p.c.FullMode() {
 		return nil
 	}
-	for _, d := range []struct{ key, path string }{{"node_dir", p.c.NodeDir}, {"root_dir", p.c.RootDir}, {"overlay_dir", p.c.OverlayDir}} {
+	for _, d := range []struct{ key, path string }{{"node_dir", p.c.NodeDir}, {"root_dir", p.c.RootDir}, {"roots_dir", p.c.RootsDir}, {"overlay_dir", p.c.OverlayDir}} {
+		if d.path == "" {
+			continue
+		}
 		if err := overlay.CheckPath(d.key, d.path); err != nil {
 			return p.errf(d.key, "%v; choose another path", err)
 		}
@@ -498,6 +545,7 @@ func checkDistinctDirs(p *parser) *Error {
 	dirs := []struct{ key, path string }{
 		{"node_dir", p.c.NodeDir},
 		{"root_dir", p.c.RootDir},
+		{"roots_dir", p.c.RootsDir},
 		{"overlay_dir", p.c.OverlayDir},
 		{"state_dir", p.c.StateDir},
 	}

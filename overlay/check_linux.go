@@ -45,6 +45,12 @@ func (m *Manager) Check() (err error) {
 	}()
 
 	names := []string{"merged", "upper", "work"}
+	if p.Lower == "" {
+		// Only named roots: their generations are checked when made;
+		// an empty lower proves the rest.
+		p.Lower = filepath.Join(dir, "lower")
+		names = append(names, "lower")
+	}
 	for _, name := range names {
 		mode := os.FileMode(upperDirMode)
 		if name == "work" {

@@ -159,15 +159,30 @@ func checkMounted(info *mountinfo.Info, p Paths) error {
 	return nil
 }
 
-// Mount mounts node's overlay at its mount point, creating the directories
-// it needs. If the node's overlay is already mounted there (from an earlier
-// run), Mount adopts it and reports adopted; an overlay of other layers, or
-// any other filesystem, at the mount point is an error.
-func (m *Manager) Mount(id node.ID) (adopted bool, err error) {
+// Mount mounts node's overlay over the root dir; see MountOver.
+func (m *Manager) Mount(id node.ID) (adopted bool, err error) { return m.MountOver(id, "") }
+
+// MountOver mounts node's overlay at its mount point with lower as its lower
+// layer ("" is Options.RootDir), creating the directories it needs. If the
+// node's overlay is already mounted there (from an earlier run), MountOver
+// adopts it and reports adopted; an overlay of other layers — another lower
+// above all: an upper layer records its lower's origin and must never be
+// mounted over another — or any other filesystem at the mount point is an
+// error.
+func (m *Manager) MountOver(id node.ID, lower string) (adopted bool, err error) {
 	node := id.String()
 	p, err := m.Paths(id)
 	if err != nil {
 		return false, fmt.Errorf("mount overlay: %w", err)
+	}
+	if lower != "" {
+		// The mount table lists resolved paths.
+		if p.Lower, err = resolveDir("lower dir", lower, false); err != nil {
+			return false, fmt.Errorf("mount overlay for %s: %w", node, err)
+		}
+	}
+	if p.Lower == "" {
+		return false, fmt.Errorf("mount overlay for %s: no lower dir (root_dir is not set)", node)
 	}
 	defer m.lock(id)()
 

@@ -31,7 +31,8 @@ const (
 type Options struct {
 	// Type is the backend; empty means Overlayfs.
 	Type Type
-	// RootDir is the golden root, the shared read-only lower layer.
+	// RootDir is the golden root, the shared read-only lower layer of
+	// Mount; "" when every mount names its own (MountOver).
 	RootDir string
 	// NodeDir holds the mount points, one per node.
 	NodeDir string
@@ -126,6 +127,10 @@ func newManager(o Options, notYet bool) (*Manager, error) {
 		{"overlay dir", o.OverlayDir, &m.overlayDir, notYet},
 	}
 	for _, d := range dirs {
+		if d.in == "" && d.out == &m.rootDir {
+			// Only named roots: every mount names its lower.
+			continue
+		}
 		p, err := resolveDir(d.what, d.in, d.missing)
 		if err != nil {
 			return nil, fmt.Errorf("overlay: %w", err)
@@ -136,6 +141,9 @@ func newManager(o Options, notYet bool) (*Manager, error) {
 	// golden root or an upper dir would show up inside every node's root.
 	for i, a := range dirs {
 		for _, b := range dirs[i+1:] {
+			if *a.out == "" || *b.out == "" {
+				continue
+			}
 			if within(*a.out, *b.out) || within(*b.out, *a.out) {
 				return nil, fmt.Errorf("overlay: %s %s and %s %s overlap; they must be separate trees", a.what, *a.out, b.what, *b.out)
 			}

@@ -183,8 +183,8 @@ func TestPrintNodes(t *testing.T) {
 	yes, no := true, false
 	boot := time.Date(2030, 1, 2, 3, 4, 5, 0, time.Local)
 	nodes := []control.NodeStatus{
-		{Node: node.MustParse("C0A80102"), IP: netip.MustParseAddr("192.168.1.2"), MAC: "52:54:00:12:34:56", FSID: 10000, Mounted: &yes, Exported: &yes, Created: boot, LastBoot: boot, BootCount: 3},
-		{Node: node.MustParse("C0A80103"), IP: netip.MustParseAddr("192.168.1.3"), FSID: 10001, Mounted: &no, Exported: nil, Created: boot, LastError: "exportfs: failed\n  badly"},
+		{Node: node.MustParse("C0A80102"), IP: netip.MustParseAddr("192.168.1.2"), MAC: "52:54:00:12:34:56", FSID: 10000, Root: "debian", RootGeneration: "0123456789ab", Mounted: &yes, Exported: &yes, Created: boot, LastBoot: boot, BootCount: 3},
+		{Node: node.MustParse("C0A80103"), IP: netip.MustParseAddr("192.168.1.3"), FSID: 10001, Root: "root_dir", RootGeneration: "dir", Mounted: &no, Exported: nil, Created: boot, LastError: "exportfs: failed\n  badly"},
 		{Node: node.MustParse("C0A80104"), IP: netip.MustParseAddr("192.168.1.4"), Created: boot, Install: "install", InstallChanged: boot, InstallLoop: true, InstallError: "no disk"},
 	}
 	var b bytes.Buffer
@@ -194,10 +194,10 @@ func TestPrintNodes(t *testing.T) {
 		t.Fatalf("%d lines:\n%s", len(lines), b.String())
 	}
 	for i, want := range [][]string{
-		{"NODE", "IP", "MAC", "FSID", "MOUNTED", "EXPORTED", "CREATED", "LAST", "BOOT", "BOOTS", "INSTALL", "SINCE", "LAST", "ERROR"},
-		{"C0A80102", "192.168.1.2", "52:54:00:12:34:56", "10000", "yes", "yes", "2030-01-02", "03:04:05", "2030-01-02", "03:04:05", "3", "-", "-", "-"},
-		{"C0A80103", "192.168.1.3", "-", "10001", "no", "?", "2030-01-02", "03:04:05", "-", "0", "-", "-", "exportfs:", "failed", "badly"},
-		{"C0A80104", "192.168.1.4", "-", "-", "?", "?", "2030-01-02", "03:04:05", "-", "0", "install", "install-loop?", "2030-01-02", "03:04:05", "installer:", "no", "disk"},
+		{"NODE", "IP", "MAC", "FSID", "ROOT", "MOUNTED", "EXPORTED", "CREATED", "LAST", "BOOT", "BOOTS", "INSTALL", "SINCE", "LAST", "ERROR"},
+		{"C0A80102", "192.168.1.2", "52:54:00:12:34:56", "10000", "debian/0123456789ab", "yes", "yes", "2030-01-02", "03:04:05", "2030-01-02", "03:04:05", "3", "-", "-", "-"},
+		{"C0A80103", "192.168.1.3", "-", "10001", "root_dir/dir", "no", "?", "2030-01-02", "03:04:05", "-", "0", "-", "-", "exportfs:", "failed", "badly"},
+		{"C0A80104", "192.168.1.4", "-", "-", "-", "?", "?", "2030-01-02", "03:04:05", "-", "0", "install", "install-loop?", "2030-01-02", "03:04:05", "installer:", "no", "disk"},
 	} {
 		if got := strings.Fields(lines[i]); !slices.Equal(got, want) {
 			t.Errorf("line %d = %q, want fields %q", i, lines[i], want)
@@ -205,7 +205,7 @@ func TestPrintNodes(t *testing.T) {
 	}
 	b.Reset()
 	printNodes(&b, nodes[1:], true, true)
-	if f := strings.Fields(strings.Split(b.String(), "\n")[1]); len(f) < 6 || f[5] != "-" {
+	if f := strings.Fields(strings.Split(b.String(), "\n")[1]); len(f) < 7 || f[6] != "-" {
 		t.Errorf("with export none, unknown export is not '-':\n%s", b.String())
 	}
 	b.Reset()

@@ -16,6 +16,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
+	"github.com/pxebootfs/pxebootfs/internal/roots"
 	"github.com/pxebootfs/pxebootfs/nfsexport"
 	"github.com/pxebootfs/pxebootfs/overlay"
 )
@@ -27,7 +28,7 @@ const exportsFile = "/etc/exports.d/pxebootfs.exports"
 // newProvisioner builds the provisioner for full mode and restores every
 // known node, or returns nil in config-only mode. The returned func closes
 // what it opened (the exporter's connection); node roots and exports stay.
-func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Registry, met *metrics.Metrics, log *slog.Logger) (p *provision.Provisioner, closeAll func(), err error) {
+func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Registry, met *metrics.Metrics, rootFor func(node.ID) string, log *slog.Logger) (p *provision.Provisioner, closeAll func(), err error) {
 	if !cfg.FullMode() {
 		return nil, func() {}, nil
 	}
@@ -67,8 +68,17 @@ func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Regis
 			return nil, nil, err
 		}
 	}
+	rs := rootStore(cfg)
+	// What killed imports left, and the seals a reboot took: before any
+	// node is mounted over a generation.
+	if err := rs.CleanStaging(); err != nil {
+		log.Warn("roots: clean staging", "err", err)
+	}
+	if err := rs.SealAll(); err != nil {
+		log.Error("roots: seal generations read-only", "err", err)
+	}
 	o := provision.Options{Overlay: ov, Exporter: ex, Registry: reg, NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID,
-		ResetGuard: cfg.ResetGuard, ResetOnBoot: cfg.ResetOnBoot, Logger: log}
+		ResetGuard: cfg.ResetGuard, ResetOnBoot: cfg.ResetOnBoot, Logger: log, Roots: rs, RootFor: rootFor}
 	if met != nil {
 		// Not a typed nil in the interface.
 		o.Metrics = met
@@ -81,6 +91,12 @@ func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Regis
 	log.Info("restore: done", "ready", n, "known", reg.Len())
 	p.DiscardLeftovers()
 	return p, all, nil
+}
+
+// rootStore is cfg's roots: roots_dir's, and root_dir as the root
+// "root_dir".
+func rootStore(cfg *config.Config) *roots.Store {
+	return roots.New(cfg.RootsDir, cfg.StateDir, cfg.RootDir)
 }
 
 func newOverlay(cfg *config.Config) (*overlay.Manager, error) {

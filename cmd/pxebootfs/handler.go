@@ -16,6 +16,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
+	"github.com/pxebootfs/pxebootfs/internal/roots"
 )
 
 // controlHandler carries out admin requests in the daemon.
@@ -96,8 +97,16 @@ func installNodes(recs []registry.Record, inst *install.Manager) []control.NodeS
 }
 
 func controlNode(r registry.Record, inst *install.Manager) control.NodeStatus {
+	var root, gen string
+	if r.FSID != 0 {
+		pin := roots.Pin{Root: r.Root, Gen: r.RootGen}
+		root, gen = roots.Legacy, roots.LegacyGen
+		if !pin.IsLegacy() {
+			root, gen = pin.Root, pin.Gen
+		}
+	}
 	return control.NodeStatus{
-		Node: r.ID, IP: r.ID.Addr(), MAC: r.MAC, FSID: r.FSID,
+		Node: r.ID, IP: r.ID.Addr(), MAC: r.MAC, FSID: r.FSID, Root: root, RootGeneration: gen,
 		Created: r.Created, LastBoot: r.LastBoot, BootCount: r.BootCount, LastError: r.LastError,
 		Install: string(r.Install.State), InstallChanged: r.Install.Changed,
 		InstallLoop: inst.Loop(r.Install), InstallError: r.Install.Error,

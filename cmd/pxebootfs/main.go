@@ -28,6 +28,7 @@ func commands() []command {
 		{"installed", "end nodes' install mode by hand: they boot from their local disk", runInstalled},
 		{"reload", "make the daemon re-read its config, template, ethers (as SIGHUP)", runReload},
 		{"image", "boot images: import, use (roll back), list, remove, prune versions", runImage},
+		{"root", "node roots: import generations, use (roll back), list, remove, prune, upgrade nodes", runRoot},
 		{"version", "print the version", runVersion},
 	}
 }

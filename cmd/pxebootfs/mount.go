@@ -124,7 +124,12 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 		}
 	}()
 	met := newMetrics(cfg, mounts)
-	prov, closeProv, err := newProvisioner(ctx, cfg, reg, met, log)
+	// A fresh layer's root is the inventory's or the config's, which the
+	// catalogs know; they are built below (they need the provisioner), and
+	// before anything is served, which is when a layer is first made.
+	var cats catalogList
+	rootFor := func(id node.ID) string { return cats.rootOf(id, cfg.Root) }
+	prov, closeProv, err := newProvisioner(ctx, cfg, reg, met, rootFor, log)
 	if err != nil {
 		return failed(exitFailure, err)
 	}
@@ -265,6 +270,15 @@ func (cs catalogList) nodeChanged(id node.ID) {
 	for _, c := range cs {
 		c.NodeChanged(id)
 	}
+}
+
+// rootOf is the named root of id (see Catalog.RootOf), def before the
+// catalogs exist.
+func (cs catalogList) rootOf(id node.ID, def string) string {
+	if len(cs) == 0 {
+		return def
+	}
+	return cs[0].RootOf(id)
 }
 
 // allowed is the allow list, which every catalog shares.

@@ -103,7 +103,7 @@ func offlineNodes(ctx context.Context, cfg *config.Config) ([]control.NodeStatus
 func printNodes(w io.Writer, nodes []control.NodeStatus, fullMode, exportNone bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if fullMode {
-		fmt.Fprint(tw, "NODE\tIP\tMAC\tFSID\tMOUNTED\tEXPORTED\tCREATED\tLAST BOOT\tBOOTS\tINSTALL\tSINCE\tLAST ERROR\n")
+		fmt.Fprint(tw, "NODE\tIP\tMAC\tFSID\tROOT\tMOUNTED\tEXPORTED\tCREATED\tLAST BOOT\tBOOTS\tINSTALL\tSINCE\tLAST ERROR\n")
 	} else {
 		fmt.Fprint(tw, "NODE\tIP\tMAC\tCREATED\tINSTALL\tSINCE\tLAST ERROR\n")
 	}
@@ -130,8 +130,12 @@ func printNodes(w io.Writer, nodes []control.NodeStatus, fullMode, exportNone bo
 		if n.FSID != 0 {
 			fsid = fmt.Sprint(n.FSID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
-			n.Node, n.IP, orDash(n.MAC), fsid, yesNo(n.Mounted, "?"), yesNo(n.Exported, unknownExport),
+		root := "-"
+		if n.Root != "" {
+			root = n.Root + "/" + n.RootGeneration
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
+			n.Node, n.IP, orDash(n.MAC), fsid, root, yesNo(n.Mounted, "?"), yesNo(n.Exported, unknownExport),
 			when(n.Created), when(n.LastBoot), n.BootCount, state, when(n.InstallChanged), orDash(oneLine(lastErr)))
 	}
 	tw.Flush()

@@ -75,3 +75,14 @@ func (s *snapshot) firstMAC(id node.ID) string {
 
 // InventoryNodes lists the inventory's nodes (none without an inventory).
 func (c *Catalog) InventoryNodes() []*inventory.Host { return c.cur.Load().inv.Nodes() }
+
+// RootOf is the named root a fresh layer of id is made over: the
+// inventory's root for the node, else the config's root ("" means
+// root_dir).
+func (c *Catalog) RootOf(id node.ID) string {
+	s := c.cur.Load()
+	if n := s.inv.ByID(id); n != nil && n.Root != "" {
+		return n.Root
+	}
+	return s.cfg.Root
+}

@@ -156,6 +156,8 @@ func data(e Entry, root node.Root, v install.View) render.Data {
 		Name:    e.Name,
 		FSID:    root.FSID,
 		NodeDir: root.Dir,
+		Root:    root.RootName,
+		RootGen: root.RootGen,
 
 		InstallState: string(v.State),
 		InstallToken: v.Token,

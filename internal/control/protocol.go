@@ -92,6 +92,11 @@ type NodeStatus struct {
 	IP   netip.Addr `json:"ip"`
 	MAC  string     `json:"mac"`
 	FSID uint32     `json:"fsid"`
+	// Root and RootGeneration are the root generation the node's layer is
+	// made over: "root_dir" and "dir" for the config's root_dir; empty
+	// for a node without a root (config-only mode, install only).
+	Root           string `json:"root"`
+	RootGeneration string `json:"root_generation"`
 	// Mounted and Exported are null when unknown (no daemon and no access
 	// to the mount table or exports, or export = none).
 	Mounted   *bool     `json:"mounted"`

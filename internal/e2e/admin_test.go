@@ -54,6 +54,8 @@ type nodeJSON struct {
 	IP        string    `json:"ip"`
 	MAC       string    `json:"mac"`
 	FSID      uint32    `json:"fsid"`
+	Root      string    `json:"root"`
+	RootGen   string    `json:"root_generation"`
 	Mounted   *bool     `json:"mounted"`
 	Exported  *bool     `json:"exported"`
 	Created   time.Time `json:"created"`
@@ -131,7 +133,7 @@ func TestAdminNodes(t *testing.T) {
 		t.Fatalf("nodes:\n%s", out)
 	}
 	row := strings.Fields(lines[1])
-	if want := []string{"C0A80102", "192.168.1.2", "52:54:00:12:34:56", "10000", "yes", "yes"}; !slices.Equal(row[:6], want) {
+	if want := []string{"C0A80102", "192.168.1.2", "52:54:00:12:34:56", "10000", "root_dir/dir", "yes", "yes"}; !slices.Equal(row[:7], want) {
 		t.Errorf("row %q, want it to start with %q", lines[1], want)
 	}
 	// A tftpd that sees a resent request opens the file again, so at least.
@@ -143,6 +145,7 @@ func TestAdminNodes(t *testing.T) {
 	nodes := f.nodesJSON(t)
 	n := nodes["C0A80103"]
 	if len(nodes) != 2 || n.FSID != 10001 || n.IP != "192.168.1.3" || !isTrue(n.Mounted) || !isTrue(n.Exported) ||
+		n.Root != "root_dir" || n.RootGen != "dir" ||
 		n.BootCount < 1 || n.Created.IsZero() || n.LastBoot.Before(n.Created) {
 		t.Errorf("nodes -json: %+v", nodes)
 	}

@@ -33,7 +33,7 @@ func TestCheckReportsProblems(t *testing.T) {
 		{"bad cidr", "[PXEBOOTFS]\npxe_template: t\nallow = 10.0.0.0/33\n", "allow"},
 		{"template never names the node", "[PXEBOOTFS]\npxe_template: t\n", "t:1:"},
 		{"missing template", "[PXEBOOTFS]\npxe_template: nope\n", "pxe_template"},
-		{"partial full mode", "[PXEBOOTFS]\npxe_template: t\nnode_dir: /netboot/node\n", "root_dir"},
+		{"partial full mode", "[PXEBOOTFS]\npxe_template: t\nnode_dir: /netboot/node\n", "overlay_dir"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,6 +25,8 @@
 //     spaces; the key may also be repeated. They are served like ethers
 //     entries: pxelinux's 01-<mac> names resolve to this node.
 //   - hostname: RFC 1123 host name (labels of letters, digits and '-').
+//   - root: the named root (package roots) the node's layer is made over
+//     when made fresh, instead of the config's root.
 //   - template: this node's own template instead of pxe_template (e.g. an
 //     installer config), relative to the inventory file; parsed at load.
 //   - provision: true (default) or false; false nodes get their config but
@@ -64,6 +66,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/pxename"
 	"github.com/pxebootfs/pxebootfs/internal/render"
+	"github.com/pxebootfs/pxebootfs/internal/roots"
 )
 
 // MaxFileSize bounds the inventory file read.
@@ -85,6 +88,7 @@ type Host struct {
 	// (a node that never was in install mode).
 	Install   bool
 	Provision bool              // false: config only, no root or export
+	Root      string            // named root (package roots); "" is the config's root
 	Vars      map[string]string // never nil
 }
 
@@ -238,6 +242,13 @@ var nodeKeys = map[string]nodeKey{
 	"ip":       {set: setIP},
 	"mac":      {repeat: true, set: setMAC},
 	"hostname": {set: setHostname},
+	"root": {set: func(_ *parser, n *Host, _, v string) error {
+		if err := roots.CheckName(v); err != nil {
+			return err
+		}
+		n.Root = v
+		return nil
+	}},
 	"provision": {set: func(_ *parser, n *Host, _, v string) error {
 		return setBool(&n.Provision, v)
 	}},
@@ -263,7 +274,7 @@ func keyOf(key string) (nodeKey, error) {
 	if strings.HasPrefix(key, "var.") {
 		return nodeKey{}, errors.New("variable name must be letters, digits and '_', not starting with a digit (it is used as .Vars.NAME)")
 	}
-	names := []string{"ip", "mac", "hostname"}
+	names := []string{"ip", "mac", "hostname", "root"}
 	for _, lk := range config.AllLoaderKeys() {
 		for _, k := range lk.Inventory {
 			if k != "" {

@@ -175,6 +175,11 @@ type Node struct {
 type Root struct {
 	FSID uint32
 	Dir  string // exported path, node_dir/NODE
+	// RootName and RootGen are the root generation the node's layer is
+	// made over (package roots): "root_dir" and "dir" for the config's
+	// root_dir. For a node not yet made, the one it would get.
+	RootName string
+	RootGen  string
 	// Known: the node is registered, so FSID is its own for good. Peek
 	// of a new node gives the next free fsid, which a concurrent new
 	// node may take first; a config rendered from it may still change.

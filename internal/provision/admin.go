@@ -177,11 +177,24 @@ func (p *Provisioner) resetLocked(ctx context.Context, st *nodeState, rec regist
 		}
 	}()
 
+	// A fresh layer moves to its root's current generation; a layer not
+	// wiped stays over the one it was made over.
+	pin := pinOf(rec)
+	if wipeErr == nil {
+		fresh, err := p.freshPin(rec.ID)
+		if err != nil {
+			// The layer is empty, so the old pin is still a root the
+			// node can boot; the error is reported.
+			wipeErr = fmt.Errorf("move to the current root generation: %w; staying on %s", err, pin)
+		} else {
+			pin = fresh
+		}
+	}
 	t = p.now()
-	if _, err := p.ov.Mount(rec.ID); err != nil {
+	if _, err := p.mountPinned(rec.ID, pin); err != nil {
 		return errors.Join(wipeErr, fmt.Errorf("reset %s: %w", rec.ID, err))
 	}
-	log.Info("reset: overlay mounted", "duration", p.now().Sub(t))
+	log.Info("reset: overlay mounted", "root", pin.String(), "duration", p.now().Sub(t))
 
 	t = p.now()
 	if err := p.ex.Export(ctx, e); err != nil {

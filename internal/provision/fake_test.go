@@ -46,7 +46,7 @@ func (f *fakeOverlays) do(op string, id node.ID) error {
 	return nil
 }
 
-func (f *fakeOverlays) Mount(id node.ID) (bool, error) {
+func (f *fakeOverlays) MountOver(id node.ID, lower string) (bool, error) {
 	f.mu.Lock()
 	adopted := f.mounted[id]
 	f.mu.Unlock()

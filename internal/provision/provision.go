@@ -27,6 +27,7 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
+	"github.com/pxebootfs/pxebootfs/internal/roots"
 	"github.com/pxebootfs/pxebootfs/nfsexport"
 )
 
@@ -34,8 +35,9 @@ import (
 // *overlay.Manager implements it. Calls for one node are serialised by the
 // caller (the node's lock).
 type Overlays interface {
-	// Mount mounts id's overlay, or adopts one already mounted.
-	Mount(id node.ID) (adopted bool, err error)
+	// MountOver mounts id's overlay over lower, or adopts one already
+	// mounted over lower.
+	MountOver(id node.ID, lower string) (adopted bool, err error)
 	// Unmount unmounts id's overlay; not mounted is success.
 	Unmount(id node.ID) error
 	// Wipe moves id's writable layer aside and returns the directories to
@@ -64,6 +66,8 @@ type Registry interface {
 	RecordBoot(id node.ID, at time.Time, mac string) error
 	RecordError(id node.ID, msg string) error
 	SetReleased(id node.ID, released bool) error
+	// SetRoot pins id to a root generation, durably.
+	SetRoot(id node.ID, root, gen string) error
 	// Forget removes id and retires its fsid for good.
 	Forget(id node.ID) error
 	// NextFSID previews the fsid a new node would get, without side effects.
@@ -91,6 +95,19 @@ type Options struct {
 	ResetOnBoot bool
 	// Metrics, if not nil, is told about every provisioning and reset.
 	Metrics Metrics
+	// Roots gives layers their lower: a node made fresh (new, reset) gets
+	// the current generation of RootFor(node), and is pinned to it; every
+	// remount uses the pinned one. Nil: every node is over the overlay's
+	// root dir (root_dir), as before named roots.
+	Roots   Roots
+	RootFor func(id node.ID) string // "" is the config's default root
+}
+
+// Roots is what provisioning needs of package roots; a *roots.Store
+// implements it.
+type Roots interface {
+	Current(name string) (roots.Pin, error)
+	Path(p roots.Pin) (string, error)
 }
 
 // Provisioner implements node.Provisioner.
@@ -103,6 +120,8 @@ type Provisioner struct {
 	log     *slog.Logger
 	now     func() time.Time
 	met     Metrics // nil: none
+	roots   Roots   // nil: root_dir only
+	rootFor func(id node.ID) string
 
 	mu    sync.Mutex
 	nodes map[node.ID]*nodeState // under mu; entries are never removed
@@ -147,7 +166,11 @@ var _ node.Provisioner = (*Provisioner)(nil)
 // Registry and NodeDir are needed.
 func New(o Options) *Provisioner {
 	p := &Provisioner{ov: o.Overlay, ex: o.Exporter, reg: o.Registry, nodeDir: o.NodeDir, start: o.StartFSID, log: o.Logger, now: o.Now,
-		met: o.Metrics, resetGuard: o.ResetGuard, resetOnBoot: o.ResetOnBoot, nodes: map[node.ID]*nodeState{}}
+		met: o.Metrics, resetGuard: o.ResetGuard, resetOnBoot: o.ResetOnBoot, nodes: map[node.ID]*nodeState{},
+		roots: o.Roots, rootFor: o.RootFor}
+	if p.rootFor == nil {
+		p.rootFor = func(node.ID) string { return "" }
+	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -231,7 +254,63 @@ func (p *Provisioner) Booted(n node.Node) {
 }
 
 func (p *Provisioner) root(rec registry.Record) node.Root {
-	return node.Root{FSID: rec.FSID, Dir: p.dir(rec.ID), Known: true}
+	pin := pinOf(rec)
+	return node.Root{FSID: rec.FSID, Dir: p.dir(rec.ID), Known: true, RootName: pinName(pin), RootGen: pinGen(pin)}
+}
+
+// pinOf is the root generation rec's layer was made over.
+func pinOf(rec registry.Record) roots.Pin { return roots.Pin{Root: rec.Root, Gen: rec.RootGen} }
+
+func pinName(p roots.Pin) string {
+	if p.IsLegacy() {
+		return roots.Legacy
+	}
+	return p.Root
+}
+
+func pinGen(p roots.Pin) string {
+	if p.IsLegacy() {
+		return roots.LegacyGen
+	}
+	return p.Gen
+}
+
+// lower is the directory of pin: the lower layer of the nodes pinned to it
+// ("" is the overlay's root dir).
+func (p *Provisioner) lower(pin roots.Pin) (string, error) {
+	if p.roots == nil {
+		if !pin.IsLegacy() {
+			return "", fmt.Errorf("pinned to root %s, but the config has no roots_dir", pin)
+		}
+		return "", nil
+	}
+	return p.roots.Path(pin)
+}
+
+// freshPin picks the generation a fresh layer of id is made over, and pins
+// id to it (durably) before anything is mounted: a crash after the mount
+// must remount over the same one.
+func (p *Provisioner) freshPin(id node.ID) (roots.Pin, error) {
+	if p.roots == nil {
+		return roots.Pin{}, nil
+	}
+	pin, err := p.roots.Current(p.rootFor(id))
+	if err != nil {
+		return pin, err
+	}
+	if err := p.reg.SetRoot(id, pin.Root, pin.Gen); err != nil {
+		return pin, err
+	}
+	return pin, nil
+}
+
+// mountPinned mounts id's overlay over pin.
+func (p *Provisioner) mountPinned(id node.ID, pin roots.Pin) (adopted bool, err error) {
+	lower, err := p.lower(pin)
+	if err != nil {
+		return false, err
+	}
+	return p.ov.MountOver(id, lower)
 }
 
 // dir is the node's mount point and export path. A node's String is 8
@@ -259,6 +338,7 @@ func (p *Provisioner) provision(ctx context.Context, n node.Node) (err error) {
 	}()
 
 	rec, known := p.reg.Get(n.ID)
+	pin := pinOf(rec)
 	if !known || rec.FSID == 0 { // new, or known for its install only
 		used, err := p.usedFSIDs(ctx)
 		if err != nil {
@@ -272,13 +352,17 @@ func (p *Provisioner) provision(ctx context.Context, n node.Node) (err error) {
 		if created {
 			log.Info("provision: new node", "fsid", rec.FSID)
 		}
+		// Its layer is made now: it gets its root's current generation.
+		if pin, err = p.freshPin(n.ID); err != nil {
+			return fmt.Errorf("provision %s: %w", n.ID, err)
+		}
 	}
 	t := p.now()
-	adopted, err := p.ov.Mount(n.ID)
+	adopted, err := p.mountPinned(n.ID, pin)
 	if err != nil {
 		return fmt.Errorf("provision %s: %w", n.ID, err)
 	}
-	log.Info("provision: overlay mounted", "adopted", adopted, "duration", p.now().Sub(t))
+	log.Info("provision: overlay mounted", "adopted", adopted, "root", pin.String(), "duration", p.now().Sub(t))
 
 	t = p.now()
 	if err := p.ex.Export(ctx, p.export(rec)); err != nil {
@@ -338,7 +422,15 @@ func (p *Provisioner) Peek(id node.ID) node.Root {
 	p.usedMu.Lock()
 	used := p.used
 	p.usedMu.Unlock()
-	return node.Root{FSID: p.reg.NextFSID(p.start, used), Dir: p.dir(id)}
+	r := node.Root{FSID: p.reg.NextFSID(p.start, used), Dir: p.dir(id)}
+	// The generation it would get; none if its root has none yet (its
+	// provisioning will say why).
+	pin := roots.Pin{}
+	if p.roots != nil {
+		pin, _ = p.roots.Current(p.rootFor(id))
+	}
+	r.RootName, r.RootGen = pinName(pin), pinGen(pin)
+	return r
 }
 
 // Nodes lists the nodes in the registry.
@@ -550,7 +642,9 @@ func (p *Provisioner) restoreMount(ctx context.Context, r *restoring, mounted bo
 		return false, nil // a boot got here first
 	}
 	if !mounted {
-		if _, err := p.ov.Mount(r.rec.ID); err != nil {
+		// Always over the pinned generation: the upper layer records
+		// its lower's origin.
+		if _, err := p.mountPinned(r.rec.ID, pinOf(r.rec)); err != nil {
 			return false, err
 		}
 		p.log.Info("restore: overlay mounted", "node", r.rec.ID, "fsid", r.rec.FSID)

@@ -33,6 +33,11 @@ type Record struct {
 	Released bool `json:"released,omitempty"`
 	// Install is the node's install lifecycle; the zero value is none.
 	Install Install `json:"install,omitzero"`
+	// Root and RootGen pin the node to the root generation its writable
+	// layer was made over (package roots); both empty: the config's
+	// root_dir, as for every node made before named roots existed.
+	Root    string `json:"root,omitempty"`
+	RootGen string `json:"root_generation,omitempty"`
 }
 
 // InstallState is where a node is in its install lifecycle.
@@ -521,6 +526,12 @@ func (r *Registry) RecordError(id node.ID, msg string) error {
 }
 
 // SetReleased marks node released (or not), durably.
+// SetRoot pins id to a root generation (its layer was just made fresh);
+// durable before it returns, since a remount over another would fail.
+func (r *Registry) SetRoot(id node.ID, root, gen string) error {
+	return r.update("pin root", id, func(n *Record) bool { n.Root, n.RootGen = root, gen; return true })
+}
+
 func (r *Registry) SetReleased(id node.ID, released bool) error {
 	return r.update("mark released", id, func(n *Record) bool { n.Released = released; return true })
 }

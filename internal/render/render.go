@@ -66,6 +66,11 @@ type Data struct {
 	Hostname string            // from an inventory; "" without one
 	Vars     map[string]string // free-form inventory vars; a missing key is a render error
 
+	// Full mode: the root generation the node's layer is made over
+	// (package roots): "root_dir" and "dir" for the config's root_dir.
+	Root    string
+	RootGen string
+
 	// Install mode (package install): the node's state ("", "install",
 	// "installing", "installed"), its secret token (empty unless in install
 	// mode or installed) and its callback base URL, callback_url +
@@ -111,6 +116,8 @@ func SampleData() Data {
 		FSID:     1001,
 		NodeDir:  "/netboot/node/C0A80102",
 		Hostname: "node2",
+		Root:     "debian",
+		RootGen:  "0123456789ab",
 
 		InstallState: "install",
 		InstallToken: "00112233445566778899aabbccddeeff",

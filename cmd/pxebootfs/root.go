@@ -1,0 +1,323 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/registry"
+	"github.com/pxebootfs/pxebootfs/internal/roots"
+)
+
+// runRoot dispatches `pxebootfs root SUBCOMMAND`. Like the image commands,
+// they work with or without a running daemon: generations are made and
+// removed in roots_dir, the index in state_dir is changed under its lock,
+// and which nodes are pinned where is read from the registry.
+func runRoot(args []string, stdout, stderr io.Writer) int {
+	subs := []command{
+		{"import", "import a generation (NAME SOURCE: a directory or a tar, tar.gz, tar.zst) and make it current", runRootImport},
+		{"use", "make a kept generation current (NAME GEN): roll back or forward", runRootUse},
+		{"list", "list generations: current, size, imported when and from where, nodes pinned", runRootList},
+		{"remove", "remove a generation (NAME GEN) or a whole root (NAME); never one a node is pinned to", runRootRemove},
+		{"prune", "remove generations no node is pinned to, beyond root_keep and root_grace", runRootPrune},
+		{"upgrade", "reset nodes onto their root's current generation (a reset: fresh layer, same fsid)", runRootUpgrade},
+	}
+	for _, c := range subs {
+		if len(args) > 0 && args[0] == c.name {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	w, code := stderr, exitUsage
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
+		w, code = stdout, exitOK
+	}
+	fmt.Fprintf(w, "usage: pxebootfs root SUBCOMMAND [flags] [args]\n\nsubcommands:\n")
+	for _, c := range subs {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nRun 'pxebootfs root SUBCOMMAND -h' for its flags.\n")
+	return code
+}
+
+// rootArgs is the start of every root subcommand: flags, min to max
+// positional arguments, the config and its root store.
+func rootArgs(name, usage string, args []string, min, max int, stderr io.Writer, extra func(*flag.FlagSet)) (*cmdline, *config.Config, *roots.Store, int) {
+	c := newCmdline("root "+name, usage, stderr)
+	if extra != nil {
+		extra(c.FlagSet)
+	}
+	if code := c.parse(args, min, max); code >= 0 {
+		return nil, nil, nil, code
+	}
+	cfg, code := c.load()
+	if code >= 0 {
+		return nil, nil, nil, code
+	}
+	if !cfg.FullMode() {
+		fmt.Fprintf(stderr, "pxebootfs: %s: roots are for full mode (node_dir, overlay_dir, start_fsid and roots_dir)\n", cfg.File)
+		return nil, nil, nil, exitConfig
+	}
+	return c, cfg, rootStore(cfg), -1
+}
+
+// rootFailed prints err and picks the exit code: a generation nodes are
+// pinned to is refused, not failed.
+func rootFailed(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "pxebootfs: %v\n", err)
+	if errors.Is(err, roots.ErrPinned) {
+		return exitRefused
+	}
+	return exitFailure
+}
+
+// pinsOf reads which nodes are pinned to which generation from the registry
+// (without its lock: the file is replaced whole).
+func pinsOf(cfg *config.Config) (roots.Pins, error) {
+	pins := roots.Pins{}
+	reg, err := registry.OpenReadOnly(cfg.StateDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return pins, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range reg.All() {
+		if r.FSID == 0 {
+			continue // no layer: known for its install only
+		}
+		p := roots.Pin{Root: r.Root, Gen: r.RootGen}
+		if p.IsLegacy() {
+			p = roots.Pin{}
+		}
+		pins[p] = append(pins[p], r.ID.String())
+	}
+	return pins, nil
+}
+
+func runRootImport(args []string, stdout, stderr io.Writer) int {
+	var noKernelCheck bool
+	c, _, st, code := rootArgs("import", "NAME SOURCE", args, 2, 2, stderr, func(fl *flag.FlagSet) {
+		fl.BoolVar(&noKernelCheck, "no-kernel-check", false, "import a tree whose boot/vmlinuz-VERSION has no lib/modules/VERSION")
+	})
+	if code >= 0 {
+		return code
+	}
+	if st.Dir() == "" {
+		fmt.Fprintf(stderr, "pxebootfs root import: [PXEBOOTFS] roots_dir: not set; named roots live there\n")
+		return exitConfig
+	}
+	o := roots.ImportOptions{Name: c.Arg(0), Source: c.Arg(1), NoKernelCheck: noKernelCheck}
+	if isTerminal(stderr) {
+		o.Progress = stderr
+	} else {
+		o.Log = newLogger(stderr, slog.LevelInfo)
+	}
+	ctx, stop := adminContext()
+	defer stop()
+	res, err := st.Import(ctx, o)
+	if err != nil {
+		return rootFailed(stderr, err)
+	}
+	kernel := ""
+	if res.Kernel != "" {
+		kernel = "; kernel " + res.Kernel
+	}
+	switch {
+	case !res.Created && res.Previous == res.Gen:
+		fmt.Fprintf(stdout, "%s: identical to the current generation %s; nothing imported\n", o.Name, res.Gen)
+	case !res.Created:
+		fmt.Fprintf(stdout, "%s: generation %s was already imported; it is current again (was %s)\n", o.Name, res.Gen, orNone(res.Previous))
+	default:
+		fmt.Fprintf(stdout, "%s: imported generation %s (%d entries, %d bytes%s), read-only; now current (was %s). New and reset nodes get it; running nodes keep theirs.\n",
+			o.Name, res.Gen, res.Files, res.Size, kernel, orNone(res.Previous))
+	}
+	return exitOK
+}
+
+func runRootUse(args []string, stdout, stderr io.Writer) int {
+	c, _, st, code := rootArgs("use", "NAME GEN", args, 2, 2, stderr, nil)
+	if code >= 0 {
+		return code
+	}
+	prev, err := st.Use(c.Arg(0), c.Arg(1), time.Now())
+	if err != nil {
+		return rootFailed(stderr, err)
+	}
+	fmt.Fprintf(stdout, "%s: generation %s is current (was %s); new and reset nodes get it\n", c.Arg(0), c.Arg(1), orNone(prev))
+	return exitOK
+}
+
+func runRootRemove(args []string, stdout, stderr io.Writer) int {
+	var force bool
+	c, cfg, st, code := rootArgs("remove", "NAME [GEN]", args, 1, 2, stderr, func(fl *flag.FlagSet) {
+		fl.BoolVar(&force, "force", false, "remove even the current generation (never one a node is pinned to)")
+	})
+	if code >= 0 {
+		return code
+	}
+	pins, err := pinsOf(cfg)
+	if err != nil {
+		return rootFailed(stderr, err)
+	}
+	removed, err := st.Remove(c.Arg(0), c.Arg(1), force, pins)
+	if err != nil {
+		return rootFailed(stderr, err)
+	}
+	fmt.Fprintf(stdout, "%s: removed %s\n", c.Arg(0), strings.Join(removed, " "))
+	return exitOK
+}
+
+func runRootPrune(args []string, stdout, stderr io.Writer) int {
+	_, cfg, st, code := rootArgs("prune", "", args, 0, 0, stderr, nil)
+	if code >= 0 {
+		return code
+	}
+	pins, err := pinsOf(cfg)
+	if err != nil {
+		return rootFailed(stderr, err)
+	}
+	removed, err := st.Prune(roots.Policy{Keep: cfg.RootKeep, Grace: cfg.RootGrace}, pins, time.Now())
+	if err != nil {
+		return rootFailed(stderr, err)
+	}
+	n := 0
+	for name, gs := range removed {
+		n += len(gs)
+		fmt.Fprintf(stdout, "%s: removed %s\n", name, strings.Join(gs, " "))
+	}
+	if n == 0 {
+		fmt.Fprintln(stdout, "nothing to remove")
+	}
+	return exitOK
+}
+
+func runRootList(args []string, stdout, stderr io.Writer) int {
+	var asJSON bool
+	c, cfg, st, code := rootArgs("list", "[NAME]", args, 0, 1, stderr, func(fl *flag.FlagSet) {
+		fl.BoolVar(&asJSON, "json", false, "print a JSON array of generations")
+	})
+	if code >= 0 {
+		return code
+	}
+	pins, err := pinsOf(cfg)
+	if err != nil {
+		return rootFailed(stderr, err)
+	}
+	ls, err := st.List(c.Arg(0), pins)
+	if err != nil {
+		return rootFailed(stderr, err)
+	}
+	if asJSON {
+		b, err := json.MarshalIndent(ls, "", "  ")
+		if err != nil {
+			return rootFailed(stderr, err)
+		}
+		fmt.Fprintf(stdout, "%s\n", b)
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROOT\tGENERATION\tCURRENT\tNODES\tSIZE\tIMPORTED\tKERNEL\tSOURCE")
+	for _, l := range ls {
+		cur := ""
+		if l.Current {
+			cur = "*"
+		}
+		imported := "-"
+		if !l.Imported.IsZero() {
+			imported = l.Imported.Local().Format(time.DateTime)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Name, l.Generation, cur, nodeList(l.Nodes), l.Size, imported, orDash(l.Kernel), l.Source)
+	}
+	tw.Flush()
+	return exitOK
+}
+
+// nodeList shows up to 4 pinned nodes and how many more.
+func nodeList(nodes []string) string {
+	switch {
+	case len(nodes) == 0:
+		return "-"
+	case len(nodes) > 4:
+		return fmt.Sprintf("%s +%d", strings.Join(nodes[:4], ","), len(nodes)-4)
+	}
+	return strings.Join(nodes, ",")
+}
+
+// runRootUpgrade resets nodes onto their root's current generation: a
+// reset makes a fresh layer, and a fresh layer always takes the current
+// generation. Under reset_guard like reset.
+func runRootUpgrade(args []string, stdout, stderr io.Writer) int {
+	var force bool
+	var where string
+	c := newCmdline("root upgrade", "[-where NAME=value] [-force] [NODE...]", stderr)
+	c.BoolVar(&force, "force", false, "upgrade even a node that booted within reset_guard (its writable layer is wiped)")
+	c.StringVar(&where, "where", "", "also every inventory node whose var.NAME is value (e.g. role=compute)")
+	if code := c.parse(args, 0, -1); code >= 0 {
+		return code
+	}
+	var nodes []node.ID
+	if c.NArg() > 0 || where == "" {
+		var code int
+		if nodes, code = parseNodes("root upgrade", c.Args(), stderr); code >= 0 {
+			return code
+		}
+	}
+	cfg, code := adminConfig("root upgrade", c.config, stderr)
+	if code >= 0 {
+		return code
+	}
+	if where != "" {
+		more, err := nodesWhere(cfg, where)
+		if err != nil {
+			fmt.Fprintf(stderr, "pxebootfs root upgrade: %v\n", err)
+			return exitUsage
+		}
+		nodes = append(nodes, more...)
+	}
+	ctx, cancel := adminContext()
+	defer cancel()
+	results, err := controlClient(cfg).Reset(ctx, nodes, force)
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs root upgrade: %v\n", err)
+		return exitFor(err)
+	}
+	return report("root upgrade", results, func(node.ID) string {
+		return "upgraded: fresh layer over its root's current generation, same fsid"
+	}, stdout, stderr)
+}
+
+// nodesWhere lists the inventory nodes whose var.NAME is value.
+func nodesWhere(cfg *config.Config, where string) ([]node.ID, error) {
+	name, value, ok := strings.Cut(where, "=")
+	if !ok || name == "" {
+		return nil, fmt.Errorf("-where %q is not NAME=value", where)
+	}
+	lcs := cfg.Loaders()
+	if len(lcs) == 0 {
+		return nil, errors.New("no loader configured")
+	}
+	cat, err := catalogOf(cfg, lcs[0], catalog.Options{})
+	if err != nil {
+		return nil, err
+	}
+	var out []node.ID
+	for _, n := range cat.InventoryNodes() {
+		if v, ok := n.Vars[name]; ok && v == value {
+			out = append(out, n.ID)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-where %s: no inventory node has var.%s = %s", where, name, value)
+	}
+	return out, nil
+}
