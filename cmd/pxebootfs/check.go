@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
 	"github.com/pxebootfs/pxebootfs/internal/render"
+	"github.com/pxebootfs/pxebootfs/internal/roots"
 )
 
 // runCheck validates the config and the environment and prints each
@@ -119,6 +123,9 @@ func checkAll(cfg *config.Config) []problem {
 	for _, msg := range installCoverage(cfg) {
 		problems = append(problems, problem{msg: msg, note: true})
 	}
+	for _, msg := range checkRoots(cfg) {
+		add(true, "%s", msg)
+	}
 	full, notes := checkFull(cfg)
 	for _, msg := range full {
 		add(false, "%s", msg)
@@ -127,6 +134,46 @@ func checkAll(cfg *config.Config) []problem {
 		problems = append(problems, problem{msg: msg, note: true})
 	}
 	return problems
+}
+
+// checkRoots checks that every root a node may be given exists: the
+// config's root and the inventory's have a current generation, and the
+// generation every registered node is pinned to is still there (a node
+// pinned to a missing one could not be remounted).
+func checkRoots(cfg *config.Config) []string {
+	if !cfg.FullMode() {
+		return nil
+	}
+	st := rootStore(cfg)
+	var out []string
+	want := map[string]string{} // root -> who names it
+	if cfg.Root != "" {
+		want[cfg.Root] = "[PXEBOOTFS] root"
+	}
+	if lcs := cfg.Loaders(); len(lcs) > 0 {
+		if cat, err := catalogOf(cfg, lcs[0], catalog.Options{}); err == nil {
+			for _, n := range cat.InventoryNodes() {
+				if n.Root != "" && want[n.Root] == "" {
+					want[n.Root] = fmt.Sprintf("inventory [node %q] root", n.Name)
+				}
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		if _, err := st.Current(name); err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", want[name], err))
+		}
+	}
+	pins, err := pinsOf(cfg)
+	if err != nil {
+		return append(out, fmt.Sprintf("registry: %v", err))
+	}
+	for _, p := range slices.SortedFunc(maps.Keys(pins), func(a, b roots.Pin) int { return strings.Compare(a.String(), b.String()) }) {
+		if _, err := st.Locate(p); err != nil {
+			out = append(out, fmt.Sprintf("nodes %s are pinned to %v", nodeList(pins[p]), err))
+		}
+	}
+	return out
 }
 
 // checkFUSE verifies /dev/fuse is a usable character device.

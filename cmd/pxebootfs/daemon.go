@@ -70,6 +70,7 @@ func startOps(ctx context.Context, cfg *config.Config, cats catalogList, prov *p
 	if met != nil {
 		if o.prov != nil {
 			o.met.RegisterNodes(o.countNodes)
+			o.met.RegisterRoots(o.rootGenerations)
 		}
 		if cfg.TFTPRoot != "" {
 			o.met.RegisterImages(imageState(cfg))
@@ -231,6 +232,23 @@ func (o *daemonOps) countNodes(ctx context.Context) (metrics.NodeCounts, bool) {
 		}
 	}
 	return c, true
+}
+
+// rootGenerations feeds the root gauges at scrape time: the generations
+// kept, with the nodes pinned to each from the registry.
+func (o *daemonOps) rootGenerations() ([]metrics.RootGeneration, bool) {
+	o.reloadMu.Lock()
+	cfg := o.cfg
+	o.reloadMu.Unlock()
+	ls, err := rootStore(cfg).List("", pinsFrom(o.inst.Records()))
+	if err != nil {
+		return nil, false
+	}
+	out := make([]metrics.RootGeneration, len(ls))
+	for i, l := range ls {
+		out[i] = metrics.RootGeneration{Root: l.Name, Generation: l.Generation, Current: l.Current, Nodes: len(l.Nodes), Bytes: l.Size}
+	}
+	return out, true
 }
 
 // installCounts feeds the install gauges at scrape time.

@@ -130,7 +130,10 @@ func newPeeker(cfg *config.Config) (node.Provisioner, error) {
 	if !cfg.FullMode() {
 		return nil, nil
 	}
-	o := provision.Options{NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID}
+	// The roots index is read (what a node's generation boots), never
+	// changed: Peek does not pin or seal.
+	o := provision.Options{NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID, Roots: rootStore(cfg),
+		RootFor: func(node.ID) string { return cfg.Root }}
 	reg, err := registry.OpenReadOnly(cfg.StateDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

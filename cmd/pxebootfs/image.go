@@ -177,6 +177,16 @@ func runImageRemove(args []string, stdout, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
+	if held := heldByRoots(cfg); held != nil {
+		if ix, err := st.Load(); err == nil && ix.Images[fl.Arg(0)] != nil {
+			for v := range ix.Images[fl.Arg(0)].Versions {
+				if (fl.Arg(1) == "" || fl.Arg(1) == v) && held(image.VersionRef{Image: fl.Arg(0), Version: v}) {
+					fmt.Fprintf(stderr, "pxebootfs: image %s version %s is the kernel of a kept generation of root %s; remove the generation first (pxebootfs root list %s)\n", fl.Arg(0), v, fl.Arg(0), fl.Arg(0))
+					return exitRefused
+				}
+			}
+		}
+	}
 	removed, err := st.Remove(fl.Arg(0), fl.Arg(1), cfg.ImageGrace, force, time.Now())
 	if err != nil {
 		return imageFailed(stderr, err)
@@ -190,7 +200,7 @@ func runImagePrune(args []string, stdout, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
-	removed, err := st.Prune(image.Policy{Keep: cfg.ImageKeep, Grace: cfg.ImageGrace}, time.Now())
+	removed, err := st.Prune(image.Policy{Keep: cfg.ImageKeep, Grace: cfg.ImageGrace, Held: heldByRoots(cfg)}, time.Now())
 	if err != nil {
 		return imageFailed(stderr, err)
 	}

@@ -70,7 +70,7 @@ func startImages(ctx context.Context, cfg *config.Config, served *image.Served, 
 		}
 	}
 	prune := func() {
-		removed, err := st.PruneIfIdle(image.Policy{Keep: cfg.ImageKeep, Grace: cfg.ImageGrace}, time.Now())
+		removed, err := st.PruneIfIdle(image.Policy{Keep: cfg.ImageKeep, Grace: cfg.ImageGrace, Held: heldByRoots(cfg)}, time.Now())
 		if err != nil && !errors.Is(err, image.ErrBusy) {
 			log.Warn("prune images", "err", err)
 		}

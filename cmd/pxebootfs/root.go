@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -8,12 +9,15 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"path"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/image"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
 	"github.com/pxebootfs/pxebootfs/internal/roots"
@@ -83,15 +87,20 @@ func rootFailed(stderr io.Writer, err error) int {
 // pinsOf reads which nodes are pinned to which generation from the registry
 // (without its lock: the file is replaced whole).
 func pinsOf(cfg *config.Config) (roots.Pins, error) {
-	pins := roots.Pins{}
 	reg, err := registry.OpenReadOnly(cfg.StateDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return pins, nil
+		return roots.Pins{}, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range reg.All() {
+	return pinsFrom(reg.All()), nil
+}
+
+// pinsFrom lists the nodes of recs by the generation each is pinned to.
+func pinsFrom(recs []registry.Record) roots.Pins {
+	pins := roots.Pins{}
+	for _, r := range recs {
 		if r.FSID == 0 {
 			continue // no layer: known for its install only
 		}
@@ -101,12 +110,12 @@ func pinsOf(cfg *config.Config) (roots.Pins, error) {
 		}
 		pins[p] = append(pins[p], r.ID.String())
 	}
-	return pins, nil
+	return pins
 }
 
 func runRootImport(args []string, stdout, stderr io.Writer) int {
 	var noKernelCheck bool
-	c, _, st, code := rootArgs("import", "NAME SOURCE", args, 2, 2, stderr, func(fl *flag.FlagSet) {
+	c, cfg, st, code := rootArgs("import", "NAME SOURCE", args, 2, 2, stderr, func(fl *flag.FlagSet) {
 		fl.BoolVar(&noKernelCheck, "no-kernel-check", false, "import a tree whose boot/vmlinuz-VERSION has no lib/modules/VERSION")
 	})
 	if code >= 0 {
@@ -124,13 +133,26 @@ func runRootImport(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := adminContext()
 	defer stop()
+	if cfg.TFTPRoot != "" {
+		ist, err := image.FromConfig(cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "pxebootfs: %s: %v\n", cfg.File, err)
+			return exitConfig
+		}
+		o.MakeBoot = func(dir, kernel, initrd string) (roots.BootImage, error) {
+			return bootImage(ctx, ist, o.Name, dir, kernel, initrd, o.Log)
+		}
+	}
 	res, err := st.Import(ctx, o)
 	if err != nil {
 		return rootFailed(stderr, err)
 	}
 	kernel := ""
-	if res.Kernel != "" {
-		kernel = "; kernel " + res.Kernel
+	switch {
+	case res.Boot.Version != "":
+		kernel = fmt.Sprintf("; kernel %s served as %s (.Kernel, .Initrd)", res.Kernel, res.Boot.Kernel)
+	case res.Kernel != "":
+		kernel = "; kernel " + res.Kernel + " (no tftp_root: not made a boot image)"
 	}
 	switch {
 	case !res.Created && res.Previous == res.Gen:
@@ -142,6 +164,48 @@ func runRootImport(args []string, stdout, stderr io.Writer) int {
 			o.Name, res.Gen, res.Files, res.Size, kernel, orNone(res.Previous))
 	}
 	return exitOK
+}
+
+// bootImage makes a generation's kernel and initrd a version of the boot
+// image named like the root, so that each node is served the kernel of the
+// generation it is pinned to (.Kernel, .Initrd).
+func bootImage(ctx context.Context, ist *image.Store, name, dir, kernel, initrd string, log *slog.Logger) (roots.BootImage, error) {
+	srcs := []image.Source{{File: "vmlinuz", From: filepath.Join(dir, kernel)}}
+	if initrd != "" {
+		srcs = append(srcs, image.Source{File: "initrd.img", From: filepath.Join(dir, initrd)})
+	}
+	res, err := ist.Import(ctx, image.ImportOptions{Name: name, Sources: srcs, Log: log})
+	if err != nil {
+		return roots.BootImage{}, err
+	}
+	b := roots.BootImage{Version: res.Version, Kernel: path.Join(ist.Rel(), name, res.Version, "vmlinuz")}
+	if initrd != "" {
+		b.Initrd = path.Join(ist.Rel(), name, res.Version, "initrd.img")
+	}
+	return b, nil
+}
+
+// heldByRoots is the boot image versions made of root generations that are
+// kept: image garbage collection leaves them, as nodes pinned to those
+// generations boot their kernels.
+func heldByRoots(cfg *config.Config) func(image.VersionRef) bool {
+	if !cfg.FullMode() || cfg.RootsDir == "" {
+		return nil
+	}
+	ix, err := rootStore(cfg).Load()
+	if err != nil {
+		// Unreadable: hold everything rather than pull a kernel.
+		return func(image.VersionRef) bool { return true }
+	}
+	held := map[image.VersionRef]bool{}
+	for name, r := range ix.Roots {
+		for _, g := range r.Generations {
+			if g.Boot.Version != "" {
+				held[image.VersionRef{Image: name, Version: g.Boot.Version}] = true
+			}
+		}
+	}
+	return func(v image.VersionRef) bool { return held[v] }
 }
 
 func runRootUse(args []string, stdout, stderr io.Writer) int {

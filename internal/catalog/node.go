@@ -158,6 +158,8 @@ func data(e Entry, root node.Root, v install.View) render.Data {
 		NodeDir: root.Dir,
 		Root:    root.RootName,
 		RootGen: root.RootGen,
+		Kernel:  root.Kernel,
+		Initrd:  root.Initrd,
 
 		InstallState: string(v.State),
 		InstallToken: v.Token,

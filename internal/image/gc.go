@@ -16,6 +16,9 @@ type Policy struct {
 	// Grace: a version is kept while a config naming it was served, or
 	// it was current, less than Grace ago.
 	Grace time.Duration
+	// Held, if set, names versions something else keeps alive (the kernel
+	// of a root generation nodes may boot): never pruned.
+	Held func(VersionRef) bool
 }
 
 // Defaults of the image_keep and image_grace keys.
@@ -157,7 +160,7 @@ func (s *Store) prune(update func(func(*Index) error) error, p Policy, now time.
 		for name, im := range ix.Images {
 			for i, v := range versionsNewestFirst(im) {
 				ver := im.Versions[v]
-				if v == im.Current || i < p.Keep || now.Sub(lastUse(ver)) < p.Grace {
+				if v == im.Current || i < p.Keep || now.Sub(lastUse(ver)) < p.Grace || p.Held != nil && p.Held(VersionRef{name, v}) {
 					continue
 				}
 				if err := s.removeDir(name, v); err != nil {

@@ -340,6 +340,61 @@ func (c *imageCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descImageFetched, prometheus.CounterValue, float64(st.Fetched))
 }
 
+// RootGeneration is one root generation as the root gauges show it.
+type RootGeneration struct {
+	Root, Generation string
+	Current          bool
+	Nodes            int   // pinned to it
+	Bytes            int64 // of its regular files
+}
+
+// RegisterRoots adds the root gauges (full mode), computed from read when
+// scraped: nodes per generation, generations kept and their bytes.
+func (m *Metrics) RegisterRoots(read func() ([]RootGeneration, bool)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(&rootCollector{read: read})
+}
+
+var (
+	descRootNodes       = prometheus.NewDesc(namespace+"_root_nodes", "Nodes pinned to each root generation (their layer was made over it).", []string{"root", "generation"}, nil)
+	descRootCurrent     = prometheus.NewDesc(namespace+"_root_current", "1 for the current generation of each root.", []string{"root", "generation"}, nil)
+	descRootGenerations = prometheus.NewDesc(namespace+"_root_generations", "Generations kept of each root.", []string{"root"}, nil)
+	descRootBytes       = prometheus.NewDesc(namespace+"_root_bytes", "Bytes of the regular files of the generations kept of each root.", []string{"root"}, nil)
+)
+
+type rootCollector struct {
+	read func() ([]RootGeneration, bool)
+}
+
+func (c *rootCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRootNodes
+	ch <- descRootCurrent
+	ch <- descRootGenerations
+	ch <- descRootBytes
+}
+
+func (c *rootCollector) Collect(ch chan<- prometheus.Metric) {
+	gens, ok := c.read()
+	if !ok {
+		return
+	}
+	kept, bytes := map[string]int{}, map[string]int64{}
+	for _, g := range gens {
+		ch <- prometheus.MustNewConstMetric(descRootNodes, prometheus.GaugeValue, float64(g.Nodes), g.Root, g.Generation)
+		if g.Current {
+			ch <- prometheus.MustNewConstMetric(descRootCurrent, prometheus.GaugeValue, 1, g.Root, g.Generation)
+		}
+		kept[g.Root]++
+		bytes[g.Root] += g.Bytes
+	}
+	for r, n := range kept {
+		ch <- prometheus.MustNewConstMetric(descRootGenerations, prometheus.GaugeValue, float64(n), r)
+		ch <- prometheus.MustNewConstMetric(descRootBytes, prometheus.GaugeValue, float64(bytes[r]), r)
+	}
+}
+
 // InstallCallback counts one installer callback.
 func (m *Metrics) InstallCallback(action string, status int) {
 	if m == nil {

@@ -226,3 +226,23 @@ pxebootfs_install_nodes{state="installing"} 0
 	nilM.InstallCallback("done", 200) // no panic
 	nilM.RegisterInstalls(nil)
 }
+
+func TestRootGauges(t *testing.T) {
+	m := New()
+	m.RegisterRoots(func() ([]RootGeneration, bool) {
+		return []RootGeneration{
+			{Root: "os", Generation: "aaaaaaaaaaaa", Current: true, Nodes: 2, Bytes: 100},
+			{Root: "os", Generation: "bbbbbbbbbbbb", Nodes: 1, Bytes: 50},
+		}, true
+	})
+	for metric, want := range map[string]float64{
+		`pxebootfs_root_nodes{generation="bbbbbbbbbbbb",root="os"}`:   1,
+		`pxebootfs_root_current{generation="aaaaaaaaaaaa",root="os"}`: 1,
+		`pxebootfs_root_generations{root="os"}`:                       2,
+		`pxebootfs_root_bytes{root="os"}`:                             150,
+	} {
+		if got, ok := scrapeValue(t, m, metric); !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", metric, got, ok, want)
+		}
+	}
+}

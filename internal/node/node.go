@@ -180,6 +180,10 @@ type Root struct {
 	// root_dir. For a node not yet made, the one it would get.
 	RootName string
 	RootGen  string
+	// Kernel and Initrd are that generation's boot image files, relative
+	// to tftp_root; "" when it has none.
+	Kernel string
+	Initrd string
 	// Known: the node is registered, so FSID is its own for good. Peek
 	// of a new node gives the next free fsid, which a concurrent new
 	// node may take first; a config rendered from it may still change.

@@ -108,6 +108,7 @@ type Options struct {
 type Roots interface {
 	Current(name string) (roots.Pin, error)
 	Path(p roots.Pin) (string, error)
+	Boot(p roots.Pin) roots.BootImage
 }
 
 // Provisioner implements node.Provisioner.
@@ -254,8 +255,19 @@ func (p *Provisioner) Booted(n node.Node) {
 }
 
 func (p *Provisioner) root(rec registry.Record) node.Root {
-	pin := pinOf(rec)
-	return node.Root{FSID: rec.FSID, Dir: p.dir(rec.ID), Known: true, RootName: pinName(pin), RootGen: pinGen(pin)}
+	r := node.Root{FSID: rec.FSID, Dir: p.dir(rec.ID), Known: true}
+	p.setPin(&r, pinOf(rec))
+	return r
+}
+
+// setPin tells the template about the generation pin: its name and the
+// boot image (kernel, initrd) made of it.
+func (p *Provisioner) setPin(r *node.Root, pin roots.Pin) {
+	r.RootName, r.RootGen = pinName(pin), pinGen(pin)
+	if p.roots != nil {
+		b := p.roots.Boot(pin)
+		r.Kernel, r.Initrd = b.Kernel, b.Initrd
+	}
 }
 
 // pinOf is the root generation rec's layer was made over.
@@ -429,7 +441,7 @@ func (p *Provisioner) Peek(id node.ID) node.Root {
 	if p.roots != nil {
 		pin, _ = p.roots.Current(p.rootFor(id))
 	}
-	r.RootName, r.RootGen = pinName(pin), pinGen(pin)
+	p.setPin(&r, pin)
 	return r
 }
 

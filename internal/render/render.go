@@ -70,6 +70,12 @@ type Data struct {
 	// (package roots): "root_dir" and "dir" for the config's root_dir.
 	Root    string
 	RootGen string
+	// Kernel and Initrd are the boot image files of that generation
+	// (boot/vmlinuz-*, boot/initrd.img-* made a boot image at import),
+	// relative to tftp_root; "" when it has none. A node pinned to an old
+	// generation is served that generation's kernel, matching its modules.
+	Kernel string
+	Initrd string
 
 	// Install mode (package install): the node's state ("", "install",
 	// "installing", "installed"), its secret token (empty unless in install
@@ -118,6 +124,8 @@ func SampleData() Data {
 		Hostname: "node2",
 		Root:     "debian",
 		RootGen:  "0123456789ab",
+		Kernel:   "images/debian/00000000/vmlinuz",
+		Initrd:   "images/debian/00000000/initrd.img",
 
 		InstallState: "install",
 		InstallToken: "00112233445566778899aabbccddeeff",

@@ -33,6 +33,11 @@ type ImportOptions struct {
 	// NoKernelCheck imports a tree whose boot/vmlinuz-VERSION has no
 	// lib/modules/VERSION.
 	NoKernelCheck bool
+	// MakeBoot, if set, makes the boot image of a generation with a
+	// kernel (dir is the generation, kernel and initrd relative to it),
+	// after the generation is in place and before it is current: a failure
+	// fails the import, and a generation made by it is removed again.
+	MakeBoot func(dir, kernel, initrd string) (BootImage, error)
 	// Progress, if set, gets a progress line now and then (a terminal).
 	Progress io.Writer
 	Log      *slog.Logger
@@ -51,6 +56,7 @@ type Result struct {
 	Size     int64
 	Kernel   string // boot/vmlinuz-VERSION, "" if none
 	Initrd   string
+	Boot     BootImage // made by MakeBoot
 }
 
 // Import copies o.Source into staging, names the copy by its content, and
@@ -143,12 +149,26 @@ func (s *Store) importLocked(ctx context.Context, o ImportOptions) (res Result, 
 	if err := seal(final); err != nil {
 		return res, err
 	}
-	now := o.Now()
 	g := r.Generations[res.Gen]
+	if res.Kernel != "" && o.MakeBoot != nil && (g == nil || g.Boot.Version == "") {
+		if res.Boot, err = o.MakeBoot(final, res.Kernel, res.Initrd); err != nil {
+			err = fmt.Errorf("root import %s: boot image of %s: %w", o.Name, res.Kernel, err)
+			if res.Created && g == nil {
+				err = errors.Join(err, s.removeGen(Pin{o.Name, res.Gen}))
+				_ = os.Remove(filepath.Dir(final)) // if it was the root's first
+			}
+			return res, err
+		}
+	}
+	now := o.Now()
 	if g == nil {
 		g = &Generation{Imported: now, Source: o.Source, Size: res.Size, Files: res.Files, Kernel: res.Kernel, Initrd: res.Initrd}
 		r.Generations[res.Gen] = g
 	}
+	if res.Boot.Version != "" {
+		g.Boot = res.Boot
+	}
+	res.Boot = g.Boot
 	if r.Current != res.Gen {
 		if prev := r.Generations[r.Current]; prev != nil {
 			prev.Replaced = now

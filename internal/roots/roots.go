@@ -30,6 +30,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -118,7 +119,17 @@ type Generation struct {
 	// none. Image names the image version made of them.
 	Kernel string `json:"kernel,omitempty"`
 	Initrd string `json:"initrd,omitempty"`
-	Image  string `json:"image,omitempty"` // "NAME VERSION" of package image
+	// Boot is the boot image made of Kernel and Initrd at import, so that
+	// a node is served the kernel of the generation it is pinned to.
+	Boot BootImage `json:"boot,omitzero"`
+}
+
+// BootImage is the boot image version (package image) made of a
+// generation's kernel and initrd: paths relative to tftp_root.
+type BootImage struct {
+	Version string `json:"version,omitempty"` // of the image named like the root
+	Kernel  string `json:"kernel,omitempty"`
+	Initrd  string `json:"initrd,omitempty"`
 }
 
 // Pin names one generation of one root: what a node's upper layer was made
@@ -144,6 +155,20 @@ type Store struct {
 	dir      string // roots_dir; "" when only root_dir is configured
 	stateDir string
 	legacy   string // root_dir; "" without one
+
+	// cache is the index as last read, for Boot, which every served
+	// config of a node calls: re-read only when the file changed.
+	cacheMu sync.Mutex
+	cacheID fileID
+	cache   *Index
+}
+
+// fileID tells a rewritten index (replaced by rename: a new inode) from
+// the one read before.
+type fileID struct {
+	ino   uint64
+	mtime int64
+	size  int64
 }
 
 // New returns the store of roots_dir dir (may be ""), indexed in stateDir,
@@ -186,6 +211,43 @@ func LoadIndex(path string) (*Index, error) {
 // replaced whole.
 func (s *Store) Load() (*Index, error) { return LoadIndex(s.IndexPath()) }
 
+// Boot is the boot image of pinned generation p (zero for root_dir and for
+// a generation without a kernel). It reads the index only when it changed.
+func (s *Store) Boot(p Pin) BootImage {
+	if p.IsLegacy() || s.dir == "" {
+		return BootImage{}
+	}
+	ix := s.cached()
+	if ix == nil {
+		return BootImage{}
+	}
+	if r := ix.Roots[p.Root]; r != nil {
+		if g := r.Generations[p.Gen]; g != nil {
+			return g.Boot
+		}
+	}
+	return BootImage{}
+}
+
+func (s *Store) cached() *Index {
+	var st unix.Stat_t
+	if err := unix.Stat(s.IndexPath(), &st); err != nil {
+		return nil
+	}
+	id := fileID{ino: st.Ino, mtime: st.Mtim.Nano(), size: st.Size}
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if s.cache != nil && s.cacheID == id {
+		return s.cache
+	}
+	ix, err := s.Load()
+	if err != nil {
+		return nil
+	}
+	s.cache, s.cacheID = ix, id
+	return ix
+}
+
 // genDir is the directory of a generation.
 func (s *Store) genDir(p Pin) string {
 	if p.IsLegacy() {
@@ -198,6 +260,18 @@ func (s *Store) genDir(p Pin) string {
 // lower layer of the nodes pinned to it. It is sealed (read-only) first,
 // so that nothing mounts a node over a writable generation.
 func (s *Store) Path(p Pin) (string, error) {
+	dir, err := s.Locate(p)
+	if err != nil || p.IsLegacy() {
+		return dir, err
+	}
+	if err := seal(dir); err != nil {
+		return "", fmt.Errorf("root %s: %w", p, err)
+	}
+	return dir, nil
+}
+
+// Locate is Path without sealing: where p is, if it exists.
+func (s *Store) Locate(p Pin) (string, error) {
 	if p.IsLegacy() {
 		if s.legacy == "" {
 			return "", fmt.Errorf("root %s: %w (the config has no root_dir)", Legacy, ErrNotFound)
@@ -216,9 +290,6 @@ func (s *Store) Path(p Pin) (string, error) {
 	dir := s.genDir(p)
 	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
 		return "", fmt.Errorf("root %s: generation %w (%s)", p, ErrNotFound, dir)
-	}
-	if err := seal(dir); err != nil {
-		return "", fmt.Errorf("root %s: %w", p, err)
 	}
 	return dir, nil
 }

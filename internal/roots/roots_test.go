@@ -68,6 +68,7 @@ func makeTree(t *testing.T, dir string, files int) {
 	must(unix.Setxattr(filepath.Join(dir, "usr/bin/ping"), "security.capability",
 		[]byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0))
 	must(unix.Setxattr(filepath.Join(dir, "etc/pxebootfs-root"), "user.note", []byte("hello"), 0))
+	must(unix.Setxattr(filepath.Join(dir, "etc/pxebootfs-root"), "system.posix_acl_access", testACL, 0))
 	sparse, err := os.Create(filepath.Join(dir, "sparse"))
 	must(err)
 	must(sparse.Truncate(64 << 20))
@@ -78,6 +79,21 @@ func makeTree(t *testing.T, dir string, files int) {
 		must(os.WriteFile(filepath.Join(dir, "many", fmt.Sprintf("f%04d", i)), []byte(fmt.Sprint(i)), 0o640))
 	}
 }
+
+// testACL is a POSIX access ACL in its xattr form (version 2, then tag,
+// perm, id entries): user::rw-, user:1000:r--, group::r--, mask::r--,
+// other::r--.
+var testACL = func() []byte {
+	b := []byte{2, 0, 0, 0}
+	for _, e := range []struct {
+		tag, perm uint16
+		id        uint32
+	}{{1, 6, 0xffffffff}, {2, 4, 1000}, {4, 4, 0xffffffff}, {0x10, 4, 0xffffffff}, {0x20, 4, 0xffffffff}} {
+		b = append(b, byte(e.tag), byte(e.tag>>8), byte(e.perm), byte(e.perm>>8),
+			byte(e.id), byte(e.id>>8), byte(e.id>>16), byte(e.id>>24))
+	}
+	return b
+}()
 
 func TestImportDirectory(t *testing.T) {
 	s := newStore(t)
@@ -141,6 +157,9 @@ func checkTree(t *testing.T, gen string, files int) {
 	}
 	if v, err := getXattr(filepath.Join(gen, "etc/pxebootfs-root"), "user.note"); err != nil || string(v) != "hello" {
 		t.Errorf("user.note = %q, %v", v, err)
+	}
+	if v, err := getXattr(filepath.Join(gen, "etc/pxebootfs-root"), "system.posix_acl_access"); err != nil || !bytes.Equal(v, testACL) {
+		t.Errorf("ACL = %x, %v; want %x", v, err, testACL)
 	}
 	if err := unix.Lstat(filepath.Join(gen, "etc/pxebootfs-root"), &st); err != nil || st.Uid != 1234 || st.Gid != 5678 {
 		t.Errorf("owner %d:%d, %v; want 1234:5678", st.Uid, st.Gid, err)

@@ -260,6 +260,12 @@ poweroff -f
 // links, /sbin/init (goldenInit), and /etc/golden.
 func MakeGoldenRoot(t testing.TB, g Guest, dir string) {
 	t.Helper()
+	MakeGoldenRootInit(t, g, dir, goldenInit)
+}
+
+// MakeGoldenRootInit is MakeGoldenRoot with init as /sbin/init.
+func MakeGoldenRootInit(t testing.TB, g Guest, dir, init string) {
+	t.Helper()
 	for _, d := range []string{"bin", "sbin", "dev", "proc", "sys", "tmp", "var", "etc"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -280,7 +286,7 @@ func MakeGoldenRoot(t testing.TB, g Guest, dir string) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "sbin", "init"), []byte(goldenInit), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "sbin", "init"), []byte(init), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "etc", "golden"), []byte("the golden root\n"), 0o644); err != nil {
