@@ -29,6 +29,12 @@ func runImage(args []string, stdout, stderr io.Writer) int {
 		{"remove", "remove a version (NAME VERSION) or a whole image (NAME)", runImageRemove},
 		{"prune", "remove old versions now (the daemon prunes every 10 minutes)", runImagePrune},
 	}
+	return runSubcommand("image", subs, args, stdout, stderr)
+}
+
+// runSubcommand runs the subcommand of group named by args[0], or prints
+// the group's usage (on stdout for -h, exit 0; else on stderr, exit 2).
+func runSubcommand(group string, subs []command, args []string, stdout, stderr io.Writer) int {
 	for _, c := range subs {
 		if len(args) > 0 && args[0] == c.name {
 			return c.run(args[1:], stdout, stderr)
@@ -38,11 +44,11 @@ func runImage(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
 		w, code = stdout, exitOK
 	}
-	fmt.Fprintf(w, "usage: pxebootfs image SUBCOMMAND [flags] [args]\n\nsubcommands:\n")
+	fmt.Fprintf(w, "usage: pxebootfs %s SUBCOMMAND [flags] [args]\n\nsubcommands:\n", group)
 	for _, c := range subs {
-		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nRun 'pxebootfs image SUBCOMMAND -h' for its flags.\n")
+	fmt.Fprintf(w, "\nRun 'pxebootfs %s SUBCOMMAND -h' for its flags.\n", group)
 	return code
 }
 

@@ -21,7 +21,7 @@ func commands() []command {
 		{"mount", "mount the filesystem and serve until SIGINT/SIGTERM", runMount},
 		{"render", "print what a read of NAME returns (pxelinux.cfg/NAME, or the GRUB mount's grub.cfg… names); provisions nothing", runRender},
 		{"check", "validate the config and the environment", runCheck},
-		{"nodes", "list the nodes: address, fsid, mounted, exported, boots, install state, last error", runNodes},
+		{"nodes", "list the nodes: address, fsid, root generation, mounted, exported, boots, install state, last error", runNodes},
 		{"reset", "give nodes a fresh root (wipe their writable layer), same fsid", runReset},
 		{"release", "unexport and unmount nodes' roots; -purge also deletes and forgets them", runRelease},
 		{"install", "put nodes in install mode (new token) until their installer calls done", runInstall},

@@ -76,15 +76,9 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 	if err != nil {
 		return failed(exitConfig, err)
 	}
-	if err := config.CheckDirs(cfg); err != nil {
-		return failed(exitConfig, err)
-	}
-	if err := checkImagesOutsideMount(cfg, f.dir); err != nil {
-		return failed(exitConfig, err)
-	}
-	created, err := config.CreateDirs(cfg)
+	created, code, err := makeDirs(cfg, mounts, f.dir, log)
 	if err != nil {
-		return failed(exitFailure, err)
+		return failed(code, err)
 	}
 	started := false
 	defer func() {
@@ -94,17 +88,6 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 			log.Info("start failed; removed the directories it had created", "dirs", created)
 		}
 	}()
-	// Missing mount points are made, as the systemd unit makes them.
-	for _, m := range mounts {
-		top, err := config.MakeDir(m.dir, 0o755)
-		if err != nil {
-			return failed(exitFailure, fmt.Errorf("mount point: %w", err))
-		}
-		if top != "" {
-			log.Info("created the mount point", "loader", m.ld.Name, "dir", m.dir)
-			created = append(created, top)
-		}
-	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -159,6 +142,37 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 	}
 	ops.ready()
 	return waitAndUnmount(ctx, mounts, ops, log)
+}
+
+// makeDirs checks the directories of cfg and creates the missing ones and
+// the missing mount points (as the systemd unit makes them), returning what
+// it created, for removal if the start fails. On an error it has removed
+// what it created, and code says what kind the error is.
+func makeDirs(cfg *config.Config, mounts []*loaderMount, dir string, log *slog.Logger) (created []string, code int, err error) {
+	if err := config.CheckDirs(cfg); err != nil {
+		return nil, exitConfig, err
+	}
+	if err := checkImagesOutsideMount(cfg, dir); err != nil {
+		return nil, exitConfig, err
+	}
+	if created, err = config.CreateDirs(cfg); err != nil {
+		return nil, exitFailure, err
+	}
+	for _, m := range mounts {
+		top, err := config.MakeDir(m.dir, 0o755)
+		if err != nil {
+			if len(created) > 0 {
+				config.RemoveCreated(created)
+				log.Info("start failed; removed the directories it had created", "dirs", created)
+			}
+			return nil, exitFailure, fmt.Errorf("mount point: %w", err)
+		}
+		if top != "" {
+			log.Info("created the mount point", "loader", m.ld.Name, "dir", m.dir)
+			created = append(created, top)
+		}
+	}
+	return created, exitOK, nil
 }
 
 // loaderMount is one loader's directory the daemon serves.

@@ -64,21 +64,12 @@ func TestDisklessBoot(t *testing.T) {
 	}
 	goldenBefore := listTree(t, f.root)
 	t0 := time.Now()
-	step := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("== [%3.0fs] "+format, append([]any{time.Since(t0).Seconds()}, args...)...)
-	}
+	step := stepLogger(t, t0)
 
 	step("pxebootfs mount in full mode over %s (export = ganesha)", f.mnt)
 	d := f.start()
-	net := testenv.StartBootNet(t, f.srv.NS, f.tftpRoot, map[string]netip.Addr{
-		guestA.mac: testenv.BootAddr(15), guestB.mac: testenv.BootAddr(16),
-	})
+	boot := guestBooter(t, f)
 
-	boot := func(g disklessGuest) *testenv.QEMU {
-		t.Helper()
-		return testenv.StartQEMUIn(t, net.NS, testenv.PXEGuestArgs(net.Tap(t), g.mac)...)
-	}
 	wrote := func(g disklessGuest, n int) string {
 		return fmt.Sprintf("pxebootfs-guest: node %s boot %d wrote", g.name, n)
 	}
@@ -181,6 +172,26 @@ func TestDisklessBoot(t *testing.T) {
 	}
 	step("the golden root is unchanged")
 	step("node %s booted diskless; its write was in %s until the reset wiped it", guestA.name, filepath.Join(upperA, "booted-by-"+guestA.name))
+}
+
+// guestBooter starts the boot network of guests A and B in f's Ganesha
+// namespace and returns how to boot one of them.
+func guestBooter(t *testing.T, f *ganeshaSite) func(g disklessGuest) *testenv.QEMU {
+	net := testenv.StartBootNet(t, f.srv.NS, f.tftpRoot, map[string]netip.Addr{
+		guestA.mac: testenv.BootAddr(15), guestB.mac: testenv.BootAddr(16),
+	})
+	return func(g disklessGuest) *testenv.QEMU {
+		t.Helper()
+		return testenv.StartQEMUIn(t, net.NS, testenv.PXEGuestArgs(net.Tap(t), g.mac)...)
+	}
+}
+
+// stepLogger narrates a long test's steps with the seconds since t0.
+func stepLogger(t *testing.T, t0 time.Time) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		t.Helper()
+		t.Logf("== [%3.0fs] "+format, append([]any{time.Since(t0).Seconds()}, args...)...)
+	}
 }
 
 func requireFile(t *testing.T, path, want string) {

@@ -31,6 +31,7 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/atomicfile"
+	"github.com/pxebootfs/pxebootfs/internal/safename"
 )
 
 // File names in state_dir and images_dir.
@@ -54,21 +55,8 @@ var ErrNotFound = errors.New("not found")
 // ErrInGrace is wrapped when removing a version that may still be booting.
 var ErrInGrace = errors.New("served within the grace period")
 
-// CheckName checks an image or file name: letters, digits, '.', '_', '-';
-// not "." or "..", not empty, at most 64 bytes, and not starting with '.'
-// (hidden names are ours, e.g. .staging).
-func CheckName(kind, s string) error {
-	if s == "" || len(s) > 64 || s[0] == '.' {
-		return fmt.Errorf("%s %q: must be 1 to 64 characters and not start with '.'", kind, s)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("%s %q: character %q is not allowed (letters, digits, '.', '_', '-')", kind, s, c)
-		}
-	}
-	return nil
-}
+// CheckName checks an image or file name (package safename's rule).
+func CheckName(kind, s string) error { return safename.Check(kind, s) }
 
 // checkVersion checks a version as given on the command line: 8 lower-case
 // hex digits, as Import makes them.
