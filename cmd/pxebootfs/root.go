@@ -36,21 +36,7 @@ func runRoot(args []string, stdout, stderr io.Writer) int {
 		{"prune", "remove generations no node is pinned to, beyond root_keep and root_grace", runRootPrune},
 		{"upgrade", "reset nodes onto their root's current generation (a reset: fresh layer, same fsid)", runRootUpgrade},
 	}
-	for _, c := range subs {
-		if len(args) > 0 && args[0] == c.name {
-			return c.run(args[1:], stdout, stderr)
-		}
-	}
-	w, code := stderr, exitUsage
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help") {
-		w, code = stdout, exitOK
-	}
-	fmt.Fprintf(w, "usage: pxebootfs root SUBCOMMAND [flags] [args]\n\nsubcommands:\n")
-	for _, c := range subs {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintf(w, "\nRun 'pxebootfs root SUBCOMMAND -h' for its flags.\n")
-	return code
+	return runSubcommand("root", subs, args, stdout, stderr)
 }
 
 // rootArgs is the start of every root subcommand: flags, min to max
@@ -114,9 +100,12 @@ func pinsFrom(recs []registry.Record) roots.Pins {
 }
 
 func runRootImport(args []string, stdout, stderr io.Writer) int {
-	var noKernelCheck bool
+	var o roots.ImportOptions
 	c, cfg, st, code := rootArgs("import", "NAME SOURCE", args, 2, 2, stderr, func(fl *flag.FlagSet) {
-		fl.BoolVar(&noKernelCheck, "no-kernel-check", false, "import a tree whose boot/vmlinuz-VERSION has no lib/modules/VERSION")
+		fl.BoolVar(&o.NoKernelCheck, "no-kernel-check", false, "import a tree whose boot/vmlinuz-VERSION has no lib/modules/VERSION")
+		fl.BoolVar(&o.Force, "force", false, "import a tree the bootability checks refuse (no init, an fstab that mounts /, a kernel without modules)")
+		fl.StringVar(&o.Platform, "platform", "", "OS/ARCH[/VARIANT] to pick from a multi-platform image (default: this machine's)")
+		fl.BoolVar(&o.InsecureRegistry, "insecure-registry", false, "allow plain HTTP to a registry that is not on a loopback address")
 	})
 	if code >= 0 {
 		return code
@@ -125,7 +114,7 @@ func runRootImport(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pxebootfs root import: [PXEBOOTFS] roots_dir: not set; named roots live there\n")
 		return exitConfig
 	}
-	o := roots.ImportOptions{Name: c.Arg(0), Source: c.Arg(1), NoKernelCheck: noKernelCheck}
+	o.Name, o.Source = c.Arg(0), c.Arg(1)
 	if isTerminal(stderr) {
 		o.Progress = stderr
 	} else {
@@ -146,6 +135,12 @@ func runRootImport(args []string, stdout, stderr io.Writer) int {
 	res, err := st.Import(ctx, o)
 	if err != nil {
 		return rootFailed(stderr, err)
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(stdout, "%s: note: %s\n", o.Name, n)
+	}
+	if res.Origin != nil {
+		fmt.Fprintf(stdout, "%s: from %s, manifest %s, config %s, %s\n", o.Name, res.Origin.Ref, res.Origin.Digest, res.Origin.ConfigDigest, res.Origin.Platform)
 	}
 	kernel := ""
 	switch {
@@ -300,7 +295,11 @@ func runRootList(args []string, stdout, stderr io.Writer) int {
 		if !l.Imported.IsZero() {
 			imported = l.Imported.Local().Format(time.DateTime)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Name, l.Generation, cur, nodeList(l.Nodes), l.Size, imported, orDash(l.Kernel), l.Source)
+		src := l.Source
+		if l.Image != nil {
+			src += " " + l.Image.Digest + " " + l.Image.Platform
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Name, l.Generation, cur, nodeList(l.Nodes), l.Size, imported, orDash(l.Kernel), src)
 	}
 	tw.Flush()
 	return exitOK

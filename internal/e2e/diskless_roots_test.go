@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bytes"
 	"compress/gzip"
 	"fmt"
-	"net/netip"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
@@ -84,6 +91,84 @@ func generationTree(t *testing.T, g testenv.Guest, label, version string, extra 
 	return dir
 }
 
+// dockerArchive writes a docker-archive of two layers: the tree at base,
+// and the names of upper (taken from the tree at upperDir; a name whose
+// last element starts with .wh. is a whiteout).
+func dockerArchive(t *testing.T, base, upperDir string, upper ...string) string {
+	t.Helper()
+	layer := func(data []byte) v1.Layer {
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	var b1, b2 bytes.Buffer
+	tw := tar.NewWriter(&b1)
+	if err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == base {
+			return err
+		}
+		rel, _ := filepath.Rel(base, p)
+		return addToTar(tw, p, rel)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Close()
+	tw = tar.NewWriter(&b2)
+	for _, rel := range upper {
+		if strings.HasPrefix(filepath.Base(rel), ".wh.") {
+			tw.WriteHeader(&tar.Header{Name: rel, Typeflag: tar.TypeReg, Mode: 0o644, ModTime: time.Unix(1700000000, 0)})
+			continue
+		}
+		if err := addToTar(tw, filepath.Join(upperDir, rel), rel); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.Close()
+	img, err := mutate.AppendLayers(empty.Image, layer(b1.Bytes()), layer(b2.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "os.tar")
+	tag, _ := name.NewTag("localhost/pxebootfs-test/os:gen-2")
+	if err := tarball.WriteToFile(out, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// addToTar adds the file at p (not following a symlink) as rel.
+func addToTar(tw *tar.Writer, p, rel string) error {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	link := ""
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		if link, err = os.Readlink(p); err != nil {
+			return err
+		}
+	}
+	h, err := tar.FileInfoHeader(fi, link)
+	if err != nil {
+		return err
+	}
+	h.Name, h.Uname, h.Gname = rel, "", ""
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	if fi.Mode().IsRegular() {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		_, err = tw.Write(data)
+		return err
+	}
+	return nil
+}
+
 // emptyCpio is a gzip'd newc archive with only its trailer.
 func emptyCpio(t *testing.T) []byte {
 	t.Helper()
@@ -101,9 +186,11 @@ func emptyCpio(t *testing.T) []byte {
 }
 
 // TestDisklessRootGenerations: a real diskless guest A boots generation 1
-// and keeps writing heartbeats through NFS while generation 2 is imported
-// and made current and the daemon is killed and started again; guest B
-// boots generation 2 meanwhile. A's heartbeats all succeed (no stale
+// (a directory) and keeps writing heartbeats through NFS while generation 2
+// (a docker-archive built here: gen 1 plus a layer that changes
+// /etc/pxebootfs-root and replaces the kernel) is imported and made current
+// and the daemon is killed and started again; guest B boots generation 2
+// meanwhile. A's heartbeats all succeed (no stale
 // handle); each guest boots the kernel and initrd of its own generation;
 // after `root upgrade A` and a reboot, A sees generation 2.
 func TestDisklessRootGenerations(t *testing.T) {
@@ -119,10 +206,7 @@ func TestDisklessRootGenerations(t *testing.T) {
 	f.write(f.template, rootsDisklessTemplate)
 	testenv.InstallPXELinux(t, f.tftpRoot)
 	t0 := time.Now()
-	step := func(format string, args ...any) {
-		t.Helper()
-		t.Logf("== [%3.0fs] "+format, append([]any{time.Since(t0).Seconds()}, args...)...)
-	}
+	step := stepLogger(t, t0)
 	importGen := func(label, version string, extra []byte) string {
 		t.Helper()
 		out, errOut, code := run(t, "root", "import", "-c", f.cfg, "os", generationTree(t, guest, label, version, extra))
@@ -135,13 +219,7 @@ func TestDisklessRootGenerations(t *testing.T) {
 	gen1 := importGen("gen-1", "6.1.0-1-test", nil)
 
 	d := f.start()
-	net := testenv.StartBootNet(t, f.srv.NS, f.tftpRoot, map[string]netip.Addr{
-		guestA.mac: testenv.BootAddr(15), guestB.mac: testenv.BootAddr(16),
-	})
-	boot := func(g disklessGuest) *testenv.QEMU {
-		t.Helper()
-		return testenv.StartQEMUIn(t, net.NS, testenv.PXEGuestArgs(net.Tap(t), g.mac)...)
-	}
+	boot := guestBooter(t, f)
 	sees := func(g disklessGuest, label string) string {
 		return fmt.Sprintf("pxebootfs-guest: node %s sees root %s", g.name, label)
 	}
@@ -166,7 +244,20 @@ func TestDisklessRootGenerations(t *testing.T) {
 	qa.WaitFor(t, fmt.Sprintf("pxebootfs-guest: node %s heartbeat 2 ok", guestA.name), bootTimeout)
 	step("node %s runs generation 1 and writes heartbeats", guestA.name)
 
-	gen2 := importGen("gen-2", "6.1.0-2-test", emptyCpio(t))
+	// Generation 2 is a container image, as `podman save` writes one: the
+	// busybox root of generation 1 as its base layer, and a layer that
+	// changes /etc/pxebootfs-root and replaces the kernel (the old one
+	// whited out).
+	gen2Tree := generationTree(t, guest, "gen-2", "6.1.0-2-test", emptyCpio(t))
+	archive := dockerArchive(t, generationTree(t, guest, "gen-1", "6.1.0-1-test", nil), gen2Tree,
+		"etc/pxebootfs-root", "boot/vmlinuz-6.1.0-2-test", "boot/initrd.img-6.1.0-2-test", "lib/modules/6.1.0-2-test",
+		"boot/.wh.vmlinuz-6.1.0-1-test", "boot/.wh.initrd.img-6.1.0-1-test", "lib/modules/.wh.6.1.0-1-test")
+	out, errOut, code := run(t, "root", "import", "-c", f.cfg, "os", "docker-archive:"+archive)
+	if code != 0 {
+		t.Fatalf("root import of the docker-archive: exit %d: %s%s", code, out, errOut)
+	}
+	step("%s", strings.TrimSpace(out))
+	gen2 := strings.Fields(strings.SplitN(out, "imported generation ", 2)[1])[0]
 	step("kill -9 of the daemon, and a new one")
 	d.cmd.Process.Kill()
 	<-d.done

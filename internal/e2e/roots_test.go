@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -45,6 +47,7 @@ func osTree(t *testing.T, version, label string, modules bool) string {
 		"boot/vmlinuz-" + version:      "kernel " + version + "\n",
 		"boot/initrd.img-" + version:   "initrd " + version + "\n",
 		"usr/bin/true":                 "#!/bin/true\n",
+		"sbin/init":                    "#!/bin/sh\n",
 		"lib/modules/README-not-a-dir": "",
 	}
 	if modules {
@@ -205,5 +208,48 @@ func TestRootGenerationsCLI(t *testing.T) {
 	// kernel NFS server, which it reports apart).
 	if out, errOut, _ := f.admin(t, "check"); strings.Contains(out+errOut, "pinned to") || strings.Contains(out+errOut, "] root") {
 		t.Errorf("check reports a root problem:\n%s%s", out, errOut)
+	}
+}
+
+// TestRootImportFromPipe: `podman save IMAGE | pxebootfs root import NAME
+// docker-archive:/dev/stdin` makes a generation, recorded with the image's
+// digest; the same archive again creates nothing.
+func TestRootImportFromPipe(t *testing.T) {
+	f, rootsDir := newRootsSite(t)
+	archive := dockerArchive(t, osTree(t, "6.1.0-1", "base", true), osTree(t, "6.1.0-1", "changed", true), "etc/pxebootfs-root")
+	pipe := func() (string, string) {
+		t.Helper()
+		data, err := os.ReadFile(archive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(binary, "root", "import", "-c", f.cfg, "compute", "docker-archive:/dev/stdin")
+		cmd.Stdin = bytes.NewReader(data) // a pipe, as from podman save
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("root import from stdin: %v\n%s%s", err, out.String(), errOut.String())
+		}
+		return out.String(), errOut.String()
+	}
+	out, _ := pipe()
+	if !strings.Contains(out, "imported generation") || !strings.Contains(out, "from docker-archive:/dev/stdin, manifest sha256:") {
+		t.Fatalf("import: %s", out)
+	}
+	gen := strings.Fields(strings.SplitN(out, "imported generation ", 2)[1])[0]
+	if b, err := os.ReadFile(filepath.Join(rootsDir, "compute", gen, "etc", "pxebootfs-root")); err != nil || string(b) != "changed\n" {
+		t.Errorf("the upper layer's file: %q, %v", b, err)
+	}
+	if out, _ := pipe(); !strings.Contains(out, "nothing imported") {
+		t.Errorf("the same archive again: %s", out)
+	}
+	var ls []struct {
+		Generation string `json:"generation"`
+		Image      struct {
+			Digest string `json:"digest"`
+		} `json:"image"`
+	}
+	if err := json.Unmarshal([]byte(f.mustRoot(t, "list", "-json", "compute")), &ls); err != nil || len(ls) != 1 || !strings.HasPrefix(ls[0].Image.Digest, "sha256:") {
+		t.Errorf("root list -json: %+v, %v", ls, err)
 	}
 }

@@ -29,7 +29,12 @@ func newRootsProv(t *testing.T) *rootsProv {
 	rp := &rootsProv{testProv: tp, src: filepath.Join(base, "src")}
 	// The store keeps the legacy root_dir too: nodes without a pin.
 	rp.store = roots.New(filepath.Join(base, "roots"), filepath.Join(base, "state"), filepath.Join(base, "root"))
-	if err := os.MkdirAll(filepath.Join(rp.src, "etc"), 0o755); err != nil {
+	for _, d := range []string{"etc", "sbin"} {
+		if err := os.MkdirAll(filepath.Join(rp.src, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(rp.src, "sbin", "init"), []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	// Sealed generations are bind mounts under base: unmounted by
@@ -171,6 +176,8 @@ func TestRootDirMigration(t *testing.T) {
 	rp := &rootsProv{testProv: tp, src: filepath.Join(filepath.Dir(tp.nodes), "src")}
 	rp.store = roots.New(filepath.Join(filepath.Dir(tp.nodes), "roots"), filepath.Join(filepath.Dir(tp.nodes), "state"), filepath.Join(filepath.Dir(tp.nodes), "root"))
 	os.MkdirAll(filepath.Join(rp.src, "etc"), 0o755)
+	os.MkdirAll(filepath.Join(rp.src, "sbin"), 0o755)
+	os.WriteFile(filepath.Join(rp.src, "sbin", "init"), []byte("#!/bin/sh\n"), 0o755)
 	gen := rp.importGen(t, "named")
 	rp.opts.Roots = rp.store
 	rp.opts.RootFor = func(node.ID) string { return "os" }

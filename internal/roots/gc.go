@@ -171,6 +171,7 @@ type Listing struct {
 	Replaced   time.Time `json:"replaced,omitzero"`
 	Kernel     string    `json:"kernel,omitempty"`
 	Initrd     string    `json:"initrd,omitempty"`
+	Image      *Origin   `json:"image,omitempty"` // a container image's reference, digests, platform
 	Path       string    `json:"path"`
 }
 
@@ -195,7 +196,7 @@ func (s *Store) List(name string, pins Pins) ([]Listing, error) {
 			gen := r.Generations[g]
 			out = append(out, Listing{Name: n, Generation: g, Current: g == r.Current, Nodes: nodesOf(pins, Pin{n, g}),
 				Size: gen.Size, Files: gen.Files, Imported: gen.Imported, Source: gen.Source, Replaced: gen.Replaced,
-				Kernel: gen.Kernel, Initrd: gen.Initrd, Path: s.genDir(Pin{n, g})})
+				Kernel: gen.Kernel, Initrd: gen.Initrd, Image: gen.Image, Path: s.genDir(Pin{n, g})})
 		}
 	}
 	if name != "" && name != Legacy && len(out) == 0 {

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
 	"github.com/pxebootfs/pxebootfs/internal/atomicfile"
@@ -28,11 +29,22 @@ import (
 
 // ImportOptions is one import.
 type ImportOptions struct {
-	Name   string
-	Source string // a directory, or a tar archive (plain, gzip, zstd)
+	Name string
+	// Source is a directory, a tar archive (plain, gzip, zstd), or a
+	// container image: oci:PATH[:TAG], oci-archive:FILE,
+	// docker-archive:FILE[:TAG], docker://REF.
+	Source string
 	// NoKernelCheck imports a tree whose boot/vmlinuz-VERSION has no
 	// lib/modules/VERSION.
 	NoKernelCheck bool
+	// Force imports a tree the bootability checks refuse (see boot.go).
+	Force bool
+	// Platform picks from a multi-platform image (OS/ARCH[/VARIANT]); ""
+	// is the host's.
+	Platform string
+	// InsecureRegistry allows plain HTTP to a registry that is not on a
+	// loopback address.
+	InsecureRegistry bool
 	// MakeBoot, if set, makes the boot image of a generation with a
 	// kernel (dir is the generation, kernel and initrd relative to it),
 	// after the generation is in place and before it is current: a failure
@@ -57,6 +69,10 @@ type Result struct {
 	Kernel   string // boot/vmlinuz-VERSION, "" if none
 	Initrd   string
 	Boot     BootImage // made by MakeBoot
+	Origin   *Origin   // a container image's reference and digests
+	// Notes are what the bootability checks report without refusing
+	// (e.g. how the node will mount its root).
+	Notes []string
 }
 
 // Import copies o.Source into staging, names the copy by its content, and
@@ -101,13 +117,21 @@ func (s *Store) importLocked(ctx context.Context, o ImportOptions) (res Result, 
 		}
 	}()
 	w := newWriter(staging)
-	stop := progress(o.Progress, o.Name, w)
-	err = readSource(ctx, o.Source, w.write)
-	stop()
+	var imgConfig *v1.ConfigFile
+	if isImageSource(o.Source) {
+		res.Origin, imgConfig, err = s.readImageSource(ctx, o, staging, w)
+	} else {
+		stop := progress(o.Progress, o.Name, w)
+		err = readSource(ctx, o.Source, w.write)
+		stop()
+	}
 	if err != nil {
 		return res, fmt.Errorf("root import %s: %w", o.Name, err)
 	}
 	if err := w.finish(); err != nil {
+		return res, fmt.Errorf("root import %s: %w", o.Name, err)
+	}
+	if res.Notes, err = checkBootable(staging, imgConfig, o.Force); err != nil {
 		return res, fmt.Errorf("root import %s: %w", o.Name, err)
 	}
 	sum, err := manifest(staging)
@@ -115,7 +139,7 @@ func (s *Store) importLocked(ctx context.Context, o ImportOptions) (res Result, 
 		return res, fmt.Errorf("root import %s: %w", o.Name, err)
 	}
 	res.Gen, res.Files, res.Size = sum.gen, sum.files, sum.size
-	res.Kernel, res.Initrd, err = findKernel(staging, o.NoKernelCheck)
+	res.Kernel, res.Initrd, err = findKernel(staging, o.NoKernelCheck || o.Force)
 	if err != nil {
 		return res, fmt.Errorf("root import %s: %w", o.Name, err)
 	}
@@ -162,7 +186,7 @@ func (s *Store) importLocked(ctx context.Context, o ImportOptions) (res Result, 
 	}
 	now := o.Now()
 	if g == nil {
-		g = &Generation{Imported: now, Source: o.Source, Size: res.Size, Files: res.Files, Kernel: res.Kernel, Initrd: res.Initrd}
+		g = &Generation{Imported: now, Source: o.Source, Size: res.Size, Files: res.Files, Kernel: res.Kernel, Initrd: res.Initrd, Image: res.Origin}
 		r.Generations[res.Gen] = g
 	}
 	if res.Boot.Version != "" {
@@ -177,6 +201,38 @@ func (s *Store) importLocked(ctx context.Context, o ImportOptions) (res Result, 
 		r.Current = res.Gen
 	}
 	return res, s.write(ix)
+}
+
+// readImageSource reads a container image into w, with a scratch
+// directory beside staging for archives that must be unpacked or copied
+// first (removed with staging's leftovers if the import is killed).
+func (s *Store) readImageSource(ctx context.Context, o ImportOptions, staging string, w *writer) (*Origin, *v1.ConfigFile, error) {
+	p, err := parsePlatform(o.Platform)
+	if err != nil {
+		return nil, nil, err
+	}
+	scratch := staging + ".src"
+	if err := os.Mkdir(scratch, 0o700); err != nil {
+		return nil, nil, err
+	}
+	defer removeTree(scratch)
+	io := imageOptions{platform: p, insecure: o.InsecureRegistry, scratch: scratch, log: o.Log, progress: o.Progress}
+	img, err := openImage(ctx, o.Source, io)
+	if err != nil {
+		return nil, nil, err
+	}
+	origin, err := describe(img, o.Source)
+	if err != nil {
+		return nil, nil, fmt.Errorf("image: %w", err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, fmt.Errorf("image config: %w", err)
+	}
+	if err := readImage(ctx, img, io, w.write); err != nil {
+		return nil, nil, err
+	}
+	return origin, cf, nil
 }
 
 // dirMode is a root's directory in roots_dir; a generation's own root has

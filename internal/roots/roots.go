@@ -36,6 +36,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pxebootfs/pxebootfs/internal/atomicfile"
+	"github.com/pxebootfs/pxebootfs/internal/safename"
 )
 
 // File names in state_dir and roots_dir.
@@ -63,22 +64,12 @@ var ErrNotFound = errors.New("not found")
 // ErrPinned is wrapped when removing a generation nodes are pinned to.
 var ErrPinned = errors.New("nodes are pinned to it")
 
-// CheckName checks a root name: letters, digits, '.', '_', '-'; 1 to 64
-// characters, not starting with '.' (hidden names are ours), not Legacy.
+// CheckName checks a root name: package safename's rule, and not Legacy.
 func CheckName(s string) error {
 	if s == Legacy {
 		return fmt.Errorf("root %q: the name is the config's root_dir", s)
 	}
-	if s == "" || len(s) > 64 || s[0] == '.' {
-		return fmt.Errorf("root %q: must be 1 to 64 characters and not start with '.'", s)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("root %q: character %q is not allowed (letters, digits, '.', '_', '-')", s, c)
-		}
-	}
-	return nil
+	return safename.Check("root", s)
 }
 
 // CheckGen checks a generation as given on the command line.
@@ -119,6 +110,9 @@ type Generation struct {
 	// none. Image names the image version made of them.
 	Kernel string `json:"kernel,omitempty"`
 	Initrd string `json:"initrd,omitempty"`
+	// Image is where a generation imported from a container image came
+	// from; nil for a directory or a tar.
+	Image *Origin `json:"image,omitempty"`
 	// Boot is the boot image made of Kernel and Initrd at import, so that
 	// a node is served the kernel of the generation it is pinned to.
 	Boot BootImage `json:"boot,omitzero"`

@@ -56,6 +56,8 @@ func makeTree(t *testing.T, dir string, files int) {
 	must(os.MkdirAll(filepath.Join(dir, "etc"), 0o755))
 	must(os.MkdirAll(filepath.Join(dir, "usr/bin"), 0o755))
 	must(os.MkdirAll(filepath.Join(dir, "many"), 0o750))
+	must(os.MkdirAll(filepath.Join(dir, "sbin"), 0o755))
+	must(os.WriteFile(filepath.Join(dir, "sbin/init"), []byte("#!/bin/sh\n"), 0o755))
 	must(os.WriteFile(filepath.Join(dir, "etc/pxebootfs-root"), []byte("gen-1\n"), 0o644))
 	must(os.WriteFile(filepath.Join(dir, "usr/bin/ping"), []byte("\x7fELF ping"), 0o755))
 	must(unix.Chmod(filepath.Join(dir, "usr/bin/ping"), 0o4755))
@@ -94,6 +96,17 @@ var testACL = func() []byte {
 	}
 	return b
 }()
+
+// writeInit gives a tree the init the bootability check looks for.
+func writeInit(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "sbin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sbin", "init"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func TestImportDirectory(t *testing.T) {
 	s := newStore(t)
@@ -325,6 +338,7 @@ func TestHostileArchives(t *testing.T) {
 func TestKernelCheck(t *testing.T) {
 	s := newStore(t)
 	src := t.TempDir()
+	writeInit(t, src)
 	for _, d := range []string{"boot", "usr/lib/modules/6.1.0-9-amd64"} {
 		os.MkdirAll(filepath.Join(src, d), 0o755)
 	}
@@ -353,6 +367,7 @@ func TestKernelCheck(t *testing.T) {
 func TestUseRemovePrune(t *testing.T) {
 	s := newStore(t)
 	src := t.TempDir()
+	writeInit(t, src)
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	var gens []string
 	for i := range 4 {

@@ -35,6 +35,8 @@ type entry struct {
 	// clone, if set, is the source file a regular file may be reflinked
 	// from (FICLONE) instead of copied, where the filesystem can.
 	clone *os.File
+	// deferred: a hard link retried at the end (its target came later).
+	deferred bool
 }
 
 // writer creates entries inside one staging directory. Every name is the
@@ -45,6 +47,9 @@ type entry struct {
 type writer struct {
 	root string // the staging directory: the generation's root
 	dirs []dirMeta
+	// links are hard links whose target was not there yet: a flattened
+	// image lists an upper layer's link before the lower layer's file.
+	links []*entry
 	// files and bytes count what was written, for progress.
 	files atomic.Int64
 	bytes atomic.Int64
@@ -184,6 +189,11 @@ func (w *writer) write(e *entry) error {
 			return fmt.Errorf("member %q: hard link to %q: not a member name", e.name, e.link)
 		}
 		tfd, err := beneath.OpenFd(w.root, target, unix.O_PATH)
+		if errors.Is(err, os.ErrNotExist) && !e.deferred {
+			e.deferred = true
+			w.links = append(w.links, e)
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("member %q: hard link to %q: %w", e.name, e.link, err)
 		}
@@ -332,6 +342,18 @@ func (w *writer) times(pfd int, base string, e *entry) error {
 // finish applies the directories' modes and mtimes, deepest first (a
 // directory's mtime changes when an entry is made in it).
 func (w *writer) finish() error {
+	for _, e := range w.links {
+		w.files.Add(-1) // counted when it was first seen
+		if err := w.write(e); err != nil {
+			return err
+		}
+	}
+	w.links = nil
+	// A source without an entry for its root (an image, a tar without
+	// "./") gets the usual mode: staging was made private.
+	if !slices.ContainsFunc(w.dirs, func(d dirMeta) bool { return d.name == "." }) {
+		w.dirs = append(w.dirs, dirMeta{name: ".", mode: 0o755, mtime: time.Unix(0, 0)})
+	}
 	slices.SortStableFunc(w.dirs, func(a, b dirMeta) int {
 		return strings.Count(b.name, "/") - strings.Count(a.name, "/")
 	})
