@@ -118,13 +118,13 @@ func (s *Store) importLocked(ctx context.Context, o ImportOptions) (res Result, 
 	}()
 	w := newWriter(staging)
 	var imgConfig *v1.ConfigFile
+	stop := progress(o.Progress, o.Name, w)
 	if isImageSource(o.Source) {
 		res.Origin, imgConfig, err = s.readImageSource(ctx, o, staging, w)
 	} else {
-		stop := progress(o.Progress, o.Name, w)
 		err = readSource(ctx, o.Source, w.write)
-		stop()
 	}
+	stop()
 	if err != nil {
 		return res, fmt.Errorf("root import %s: %w", o.Name, err)
 	}
