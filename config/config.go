@@ -64,6 +64,11 @@ type Config struct {
 	GrubTemplate  string // template of per-node GRUB configs
 	GrubStaticDir string // served as it is under the GRUB mount, subdirectories included
 
+	IPXEMount     string // iPXE scripts' directory, served by a web server; "" when off
+	IPXETemplate  string // template of per-node iPXE scripts
+	IPXEStaticDir string // served as it is under the iPXE mount (boot.ipxe, menus)
+	HTTPBase      string // URL of tftp_root over HTTP, with a trailing '/': {{imageURL}}; "" if unset
+
 	TFTPRoot   string        // the tftpd's root; "" when images are not used
 	ImagesDir  string        // boot image versions, inside TFTPRoot
 	ImageKeep  int           // newest versions of an image always kept
@@ -74,6 +79,8 @@ type Config struct {
 	LocalTemplate       string // pxelinux template of installed nodes; "" means the built-in LOCALBOOT 0
 	GrubInstallTemplate string // GRUB twin of InstallTemplate
 	GrubLocalTemplate   string // GRUB twin of LocalTemplate; "" means the built-in exit
+	IPXEInstallTemplate string // iPXE twin of InstallTemplate
+	IPXELocalTemplate   string // iPXE twin of LocalTemplate; "" means the built-in exit
 	CallbackListen      string // host:port of the installers' HTTP callback; "" when off
 	CallbackURL         string // base URL nodes reach the callback by, no trailing slash
 	InstallMaxBoots     int    // install configs served without started before a node is flagged

@@ -82,6 +82,8 @@ func TestExampleFullMode(t *testing.T) {
 		"/srv/pxebootfs/", dir+"/",
 		"/srv/tftp/pxelinux.static", dir+"/static",
 		"/srv/tftp/grub.static", dir+"/grubstatic",
+		"/srv/http/ipxe.static", dir+"/ipxestatic",
+		"/srv/http/ipxe", dir+"/ipxe",
 		"/srv/tftp/grub", dir+"/tftp/grub",
 		"/srv/tftp/images", dir+"/tftp/images",
 		"/srv/tftp", dir+"/tftp",
@@ -91,7 +93,8 @@ func TestExampleFullMode(t *testing.T) {
 		"/etc/pxebootfs/nodes.ini", dir+"/nodes.ini",
 		"/etc/pxebootfs/", dir+"/",
 	).Replace(text)
-	for _, f := range []string{"install.template", "local.template", "grub-install.template", "grub-local.template"} {
+	for _, f := range []string{"install.template", "local.template", "grub-install.template", "grub-local.template",
+		"node.ipxe.template", "install.ipxe.template", "local.ipxe.template"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("echo <NODE>\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +108,7 @@ func TestExampleFullMode(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "root"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{"static", "grubstatic", "tftp", "tftp/grub"} {
+	for _, d := range []string{"static", "grubstatic", "ipxestatic", "ipxe", "tftp", "tftp/grub"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -241,6 +241,27 @@ var keys = []keySpec{
 	pathKey(keySpec{name: "grub_static_dir", example: "/srv/tftp/grub.static",
 		doc: "Directory served as it is under the GRUB mount, subdirectories included (grub-mknetdir's x86_64-efi/, fonts/, grub.cfg); symlinks are not followed. Without a grub.cfg in it, a built-in one chains to grub.cfg-$net_default_mac and grub.cfg-$net_default_ip."},
 		func(c *Config) *string { return &c.GrubStaticDir }, existingDir),
+	pathKey(keySpec{name: "ipxe_mount", example: "/srv/http/ipxe", needs: "ipxe_template", needsWhy: "the template of per-node iPXE scripts",
+		doc: "Directory mounted over by `pxebootfs mount` beside pxelinux.cfg, for a web server (nginx, lighttpd, Apache) to serve iPXE nodes their scripts: <HEX> (upper or lower case), 01-<mac>, or the dotted IPv4. Default: unset (no iPXE mount)."},
+		func(c *Config) *string { return &c.IPXEMount }, mountPoint),
+	pathKey(keySpec{name: "ipxe_template", example: "node.ipxe.template",
+		doc: "Template every node's iPXE script is rendered from (needed with ipxe_mount)."},
+		func(c *Config) *string { return &c.IPXETemplate }, readableFile),
+	pathKey(keySpec{name: "ipxe_static_dir", example: "/srv/http/ipxe.static",
+		doc: "Directory served as it is under the iPXE mount (e.g. boot.ipxe, which chains to a node's script)."},
+		func(c *Config) *string { return &c.IPXEStaticDir }, existingDir),
+	{
+		name: "http_base", example: "http://192.0.2.1/tftp/",
+		doc: "URL at which a web server serves tftp_root, for {{imageURL \"NAME\" \"FILE\"}} and .HTTPBase in templates (kernels and initrds over HTTP).",
+		parse: func(p *parser, v string) *Error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+				return &Error{Reason: fmt.Sprintf("%q is not an http:// or https:// URL with a host and no user, query or fragment", v)}
+			}
+			p.c.HTTPBase = strings.TrimRight(v, "/") + "/"
+			return nil
+		},
+	},
 	pathKey(keySpec{name: "tftp_root", example: "/srv/tftp",
 		doc: "The tftpd's root directory. Needed for boot images (`pxebootfs image`), which the tftpd serves from images_dir inside it."},
 		func(c *Config) *string { return &c.TFTPRoot }, existingDir),
@@ -257,6 +278,8 @@ var keys = []keySpec{
 	templateKey("local_template", "local.template", "Template of the pxelinux config of installed nodes. Default: built in, boots the local disk (LOCALBOOT 0).", func(c *Config) *string { return &c.LocalTemplate }),
 	templateKey("grub_install_template", "grub-install.template", "GRUB twin of install_template, served under grub_mount to nodes in install mode. Default: unset.", func(c *Config) *string { return &c.GrubInstallTemplate }),
 	templateKey("grub_local_template", "grub-local.template", "GRUB twin of local_template. Default: built in, `exit` (the firmware boots the next entry, the local disk).", func(c *Config) *string { return &c.GrubLocalTemplate }),
+	templateKey("ipxe_install_template", "install.ipxe.template", "iPXE twin of install_template, served under ipxe_mount to nodes in install mode. Default: unset.", func(c *Config) *string { return &c.IPXEInstallTemplate }),
+	templateKey("ipxe_local_template", "local.ipxe.template", "iPXE twin of local_template. Default: built in, `exit` (the firmware boots the next entry, the local disk).", func(c *Config) *string { return &c.IPXELocalTemplate }),
 	needs(listenKey("callback_listen", "0.0.0.0:8770", "host:port of the HTTP endpoint installers call at /v1/install/NODE/{started,done,failed}?token=TOKEN. Default: unset (no callback; end install mode with `pxebootfs installed`).", func(c *Config) *string { return &c.CallbackListen }),
 		"callback_url", "the address nodes reach this server by, e.g. http://192.0.2.1:8770"),
 	{

@@ -40,6 +40,7 @@ type LoaderKeys struct {
 const (
 	LoaderPXELinux = "pxelinux"
 	LoaderGRUB     = "grub"
+	LoaderIPXE     = "ipxe"
 )
 
 var loaderKeys = []LoaderKeys{
@@ -55,6 +56,13 @@ var loaderKeys = []LoaderKeys{
 		StaticDir: "grub_static_dir",
 		Templates: [NumRoles]string{"grub_template", "grub_install_template", "grub_local_template"},
 		Inventory: [NumRoles]string{"grub_template", "grub_install_template", "grub_local_template"},
+	},
+	{
+		Loader:    LoaderIPXE,
+		Mount:     "ipxe_mount",
+		StaticDir: "ipxe_static_dir",
+		Templates: [NumRoles]string{"ipxe_template", "ipxe_install_template", "ipxe_local_template"},
+		Inventory: [NumRoles]string{"ipxe_template", "ipxe_install_template", "ipxe_local_template"},
 	},
 }
 
@@ -109,6 +117,14 @@ func (c *Config) Loaders() []LoaderConfig {
 			Mount:     c.GrubMount,
 			StaticDir: c.GrubStaticDir,
 			Templates: [NumRoles]string{c.GrubTemplate, c.GrubInstallTemplate, c.GrubLocalTemplate},
+		})
+	}
+	if c.IPXETemplate != "" {
+		out = append(out, LoaderConfig{
+			Keys:      loaderKeys[2],
+			Mount:     c.IPXEMount,
+			StaticDir: c.IPXEStaticDir,
+			Templates: [NumRoles]string{c.IPXETemplate, c.IPXEInstallTemplate, c.IPXELocalTemplate},
 		})
 	}
 	return out

@@ -83,7 +83,7 @@ func TestReloadableKeys(t *testing.T) {
 		}
 	}
 	want := []string{"pxe_template", "static_dir", "ethers", "allow", "inventory", "reset_guard", "reset_on_boot",
-		"install_template", "local_template", "grub_install_template", "grub_local_template"}
+		"install_template", "local_template", "grub_install_template", "grub_local_template", "ipxe_install_template", "ipxe_local_template"}
 	if !slices.Equal(got, want) {
 		t.Errorf("reloadable keys %q, want %q", got, want)
 	}

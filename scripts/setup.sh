@@ -16,6 +16,7 @@ packages=(
 	qemu-system-x86 ovmf grub-efi-amd64-bin # real UEFI firmware booting GRUB from the mount
 	ipxe-qemu pxelinux syslinux-common      # real BIOS PXE: iPXE ROM, pxelinux
 	busybox-static dnsmasq-base cpio        # the diskless guest: its initrd and root, DHCP
+	nginx                                   # iPXE over HTTP: a stock web server reads the mount
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -15,6 +15,7 @@ import (
 type renderFlags struct {
 	name       string
 	mountpoint string
+	loader     string
 }
 
 // runRender prints exactly the bytes a read of NAME would return, in the
@@ -24,6 +25,7 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 	var f renderFlags
 	c := newCmdline("render", "NAME  (a pxelinux.cfg name such as C0A80102 or 01-aa-bb-cc-dd-ee-ff, or a grub.cfg… name of the GRUB mount)", stderr)
 	c.StringVar(&f.mountpoint, "mountpoint", catalog.DefaultMountpoint, "where pxebootfs is mounted: content_generator gets --file MOUNTPOINT/NAME")
+	c.StringVar(&f.loader, "loader", "", "the loader whose directory NAME is in (pxelinux, grub, ipxe); default: grub for grub.cfg… names, else pxelinux")
 	if code := c.parse(args, 1, 1); code >= 0 {
 		return code
 	}
@@ -37,7 +39,7 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
 		return exitFailure
 	}
-	ld, err := loaderOf(cfg, f.name)
+	ld, err := loaderOf(cfg, f.name, f.loader)
 	if err != nil {
 		fmt.Fprintf(stderr, "pxebootfs render: %v\n", err)
 		return exitConfig
@@ -70,10 +72,21 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// loaderOf is the loader whose directory name is in: the first loader with
-// a prefix that owns it, else pxelinux. A name of a loader cfg does not
-// configure is a config error naming the key that would.
-func loaderOf(cfg *config.Config, name string) (*loader.Loader, error) {
+// loaderOf is the loader whose directory name is in: the one named by
+// -loader, else the first loader with a prefix that owns it, else pxelinux.
+// A name of a loader cfg does not configure is a config error naming the
+// key that would.
+func loaderOf(cfg *config.Config, name, want string) (*loader.Loader, error) {
+	if want != "" {
+		l, err := loader.ByName(want)
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := cfg.Loader(l.Name); !ok {
+			return nil, fmt.Errorf("%s sets no %s", cfg.File, config.KeysOf(l.Name).Templates[config.RoleUsual])
+		}
+		return l, nil
+	}
 	for _, l := range loader.All {
 		if l.Prefix == "" || !l.Owns(name) {
 			continue

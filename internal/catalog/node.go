@@ -90,6 +90,7 @@ func (c *Catalog) renderView(e Entry, v nodeView) (rendered, error) {
 	var out rendered
 	s := c.cur.Load()
 	d := data(e, v.root, v.inst)
+	d.HTTPBase = s.cfg.HTTPBase
 	if images := s.imageFunc(); images != nil {
 		d.SetImages(func(name, file string) (string, error) {
 			p, err := images(name, file)

@@ -62,6 +62,17 @@ exit
 `),
 }
 
+// IPXE is iPXE's scripts, served by a stock web server from the iPXE
+// mount: <HEX> (upper or lower case), 01-<mac>, or the dotted IPv4.
+var IPXE = &Loader{
+	Name:  config.LoaderIPXE,
+	Parse: pxename.ParseIPXE,
+	Local: mustParse("built-in ipxe_local_template", `#!ipxe
+# pxebootfs: node <NODE> is installed; back to the firmware, which boots the local disk.
+exit
+`),
+}
+
 // Owns reports whether name is one of this loader's own names: a node
 // name with its prefix, or one of its built-in files. pxelinux, with no
 // prefix, owns every name; `pxebootfs render` asks the loaders with a
@@ -74,7 +85,7 @@ func (l *Loader) Owns(name string) bool {
 }
 
 // All lists every loader, pxelinux first.
-var All = []*Loader{PXELinux, GRUB}
+var All = []*Loader{PXELinux, GRUB, IPXE}
 
 // ByName returns the loader named name.
 func ByName(name string) (*Loader, error) {

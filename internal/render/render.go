@@ -77,6 +77,11 @@ type Data struct {
 	Kernel string
 	Initrd string
 
+	// HTTPBase is http_base: where a web server serves tftp_root, with a
+	// trailing '/' ("" when unset). {{imageURL "NAME" "FILE"}} is it plus
+	// {{image "NAME" "FILE"}}; .HTTPBase .Kernel is the node's kernel URL.
+	HTTPBase string
+
 	// Install mode (package install): the node's state ("", "install",
 	// "installing", "installed"), its secret token (empty unless in install
 	// mode or installed) and its callback base URL, callback_url +
@@ -125,6 +130,7 @@ func SampleData() Data {
 		Root:     "debian",
 		RootGen:  "0123456789ab",
 		Kernel:   "images/debian/00000000/vmlinuz",
+		HTTPBase: "http://192.0.2.1/tftp/",
 		Initrd:   "images/debian/00000000/initrd.img",
 
 		InstallState: "install",
@@ -215,7 +221,7 @@ func Parse(name string, src []byte) (*Template, error) {
 	if bytes.Contains(src, []byte(stepFunc)) {
 		return nil, fmt.Errorf("parse pxelinux template: %s: %s is reserved", name, stepFunc)
 	}
-	tmpl, err := template.New(name).Option("missingkey=error").Funcs(template.FuncMap{"image": noImages, stepFunc: noStep}).Parse(rewrite(string(src)))
+	tmpl, err := template.New(name).Option("missingkey=error").Funcs(template.FuncMap{"image": noImages, "imageURL": noImages, stepFunc: noStep}).Parse(rewrite(string(src)))
 	if err != nil {
 		// text/template's message is "template: NAME:LINE: ...".
 		return nil, fmt.Errorf("parse pxelinux template: %w", err)
@@ -385,7 +391,14 @@ func (t *Template) render(d Data, missingkey string) ([]byte, error) {
 		images = noImages
 	}
 	steps := 0
-	tmpl.Option(missingkey).Funcs(template.FuncMap{"image": images, stepFunc: func() (string, error) {
+	imageURL := func(name, file string) (string, error) {
+		if d.HTTPBase == "" {
+			return "", fmt.Errorf("imageURL %q %q: http_base is not set", name, file)
+		}
+		p, err := images(name, file)
+		return d.HTTPBase + p, err
+	}
+	tmpl.Option(missingkey).Funcs(template.FuncMap{"image": images, "imageURL": imageURL, stepFunc: func() (string, error) {
 		if steps++; steps > maxSteps {
 			return "", ErrTooManySteps
 		}
@@ -471,7 +484,7 @@ func (c *checker) walk(n parse.Node, dotIsData bool) {
 			c.walk(arg, dotIsData)
 		}
 	case *parse.IdentifierNode:
-		if n.Ident == "image" {
+		if n.Ident == "image" || n.Ident == "imageURL" {
 			c.images.used = true
 		}
 	case *parse.IfNode:
@@ -548,7 +561,7 @@ func (c *checker) imageCall(n *parse.CommandNode) {
 		return
 	}
 	id, ok := n.Args[0].(*parse.IdentifierNode)
-	if !ok || id.Ident != "image" {
+	if !ok || id.Ident != "image" && id.Ident != "imageURL" {
 		return
 	}
 	name, ok1 := n.Args[1].(*parse.StringNode)

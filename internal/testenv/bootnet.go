@@ -35,6 +35,14 @@ type BootNet struct {
 // each MAC to its address) and tftpd-hpa serving tftpRoot.
 func StartBootNet(t testing.TB, ns *NetNS, tftpRoot string, guests map[string]netip.Addr) *BootNet {
 	t.Helper()
+	return StartBootNetFiles(t, ns, tftpRoot, guests, nil)
+}
+
+// StartBootNetFiles is StartBootNet where bootFiles gives some MACs
+// another boot file than pxelinux.0 (e.g. an http:// URL, which iPXE
+// fetches itself).
+func StartBootNetFiles(t testing.TB, ns *NetNS, tftpRoot string, guests map[string]netip.Addr, bootFiles map[string]string) *BootNet {
+	t.Helper()
 	dnsmasq := RequireTool(t, "dnsmasq")
 	tftpdBin, err := tftpdVersion()
 	if err != nil {
@@ -48,10 +56,22 @@ func StartBootNet(t testing.TB, ns *NetNS, tftpRoot string, guests map[string]ne
 	args := []string{"--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root", "--group=root",
 		"--interface=" + bootBridge, "--bind-interfaces", "--log-dhcp",
 		"--dhcp-range=" + bootPrefix(100) + "," + bootPrefix(200) + ",255.255.255.0,1h",
-		"--dhcp-boot=pxelinux.0,," + BootServerAddr.String(),
 		"--dhcp-leasefile=" + filepath.Join(dir, "leases"), "--pid-file="}
+	// Every guest is tagged with its boot file, so that no untagged
+	// default competes with a guest's own.
+	files := map[string]string{}
 	for mac, ip := range guests {
-		args = append(args, "--dhcp-host="+mac+","+ip.String())
+		file := "pxelinux.0"
+		if f, ok := bootFiles[mac]; ok {
+			file = f
+		}
+		tag, ok := files[file]
+		if !ok {
+			tag = fmt.Sprintf("boot%d", len(files))
+			files[file] = tag
+			args = append(args, "--dhcp-boot=tag:"+tag+","+file+",,"+BootServerAddr.String())
+		}
+		args = append(args, "--dhcp-host="+mac+","+ip.String()+",set:"+tag)
 	}
 	startDaemon(t, "dnsmasq", ns.Command(context.Background(), dnsmasq, args...))
 
