@@ -17,6 +17,8 @@ packages=(
 	ipxe-qemu pxelinux syslinux-common      # real BIOS PXE: iPXE ROM, pxelinux
 	busybox-static dnsmasq-base cpio        # the diskless guest: its initrd and root, DHCP
 	nginx                                   # iPXE over HTTP: a stock web server reads the mount
+	shim-signed grub-efi-amd64-signed       # UEFI Secure Boot: Debian's signed shim and network GRUB
+	qemu-system-arm qemu-efi-aarch64        # arm64 UEFI nodes: QEMU and AAVMF
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -56,6 +58,20 @@ if ! ls "$guest_cache"/linux-image-*-amd64_*.deb >/dev/null 2>&1; then
 	staging=$(mktemp -d "$guest_cache/.download.XXXXXX")
 	(cd "$staging" && apt-get download -qq "$kpkg" 2>/dev/null || { apt-get update -qq && apt-get download -qq "$kpkg"; })
 	mv "$staging"/*.deb "$guest_cache"/
+	rmdir "$staging"
+fi
+# arm64 GRUB for the arm64 UEFI test: downloaded and unpacked by the test,
+# never installed (the package is arm64's).
+arm_cache=/var/cache/pxebootfs-arm64
+if ! ls "$arm_cache"/grub-efi-arm64-bin_*_arm64.deb >/dev/null 2>&1; then
+	dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+	apt-get update -qq
+	echo "setup: downloading grub-efi-arm64-bin:arm64 into $arm_cache" >&2
+	install -d -m 0755 "$arm_cache"
+	staging=$(mktemp -d "$arm_cache/.download.XXXXXX")
+	chmod 0755 "$staging"
+	(cd "$staging" && apt-get download -qq grub-efi-arm64-bin:arm64)
+	mv "$staging"/*.deb "$arm_cache"/
 	rmdir "$staging"
 fi
 modprobe fuse 2>/dev/null || true

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -120,6 +121,9 @@ func checkAll(cfg *config.Config) []problem {
 			problems = append(problems, problem{msg: fmt.Sprintf("%s %s does not exist yet; pxebootfs mount creates it", lc.Keys.Mount, lc.Mount), note: true})
 		}
 	}
+	for _, msg := range grubShadows(cfg) {
+		problems = append(problems, problem{msg: msg, note: true})
+	}
 	for _, msg := range installCoverage(cfg) {
 		problems = append(problems, problem{msg: msg, note: true})
 	}
@@ -191,6 +195,24 @@ func checkFUSE() error {
 	}
 	syscall.Close(fd)
 	return nil
+}
+
+// grubShadows warns of static files that keep GRUB from the built-in
+// grub.cfg, which chains to each node's own config: a grub.cfg of
+// grub_static_dir is served instead of it, and Debian's signed network
+// GRUB (the Secure Boot chain) sources $prefix/x86_64-efi/grub.cfg instead
+// when that exists.
+func grubShadows(cfg *config.Config) []string {
+	if cfg.GrubStaticDir == "" {
+		return nil
+	}
+	var notes []string
+	for _, name := range []string{"grub.cfg", "x86_64-efi/grub.cfg"} {
+		if _, err := os.Lstat(filepath.Join(cfg.GrubStaticDir, name)); err == nil {
+			notes = append(notes, fmt.Sprintf("grub_static_dir has %s: GRUB reads it instead of the built-in grub.cfg that chains to each node's grub.cfg-… (unless it chains itself)", name))
+		}
+	}
+	return notes
 }
 
 // installCoverage notes the loaders that have no install template while

@@ -19,7 +19,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"mount", "mount the filesystem and serve until SIGINT/SIGTERM", runMount},
-		{"render", "print what a read of NAME returns (pxelinux.cfg/NAME, or the GRUB mount's grub.cfg… names); provisions nothing", runRender},
+		{"render", "print what a read of NAME returns (pxelinux.cfg/NAME, the GRUB mount's grub.cfg… names, -loader ipxe for iPXE scripts); provisions nothing", runRender},
 		{"check", "validate the config and the environment", runCheck},
 		{"nodes", "list the nodes: address, fsid, root generation, mounted, exported, boots, install state, last error", runNodes},
 		{"reset", "give nodes a fresh root (wipe their writable layer), same fsid", runReset},

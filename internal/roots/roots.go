@@ -10,10 +10,11 @@
 // not hoped for: every generation is a read-only bind mount of itself, so
 // even root's `touch` or `apt` inside it fails with EROFS (`findmnt
 // roots_dir/NAME/GEN` shows it, with "ro" among its options). The immutable
-// attribute would not do: overlayfs copies it up with a file (its
-// overlay.protattr xattr, since Linux 5.19), so a node could not change a
-// file of its own root. Bind mounts do not outlive a reboot; the daemon
-// makes them again at start, before it mounts any node over a generation.
+// attribute would not do: a write through an overlay to a file whose lower
+// copy is immutable fails with EPERM (measured on Linux 6.18), so a node
+// could not change a file of its own root. Bind mounts do not outlive a
+// reboot; the daemon makes them again at start, before it mounts any node
+// over a generation.
 //
 // A node's overlay is pinned to the generation it was made over (its record
 // in the registry says which): its upper layer records that lower's origin

@@ -14,9 +14,20 @@ import (
 
 // Firmware and boot loaders from Debian's packages (ovmf, grub-efi-amd64-bin).
 const (
-	OVMFCode    = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-	OVMFVars    = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-	GRUBNetEFI  = "/usr/lib/grub/x86_64-efi/monolithic/grubnetx64.efi"
+	OVMFCode   = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFVars   = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	GRUBNetEFI = "/usr/lib/grub/x86_64-efi/monolithic/grubnetx64.efi"
+	// UEFI Secure Boot: OVMF with Microsoft's keys enrolled (q35, SMM),
+	// Debian's signed shim and signed network GRUB.
+	OVMFCodeSecure = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+	OVMFVarsMS     = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+	ShimSigned     = "/usr/lib/shim/shimx64.efi.signed"
+	GRUBNetSigned  = "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"
+	// arm64 UEFI: AAVMF (qemu-efi-aarch64) and Debian's arm64 GRUB
+	// package, downloaded by scripts/setup.sh into ARM64Cache.
+	AAVMFCode   = "/usr/share/AAVMF/AAVMF_CODE.fd"
+	AAVMFVars   = "/usr/share/AAVMF/AAVMF_VARS.fd"
+	ARM64Cache  = "/var/cache/pxebootfs-arm64"
 	PXELinux    = "/usr/lib/PXELINUX/pxelinux.0"               // pxelinux
 	LDLinux     = "/usr/lib/syslinux/modules/bios/ldlinux.c32" // syslinux-common
 	IPXEROM     = "/usr/lib/ipxe/qemu/pxe-e1000.rom"           // ipxe-qemu: QEMU's e1000 boot ROM
@@ -55,9 +66,21 @@ func StartQEMUIn(t testing.TB, ns *NetNS, args ...string) *QEMU {
 	return startQEMU(t, ns, args)
 }
 
+// StartQEMUBinary is StartQEMU with another QEMU, e.g.
+// qemu-system-aarch64.
+func StartQEMUBinary(t testing.TB, binary string, args ...string) *QEMU {
+	t.Helper()
+	return startQEMUWith(t, binary, nil, args)
+}
+
 func startQEMU(t testing.TB, ns *NetNS, args []string) *QEMU {
 	t.Helper()
-	bin := RequireTool(t, qemuBinary)
+	return startQEMUWith(t, qemuBinary, ns, args)
+}
+
+func startQEMUWith(t testing.TB, binary string, ns *NetNS, args []string) *QEMU {
+	t.Helper()
+	bin := RequireTool(t, binary)
 	log := filepath.Join(t.TempDir(), qemuLogName)
 	out, err := os.Create(log)
 	if err != nil {
