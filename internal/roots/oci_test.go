@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -340,3 +341,74 @@ func TestBootabilityChecks(t *testing.T) {
 		t.Errorf("init through a symlinked /sbin: %v", err)
 	}
 }
+
+// TestImportPlatform: from a multi-platform index, -platform picks the
+// image of that platform (default: this machine's); one it lacks is an
+// error naming those it has.
+func TestImportPlatform(t *testing.T) {
+	s := newStore(t)
+	mk := func(arch, label string) v1.Image {
+		img, err := mutate.AppendLayers(empty.Image, layerOf(t, dir("sbin"), file("sbin/init", "x"), dir("etc"), file("etc/arch", label)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, _ := img.ConfigFile()
+		cf = cf.DeepCopy()
+		cf.OS, cf.Architecture = "linux", arch
+		img, _ = mutate.ConfigFile(img, cf)
+		return img
+	}
+	amd, arm := mk("amd64", "amd64"), mk("arm64", "arm64")
+	ix := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
+	dir := filepath.Join(t.TempDir(), "layout")
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendIndex(ix, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "multi"})); err != nil {
+		t.Fatal(err)
+	}
+	armDigest, _ := arm.Digest()
+	res, err := s.Import(context.Background(), ImportOptions{Name: "m", Source: "oci:" + dir + ":multi", Platform: "linux/arm64"})
+	if err != nil || res.Origin.Digest != armDigest.String() || res.Origin.Platform != "linux/arm64" {
+		t.Fatalf("-platform linux/arm64: %+v, %v", res.Origin, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(s.dir, "m", res.Gen, "etc", "arch")); string(b) != "arm64" {
+		t.Errorf("etc/arch = %q", b)
+	}
+	if _, err := s.Import(context.Background(), ImportOptions{Name: "m", Source: "oci:" + dir + ":multi", Platform: "linux/riscv64"}); err == nil || !strings.Contains(err.Error(), "linux/amd64, linux/arm64") {
+		t.Errorf("a platform the index lacks: %v", err)
+	}
+}
+
+// TestPlainHTTPOnlyToLoopback: go-containerregistry falls back to HTTP for
+// private addresses; the import's transport refuses that unless
+// -insecure-registry, and allows loopback.
+func TestPlainHTTPOnlyToLoopback(t *testing.T) {
+	refused := errors.New("base transport reached")
+	base := roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, refused })
+	for _, tt := range []struct {
+		url      string
+		insecure bool
+		allowed  bool
+	}{
+		{"http://10.1.2.3/v2/", false, false},
+		{"http://10.1.2.3/v2/", true, true},
+		{"https://10.1.2.3/v2/", false, true},
+		{"http://127.0.0.1:5000/v2/", false, true},
+		{"http://localhost:5000/v2/", false, true},
+		{"http://[::1]:5000/v2/", false, true},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, tt.url, nil)
+		_, err := (&tlsUnlessLoopback{base: base, insecure: tt.insecure}).RoundTrip(req)
+		if got := errors.Is(err, refused); got != tt.allowed {
+			t.Errorf("%s (insecure %v): %v; want allowed %v", tt.url, tt.insecure, err, tt.allowed)
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
