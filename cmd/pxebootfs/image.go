@@ -210,14 +210,7 @@ func runImagePrune(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return imageFailed(stderr, err)
 	}
-	n := 0
-	for name, vs := range removed {
-		n += len(vs)
-		fmt.Fprintf(stdout, "%s: removed %s\n", name, strings.Join(vs, " "))
-	}
-	if n == 0 {
-		fmt.Fprintln(stdout, "nothing to remove")
-	}
+	printRemoved(stdout, removed)
 	return exitOK
 }
 
@@ -258,6 +251,18 @@ func runImageList(args []string, stdout, stderr io.Writer) int {
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// printRemoved reports a prune: what went, by image or root.
+func printRemoved(stdout io.Writer, removed map[string][]string) {
+	n := 0
+	for name, vs := range removed {
+		n += len(vs)
+		fmt.Fprintf(stdout, "%s: removed %s\n", name, strings.Join(vs, " "))
+	}
+	if n == 0 {
+		fmt.Fprintln(stdout, "nothing to remove")
+	}
 }
 
 // isTerminal reports whether w is a terminal (progress bars) rather than a

@@ -249,14 +249,7 @@ func runRootPrune(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return rootFailed(stderr, err)
 	}
-	n := 0
-	for name, gs := range removed {
-		n += len(gs)
-		fmt.Fprintf(stdout, "%s: removed %s\n", name, strings.Join(gs, " "))
-	}
-	if n == 0 {
-		fmt.Fprintln(stdout, "nothing to remove")
-	}
+	printRemoved(stdout, removed)
 	return exitOK
 }
 

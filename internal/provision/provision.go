@@ -287,14 +287,16 @@ func pinGen(p roots.Pin) string {
 	return p.Gen
 }
 
-// lower is the directory of pin: the lower layer of the nodes pinned to it
-// ("" is the overlay's root dir).
+// lower is the directory of pin: the lower layer of the nodes pinned to it.
+// root_dir is "": the overlay manager's own root dir, resolved once when it
+// was made, as every mount used before named roots (and it says so if the
+// config has none).
 func (p *Provisioner) lower(pin roots.Pin) (string, error) {
-	if p.roots == nil {
-		if !pin.IsLegacy() {
-			return "", fmt.Errorf("pinned to root %s, but the config has no roots_dir", pin)
-		}
+	switch {
+	case pin.IsLegacy():
 		return "", nil
+	case p.roots == nil:
+		return "", fmt.Errorf("pinned to root %s, but the config has no roots_dir", pin)
 	}
 	return p.roots.Path(pin)
 }

@@ -216,8 +216,8 @@ func (s *Store) readImageSource(ctx context.Context, o ImportOptions, staging st
 		return nil, nil, err
 	}
 	defer removeTree(scratch)
-	io := imageOptions{platform: p, insecure: o.InsecureRegistry, scratch: scratch, log: o.Log, progress: o.Progress}
-	img, err := openImage(ctx, o.Source, io)
+	opts := imageOptions{platform: p, insecure: o.InsecureRegistry, scratch: scratch, log: o.Log, progress: o.Progress}
+	img, err := openImage(ctx, o.Source, opts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -229,7 +229,7 @@ func (s *Store) readImageSource(ctx context.Context, o ImportOptions, staging st
 	if err != nil {
 		return nil, nil, fmt.Errorf("image config: %w", err)
 	}
-	if err := readImage(ctx, img, io, w.write); err != nil {
+	if err := readImage(ctx, img, opts, w.write); err != nil {
 		return nil, nil, err
 	}
 	return origin, cf, nil

@@ -151,8 +151,7 @@ type Store struct {
 	stateDir string
 	legacy   string // root_dir; "" without one
 
-	// cache is the index as last read, for Boot, which every served
-	// config of a node calls: re-read only when the file changed.
+	// cache is the index as last read (loadCached).
 	cacheMu sync.Mutex
 	cacheID fileID
 	cache   *Index
@@ -212,8 +211,8 @@ func (s *Store) Boot(p Pin) BootImage {
 	if p.IsLegacy() || s.dir == "" {
 		return BootImage{}
 	}
-	ix := s.cached()
-	if ix == nil {
+	ix, err := s.loadCached()
+	if err != nil {
 		return BootImage{}
 	}
 	if r := ix.Roots[p.Root]; r != nil {
@@ -224,23 +223,27 @@ func (s *Store) Boot(p Pin) BootImage {
 	return BootImage{}
 }
 
-func (s *Store) cached() *Index {
+// loadCached is the index, read again only when the file changed (it is
+// always replaced by rename, so a new inode): Boot runs for every served
+// config of a node, and Current for every lookup of a node not yet made.
+func (s *Store) loadCached() (*Index, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(s.IndexPath(), &st); err != nil {
-		return nil
+		// Missing: an empty index; anything else: Load says what.
+		return s.Load()
 	}
 	id := fileID{ino: st.Ino, mtime: st.Mtim.Nano(), size: st.Size}
 	s.cacheMu.Lock()
 	defer s.cacheMu.Unlock()
 	if s.cache != nil && s.cacheID == id {
-		return s.cache
+		return s.cache, nil
 	}
 	ix, err := s.Load()
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	s.cache, s.cacheID = ix, id
-	return ix
+	return ix, nil
 }
 
 // genDir is the directory of a generation.
@@ -298,7 +301,7 @@ func (s *Store) Current(name string) (Pin, error) {
 		}
 		return Pin{}, nil
 	}
-	ix, err := s.Load()
+	ix, err := s.loadCached()
 	if err != nil {
 		return Pin{}, err
 	}

@@ -123,8 +123,8 @@ func TestImportDirectory(t *testing.T) {
 	checkTree(t, gen, 2000)
 
 	// Enforced immutability: even root cannot write into it.
-	if sealed, err := Sealed(gen); err != nil || !sealed {
-		t.Errorf("generation sealed = %v, %v", sealed, err)
+	if ro, err := sealed(gen); err != nil || !ro {
+		t.Errorf("generation sealed = %v, %v", ro, err)
 	}
 	if err := os.WriteFile(filepath.Join(gen, "etc/new"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
 		t.Errorf("writing into a generation: %v, want EROFS", err)

@@ -54,9 +54,9 @@ func unseal(dir string) error {
 	}
 }
 
-// Sealed reports whether dir is a read-only mount root, as seal leaves a
-// generation (for `pxebootfs check` and tests).
-func Sealed(dir string) (bool, error) {
+// sealed reports whether dir is a read-only mount root, as seal leaves a
+// generation.
+func sealed(dir string) (bool, error) {
 	root, err := isMountRoot(dir)
 	if err != nil || !root {
 		return false, err
