@@ -85,6 +85,16 @@ type Config struct {
 	CallbackURL         string // base URL nodes reach the callback by, no trailing slash
 	InstallMaxBoots     int    // install configs served without started before a node is flagged
 
+	// Cluster mode (package cluster): several servers share node
+	// ownership in etcd.
+	ClusterEndpoints []string // etcd client URLs; nil: not in a cluster
+	ClusterCert      string   // TLS client certificate; "" for none
+	ClusterKey       string
+	ClusterCA        string
+	ClusterPrefix    string // key prefix, with a trailing '/'
+	ServerName       string // this server's name; defaults to the host name in cluster mode
+	ServerAddress    string // IPv4 address nodes reach this server by; "" if unset
+
 	// values holds each key's value as written (or its default), for
 	// FixedChanged.
 	values map[string]string

@@ -94,7 +94,8 @@ func TestExampleFullMode(t *testing.T) {
 		"/etc/pxebootfs/", dir+"/",
 	).Replace(text)
 	for _, f := range []string{"install.template", "local.template", "grub-install.template", "grub-local.template",
-		"node.ipxe.template", "install.ipxe.template", "local.ipxe.template"} {
+		"node.ipxe.template", "install.ipxe.template", "local.ipxe.template",
+		"etcd-client.crt", "etcd-client.key", "etcd-ca.crt"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("echo <NODE>\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -297,6 +297,64 @@ var keys = []keySpec{
 	intKey(keySpec{name: "install_max_boots", def: "3",
 		doc: "How many servings of a node's install config without its installer calling started are legitimate; the next one reports a possible install loop (log, `pxebootfs nodes`, metric)."},
 		func(c *Config) *int { return &c.InstallMaxBoots }),
+	needs(keySpec{
+		name: "cluster_endpoints", example: "http://192.0.2.10:2379,http://192.0.2.11:2379,http://192.0.2.12:2379",
+		doc: "Cluster mode: etcd client URLs, comma-separated. Several pxebootfs servers then share which server owns each node (holds its root): the first to provision a node claims it, the others render its config with the owner's address (.Server). Default: unset (one server on its own).",
+		parse: func(p *parser, v string) *Error {
+			for _, e := range strings.Split(v, ",") {
+				e = strings.TrimSpace(e)
+				u, err := url.Parse(e)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+					return &Error{Reason: fmt.Sprintf("%q is not an http:// or https:// URL of an etcd member (host:port, no path)", e)}
+				}
+				p.c.ClusterEndpoints = append(p.c.ClusterEndpoints, e)
+			}
+			return nil
+		},
+	}, "server_address", "the address nodes reach this server by, which the other servers give the nodes it owns"),
+	pathKey(keySpec{name: "cluster_cert", example: "/etc/pxebootfs/etcd-client.crt", needs: "cluster_key", needsWhy: "the certificate's private key",
+		doc: "Client certificate for etcd (TLS). Default: unset."},
+		func(c *Config) *string { return &c.ClusterCert }, readableFile),
+	pathKey(keySpec{name: "cluster_key", example: "/etc/pxebootfs/etcd-client.key", needs: "cluster_cert", needsWhy: "the certificate it is the key of",
+		doc: "Private key of cluster_cert."},
+		func(c *Config) *string { return &c.ClusterKey }, readableFile),
+	pathKey(keySpec{name: "cluster_ca", example: "/etc/pxebootfs/etcd-ca.crt", needs: "cluster_endpoints", needsWhy: "the etcd cluster it verifies",
+		doc: "CA certificate etcd's server certificates are checked against. Default: the system's CAs (with https:// endpoints)."},
+		func(c *Config) *string { return &c.ClusterCA }, readableFile),
+	{
+		name: "cluster_prefix", def: "/pxebootfs/",
+		doc: "Key prefix of the cluster's state in etcd: servers sharing a fleet use the same one.",
+		parse: func(p *parser, v string) *Error {
+			if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t\n") {
+				return &Error{Reason: fmt.Sprintf("%q is not a key prefix starting with / (e.g. /pxebootfs/)", v)}
+			}
+			p.c.ClusterPrefix = strings.TrimRight(v, "/") + "/"
+			return nil
+		},
+	},
+	{
+		name: "server_name", example: "boot1",
+		doc: "This server's name in the cluster (letters, digits, '.', '_', '-'). Default: the host name.",
+		parse: func(p *parser, v string) *Error {
+			if !validServerName(v) {
+				return &Error{Reason: fmt.Sprintf("%q is not a server name (1 to 63 letters, digits, '.', '_', '-', starting with a letter or digit)", v)}
+			}
+			p.c.ServerName = v
+			return nil
+		},
+	},
+	{
+		name: "server_address", example: "192.0.2.1",
+		doc: "IPv4 address nodes reach this server by (its NFS and TFTP address): templates get it as .Server for the nodes this server owns; in cluster mode the other servers give it to the nodes it owns.",
+		parse: func(p *parser, v string) *Error {
+			a, err := netip.ParseAddr(v)
+			if err != nil || !a.Is4() {
+				return &Error{Reason: fmt.Sprintf("%q is not an IPv4 address", v)}
+			}
+			p.c.ServerAddress = a.String()
+			return nil
+		},
+	},
 	listenKey("metrics_listen", "127.0.0.1:9123", "host:port on which Prometheus metrics are served at /metrics; the host is an IP address, localhost or empty (every address). Default: unset (no metrics endpoint).", func(c *Config) *string { return &c.MetricsListen }),
 }
 
@@ -410,6 +468,21 @@ func lookupKey(name string) *keySpec {
 // generatorWhy is why the content generator's keys need it.
 const generatorWhy = "they have no effect without content_generator; set content_generator or remove the key"
 
+// validServerName: a server's name is a key component in etcd and a word
+// in `pxebootfs nodes`.
+func validServerName(v string) bool {
+	if len(v) == 0 || len(v) > 63 {
+		return false
+	}
+	for i, r := range v {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && (i == 0 || !strings.ContainsRune("._-", r)) {
+			return false
+		}
+	}
+	return true
+}
+
 // needs is k, which needs key set too, for why.
 func needs(k keySpec, key, why string) keySpec {
 	k.needs, k.needsWhy = key, why
@@ -437,6 +510,26 @@ var crossChecks = []func(p *parser) *Error{
 	checkMountOptionDirs,
 	checkNeeds,
 	checkImagesDir,
+	checkCluster,
+}
+
+// checkCluster: cluster mode shares who holds each node's root, so it is
+// for full mode; a server's name defaults to the host name.
+func checkCluster(p *parser) *Error {
+	if p.c.ClusterEndpoints == nil {
+		return nil
+	}
+	if !p.c.FullMode() {
+		return p.errf("cluster_endpoints", "cluster mode shares node roots among servers: it needs full mode (%s)", strings.Join(fullModeKeys, ", "))
+	}
+	if p.c.ServerName == "" {
+		host, err := os.Hostname()
+		if err != nil || !validServerName(host) {
+			return p.errf("server_name", "is not set and the host name %q cannot be used as one (%v): set server_name", host, err)
+		}
+		p.c.ServerName = host
+	}
+	return nil
 }
 
 // checkImagesDir defaults images_dir to tftp_root/images and keeps it inside

@@ -19,6 +19,7 @@ packages=(
 	nginx                                   # iPXE over HTTP: a stock web server reads the mount
 	shim-signed grub-efi-amd64-signed       # UEFI Secure Boot: Debian's signed shim and network GRUB
 	qemu-system-arm qemu-efi-aarch64        # arm64 UEFI nodes: QEMU and AAVMF
+	etcd-server etcd-client                 # cluster mode: several servers share state in etcd
 )
 missing=()
 for p in "${packages[@]}"; do

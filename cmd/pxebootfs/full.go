@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/config"
+	"github.com/pxebootfs/pxebootfs/internal/cluster"
 	"github.com/pxebootfs/pxebootfs/internal/metrics"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/provision"
@@ -78,7 +80,20 @@ func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Regis
 		log.Error("roots: seal generations read-only", "err", err)
 	}
 	o := provision.Options{Overlay: ov, Exporter: ex, Registry: reg, NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID,
-		ResetGuard: cfg.ResetGuard, ResetOnBoot: cfg.ResetOnBoot, Logger: log, Roots: rs, RootFor: rootFor}
+		ResetGuard: cfg.ResetGuard, ResetOnBoot: cfg.ResetOnBoot, Logger: log, Roots: rs, RootFor: rootFor, ServerAddress: cfg.ServerAddress}
+	if cfg.ClusterEndpoints != nil {
+		cl, err := openCluster(ctx, cfg, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		closers = append(closers, func() {
+			if err := cl.Close(); err != nil {
+				log.Warn("cluster: close", "err", err)
+			}
+		})
+		met.RegisterCluster(cl.Up)
+		o.Cluster = cl
+	}
 	if met != nil {
 		// Not a typed nil in the interface.
 		o.Metrics = met
@@ -90,6 +105,16 @@ func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Regis
 	}
 	log.Info("restore: done", "ready", n, "known", reg.Len())
 	p.DiscardLeftovers()
+	if o.Cluster != nil {
+		// Nodes handed to this server get their roots now, one at a
+		// time: the other servers wait for them to render the nodes.
+		owned := o.Cluster.(*cluster.Cluster).Owned()
+		go func() {
+			for id := range owned {
+				p.Adopt(context.WithoutCancel(ctx), id)
+			}
+		}()
+	}
 	return p, all, nil
 }
 
@@ -133,7 +158,7 @@ func newPeeker(cfg *config.Config) (node.Provisioner, error) {
 	// The roots index is read (what a node's generation boots), never
 	// changed: Peek does not pin or seal.
 	o := provision.Options{NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID, Roots: rootStore(cfg),
-		RootFor: func(node.ID) string { return cfg.Root }}
+		RootFor: func(node.ID) string { return cfg.Root }, ServerAddress: cfg.ServerAddress}
 	reg, err := registry.OpenReadOnly(cfg.StateDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -235,4 +260,15 @@ func watchKernelServer(ctx context.Context, log *slog.Logger) {
 		case <-tick.C:
 		}
 	}
+}
+
+// openCluster connects to cfg's etcd as this server.
+func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cluster.Cluster, error) {
+	cl, err := cluster.Open(ctx, cluster.Options{Endpoints: cfg.ClusterEndpoints, CertFile: cfg.ClusterCert, KeyFile: cfg.ClusterKey, CAFile: cfg.ClusterCA,
+		Prefix: cfg.ClusterPrefix, Server: cfg.ServerName, Address: cfg.ServerAddress, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("cluster mode: %w", err)
+	}
+	log.Info("cluster: joined", "server", cfg.ServerName, "address", cfg.ServerAddress, "etcd", strings.Join(cfg.ClusterEndpoints, ","), "servers", len(cl.Servers()))
+	return cl, nil
 }

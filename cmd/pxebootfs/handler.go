@@ -81,7 +81,7 @@ func toControlNodes(st []provision.NodeStatus, inst *install.Manager) []control.
 	out := make([]control.NodeStatus, len(st))
 	for i, s := range st {
 		out[i] = controlNode(s.Record, inst)
-		out[i].Mounted, out[i].Exported = s.Mounted, s.Exported
+		out[i].Mounted, out[i].Exported, out[i].Owner = s.Mounted, s.Exported, s.Owner
 	}
 	return out
 }

@@ -26,6 +26,7 @@ func commands() []command {
 		{"release", "unexport and unmount nodes' roots; -purge also deletes and forgets them", runRelease},
 		{"install", "put nodes in install mode (new token) until their installer calls done", runInstall},
 		{"installed", "end nodes' install mode by hand: they boot from their local disk", runInstalled},
+		{"move", "cluster mode: hand a node to another server, which holds its root from its next boot", runMove},
 		{"reload", "make the daemon re-read its config, template, ethers (as SIGHUP)", runReload},
 		{"image", "boot images: import, use (roll back), list, remove, prune versions", runImage},
 		{"root", "node roots: import generations, use (roll back), list, remove, prune, upgrade nodes", runRoot},

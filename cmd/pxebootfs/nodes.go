@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -102,6 +103,17 @@ func offlineNodes(ctx context.Context, cfg *config.Config) ([]control.NodeStatus
 
 func printNodes(w io.Writer, nodes []control.NodeStatus, fullMode, exportNone bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// In cluster mode, an OWNER column: the server holding each root.
+	owners := slices.ContainsFunc(nodes, func(n control.NodeStatus) bool { return n.Owner != "" })
+	owner := func(n control.NodeStatus) string {
+		if !owners {
+			return ""
+		}
+		return orDash(n.Owner) + "\t"
+	}
+	if owners {
+		fmt.Fprint(tw, "OWNER\t")
+	}
 	if fullMode {
 		fmt.Fprint(tw, "NODE\tIP\tMAC\tFSID\tROOT\tMOUNTED\tEXPORTED\tCREATED\tLAST BOOT\tBOOTS\tINSTALL\tSINCE\tLAST ERROR\n")
 	} else {
@@ -134,8 +146,8 @@ func printNodes(w io.Writer, nodes []control.NodeStatus, fullMode, exportNone bo
 		if n.Root != "" {
 			root = n.Root + "/" + n.RootGeneration
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
-			n.Node, n.IP, orDash(n.MAC), fsid, root, yesNo(n.Mounted, "?"), yesNo(n.Exported, unknownExport),
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
+			owner(n), n.Node, n.IP, orDash(n.MAC), fsid, root, yesNo(n.Mounted, "?"), yesNo(n.Exported, unknownExport),
 			when(n.Created), when(n.LastBoot), n.BootCount, state, when(n.InstallChanged), orDash(oneLine(lastErr)))
 	}
 	tw.Flush()

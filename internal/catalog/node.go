@@ -161,6 +161,7 @@ func data(e Entry, root node.Root, v install.View) render.Data {
 		RootGen: root.RootGen,
 		Kernel:  root.Kernel,
 		Initrd:  root.Initrd,
+		Server:  root.Server,
 
 		InstallState: string(v.State),
 		InstallToken: v.Token,

@@ -113,6 +113,9 @@ type NodeStatus struct {
 	InstallChanged time.Time `json:"install_changed,omitzero"`
 	InstallLoop    bool      `json:"install_loop"`
 	InstallError   string    `json:"install_error"`
+	// Owner is the server holding the node's root in cluster mode; ""
+	// outside one.
+	Owner string `json:"owner,omitempty"`
 }
 
 // MarshalJSON writes every field, as `pxebootfs nodes -json` promises; a

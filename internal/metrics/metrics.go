@@ -455,3 +455,21 @@ func (m *Metrics) RegisterNFSServer(up func() bool) {
 		return 0
 	}))
 }
+
+// RegisterCluster adds pxebootfs_cluster_up: 1 while etcd answers (up is
+// asked at scrape time), 0 while it does not; the server then serves the
+// nodes it knows and refuses new ones.
+func (m *Metrics) RegisterCluster(up func() bool) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "cluster_up",
+		Help: "1 while the cluster's etcd answers, 0 while it does not: known nodes are served, new nodes are not claimed, install callbacks get 503.",
+	}, func() float64 {
+		if up() {
+			return 1
+		}
+		return 0
+	}))
+}

@@ -184,6 +184,13 @@ type Root struct {
 	// to tftp_root; "" when it has none.
 	Kernel string
 	Initrd string
+	// Server is the address of the server holding the root, for nodes to
+	// mount it from (server_address; in cluster mode, the owner's). Owner
+	// is that server's name in the cluster; Remote is true when it is not
+	// this server, which then holds nothing of the node.
+	Server string
+	Owner  string
+	Remote bool
 	// Known: the node is registered, so FSID is its own for good. Peek
 	// of a new node gives the next free fsid, which a concurrent new
 	// node may take first; a config rendered from it may still change.

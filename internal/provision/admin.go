@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/pxebootfs/pxebootfs/internal/node"
@@ -42,6 +44,10 @@ type NodeStatus struct {
 	// exporter (a read-only view), export = none, or a failed check.
 	Mounted  *bool
 	Exported *bool
+	// Owner is the server holding the root in cluster mode ("" otherwise).
+	// A node another server owns is listed with what its owner published
+	// (fsid, generation) and nothing of this server's.
+	Owner string
 }
 
 // SetResetPolicy sets reset_guard and reset_on_boot; a reload calls it.
@@ -311,6 +317,30 @@ func (p *Provisioner) Status(ctx context.Context) []NodeStatus {
 		if exported != nil {
 			out[i].Exported = boolPtr(exported[p.export(rec)])
 		}
+	}
+	return p.withOwners(out)
+}
+
+// withOwners adds, in cluster mode, each node's owner, and the nodes other
+// servers own that this one never held.
+func (p *Provisioner) withOwners(out []NodeStatus) []NodeStatus {
+	if p.cluster == nil {
+		return out
+	}
+	owners := p.cluster.Owners()
+	for i := range out {
+		out[i].Owner = p.cluster.Self().Server
+		if o, ok := owners[out[i].ID]; ok {
+			out[i].Owner = o.Server
+			delete(owners, out[i].ID)
+		}
+	}
+	for _, id := range slices.SortedFunc(maps.Keys(owners), node.ID.Compare) {
+		st := NodeStatus{Record: registry.Record{ID: id}, Owner: owners[id].Server}
+		if nr, ok := p.cluster.Root(id); ok {
+			st.FSID, st.Root, st.RootGen = nr.FSID, nr.Root, nr.Gen
+		}
+		out = append(out, st)
 	}
 	return out
 }

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pxebootfs/pxebootfs/internal/cluster"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
 	"github.com/pxebootfs/pxebootfs/internal/roots"
@@ -101,6 +102,29 @@ type Options struct {
 	// root dir (root_dir), as before named roots.
 	Roots   Roots
 	RootFor func(id node.ID) string // "" is the config's default root
+	// ServerAddress is server_address: templates' .Server for the nodes
+	// this server holds ("" if unset).
+	ServerAddress string
+	// Cluster, if set, is the fleet's shared ownership (cluster mode): a
+	// node another server owns is rendered with that server's address and
+	// never given a root here.
+	Cluster Cluster
+}
+
+// Cluster is what provisioning needs of package cluster; a
+// *cluster.Cluster implements it.
+type Cluster interface {
+	Self() cluster.Owner
+	// Owner is id's owner as last seen, without a request to etcd.
+	Owner(id node.ID) (cluster.Owner, bool)
+	Root(id node.ID) (cluster.NodeRoot, bool)
+	// WaitRoot waits until id's owner published its root.
+	WaitRoot(ctx context.Context, id node.ID) (cluster.NodeRoot, error)
+	// Claim makes this server id's owner unless one is, atomically.
+	Claim(ctx context.Context, id node.ID) (cluster.Owner, error)
+	Publish(ctx context.Context, id node.ID, r cluster.NodeRoot) error
+	// Owners is every node's owner as last seen.
+	Owners() map[node.ID]cluster.Owner
 }
 
 // Roots is what provisioning needs of package roots; a *roots.Store
@@ -123,6 +147,8 @@ type Provisioner struct {
 	met     Metrics // nil: none
 	roots   Roots   // nil: root_dir only
 	rootFor func(id node.ID) string
+	server  string  // server_address
+	cluster Cluster // nil: not in a cluster
 
 	mu    sync.Mutex
 	nodes map[node.ID]*nodeState // under mu; entries are never removed
@@ -168,7 +194,7 @@ var _ node.Provisioner = (*Provisioner)(nil)
 func New(o Options) *Provisioner {
 	p := &Provisioner{ov: o.Overlay, ex: o.Exporter, reg: o.Registry, nodeDir: o.NodeDir, start: o.StartFSID, log: o.Logger, now: o.Now,
 		met: o.Metrics, resetGuard: o.ResetGuard, resetOnBoot: o.ResetOnBoot, nodes: map[node.ID]*nodeState{},
-		roots: o.Roots, rootFor: o.RootFor}
+		roots: o.Roots, rootFor: o.RootFor, server: o.ServerAddress, cluster: o.Cluster}
 	if p.rootFor == nil {
 		p.rootFor = func(node.ID) string { return "" }
 	}
@@ -216,6 +242,24 @@ func (p *Provisioner) Prepare(ctx context.Context, n node.Node) (node.Root, erro
 		return node.Root{}, err
 	}
 	defer st.unlock()
+	// In a cluster every open asks who owns the node (from memory): a
+	// node moved to another server is that server's from its next boot.
+	if p.cluster != nil {
+		owner, remote, err := p.owner(ctx, n.ID)
+		if err != nil {
+			return node.Root{}, err
+		}
+		if remote {
+			// The owner may be making the root this instant: the
+			// config names its path and fsid only once published.
+			wctx, cancel := context.WithTimeout(ctx, remoteRootWait)
+			defer cancel()
+			if _, err := p.cluster.WaitRoot(wctx, n.ID); err != nil {
+				return node.Root{}, fmt.Errorf("%w (owner %s)", err, owner.Server)
+			}
+			return p.remoteRoot(n.ID, owner), nil
+		}
+	}
 	wctx := context.WithoutCancel(ctx)
 	// Of the several opens of one boot, only the first resets: the reset
 	// (st.lastReset) and the boot it is followed by make the next ones
@@ -227,7 +271,8 @@ func (p *Provisioner) Prepare(ctx context.Context, n node.Node) (node.Root, erro
 			}
 		}
 	}
-	if !st.ready {
+	made := !st.ready
+	if made {
 		if err := p.provision(wctx, n); err != nil {
 			return node.Root{}, err
 		}
@@ -240,22 +285,119 @@ func (p *Provisioner) Prepare(ctx context.Context, n node.Node) (node.Root, erro
 		st.ready = false
 		return node.Root{}, fmt.Errorf("provision %s: node vanished from the registry", n.ID)
 	}
+	if made {
+		p.publish(wctx, rec)
+	}
 	if p.served != nil {
 		p.served(n.ID)
 	}
 	return p.root(rec), nil
 }
 
+// remoteRootWait is how long an open of another server's node waits for
+// that server to publish the root it is making: a boot storm's
+// provisioning takes milliseconds to seconds, and a tftpd's client waits
+// longer than this for its first packet.
+const remoteRootWait = 5 * time.Second
+
+// owner finds who holds id's root, claiming it for this server if nobody
+// does; remote is true if another server does. A node of this server's
+// registry is served as its own while etcd cannot be asked: it was made
+// here, and refusing it would take a booted node's root away.
+func (p *Provisioner) owner(ctx context.Context, id node.ID) (owner cluster.Owner, remote bool, err error) {
+	self := p.cluster.Self()
+	owner, ok := p.cluster.Owner(id)
+	if !ok {
+		owner, err = p.cluster.Claim(ctx, id)
+		if err != nil {
+			if _, local := p.reg.Get(id); local {
+				return self, false, nil
+			}
+			return owner, false, err
+		}
+	}
+	return owner, owner.Server != self.Server, nil
+}
+
+// remoteRoot is id's root on its owner, as the owner published it; the
+// boot image is this server's copy of the same generation, if it has one.
+func (p *Provisioner) remoteRoot(id node.ID, owner cluster.Owner) node.Root {
+	// Known (final) only once published: until then its fsid and path may
+	// still change.
+	r := node.Root{Dir: p.dir(id), Owner: owner.Server, Server: owner.Address, Remote: true}
+	if nr, ok := p.cluster.Root(id); ok {
+		r.Known = true
+		r.FSID = nr.FSID
+		if nr.Dir != "" {
+			r.Dir = nr.Dir
+		}
+		pin := roots.Pin{Root: nr.Root, Gen: nr.Gen}
+		if nr.Root == roots.Legacy {
+			pin = roots.Pin{}
+		}
+		p.setPin(&r, pin)
+	}
+	return r
+}
+
+// Adopt makes the root of id, which this server was just made the owner
+// of by another (a move), without a boot: the other servers wait for it to
+// render the node's config. It does nothing for a node this server holds
+// a root for, or no longer owns.
+func (p *Provisioner) Adopt(ctx context.Context, id node.ID) {
+	st, err := p.lockNode(ctx, id)
+	if err != nil {
+		return
+	}
+	defer st.unlock()
+	if o, ok := p.cluster.Owner(id); !ok || o.Server != p.cluster.Self().Server || st.ready {
+		if st.ready {
+			if rec, ok := p.reg.Get(id); ok {
+				p.publish(ctx, rec) // e.g. moved back: tell the others again
+			}
+		}
+		return
+	}
+	if err := p.provision(ctx, node.Node{ID: id}); err != nil {
+		return // logged; its next boot through this server tries again
+	}
+	st.ready = true
+	if rec, ok := p.reg.Get(id); ok {
+		p.publish(ctx, rec)
+	}
+}
+
+// publish tells the other servers of the cluster about rec's root (its
+// fsid and generation) for their renders of it. A failure is logged: the
+// node is served here all the same, and the others render it without.
+func (p *Provisioner) publish(ctx context.Context, rec registry.Record) {
+	if p.cluster == nil {
+		return
+	}
+	r := p.root(rec)
+	if err := p.cluster.Publish(ctx, rec.ID, cluster.NodeRoot{Dir: r.Dir, FSID: rec.FSID, Root: r.RootName, Gen: r.RootGen}); err != nil {
+		p.log.Warn("cluster: publish root", "node", rec.ID, "err", err)
+	}
+}
+
 // Booted records that n's config was served: a boot (its time, count and
 // MAC). The first boot is durable before it returns.
 func (p *Provisioner) Booted(n node.Node) {
+	if p.cluster != nil {
+		if _, local := p.reg.Get(n.ID); !local {
+			return // another server's node: its owner counts its boots
+		}
+	}
 	if err := p.reg.RecordBoot(n.ID, p.now(), n.MAC); err != nil {
 		p.log.Warn("record boot", "node", n.ID, "err", err)
 	}
 }
 
 func (p *Provisioner) root(rec registry.Record) node.Root {
-	r := node.Root{FSID: rec.FSID, Dir: p.dir(rec.ID), Known: true}
+	r := node.Root{FSID: rec.FSID, Dir: p.dir(rec.ID), Known: true, Server: p.server}
+	if p.cluster != nil {
+		r.Owner = p.cluster.Self().Server
+	}
 	p.setPin(&r, pinOf(rec))
 	return r
 }
@@ -426,8 +568,13 @@ func (p *Provisioner) export(rec registry.Record) nfsexport.Export {
 // the first open will most likely serve; the size a tftpd announces is
 // always that of the content it reads, rendered after provisioning.
 func (p *Provisioner) Peek(id node.ID) node.Root {
+	if p.cluster != nil {
+		if o, ok := p.cluster.Owner(id); ok && o.Server != p.cluster.Self().Server {
+			return p.remoteRoot(id, o)
+		}
+	}
 	if p.reg == nil { // no state yet: nothing was ever provisioned
-		return node.Root{FSID: p.start, Dir: p.dir(id)}
+		return node.Root{FSID: p.start, Dir: p.dir(id), Server: p.server}
 	}
 	if rec, ok := p.reg.Get(id); ok && rec.FSID != 0 {
 		return p.root(rec)
@@ -436,7 +583,7 @@ func (p *Provisioner) Peek(id node.ID) node.Root {
 	p.usedMu.Lock()
 	used := p.used
 	p.usedMu.Unlock()
-	r := node.Root{FSID: p.reg.NextFSID(p.start, used), Dir: p.dir(id)}
+	r := node.Root{FSID: p.reg.NextFSID(p.start, used), Dir: p.dir(id), Server: p.server}
 	// The generation it would get; none if its root has none yet (its
 	// provisioning will say why).
 	pin := roots.Pin{}

@@ -77,6 +77,11 @@ type Data struct {
 	Kernel string
 	Initrd string
 
+	// Server is the address of the server holding the node's root, for
+	// nfsroot={{.Server}}:{{.NodeDir}}: server_address, and in cluster
+	// mode the address of the server that owns the node ("" if unset).
+	Server string
+
 	// HTTPBase is http_base: where a web server serves tftp_root, with a
 	// trailing '/' ("" when unset). {{imageURL "NAME" "FILE"}} is it plus
 	// {{image "NAME" "FILE"}}; .HTTPBase .Kernel is the node's kernel URL.
@@ -131,6 +136,7 @@ func SampleData() Data {
 		RootGen:  "0123456789ab",
 		Kernel:   "images/debian/00000000/vmlinuz",
 		HTTPBase: "http://192.0.2.1/tftp/",
+		Server:   "192.0.2.1",
 		Initrd:   "images/debian/00000000/initrd.img",
 
 		InstallState: "install",

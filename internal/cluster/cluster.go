@@ -1,0 +1,457 @@
+// Package cluster keeps the node state several pxebootfs servers must agree
+// on in etcd: which server owns each node (holds its root), and where each
+// server is reached. What is a server's own stays local: fsids, mounts,
+// exports, the files of root generations.
+//
+// Layout under the prefix (default /pxebootfs/):
+//
+//	servers/NAME        the server's address (what nodes mount from)
+//	nodes/NODE/owner    the name of the server holding the node's root
+//	nodes/NODE/root     the owner's view of the root: JSON {dir, fsid, root, gen}
+//
+// A node is claimed by one transaction that writes owner only if the key
+// was never created (create revision 0), so two servers seeing a new node
+// at the same instant never both own it. Every server keeps the owners
+// and servers in memory from one watch on the prefix, so a config is
+// rendered without a round trip to etcd, and known nodes are served while
+// etcd cannot be reached; only claims need it.
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pxebootfs/pxebootfs/internal/node"
+)
+
+// Options configure a Cluster.
+type Options struct {
+	Endpoints []string
+	// CertFile, KeyFile and CAFile are TLS to etcd; empty: plain.
+	CertFile, KeyFile, CAFile string
+	Prefix                    string // default DefaultPrefix
+	Server                    string // this server's name
+	Address                   string // where nodes reach this server
+	Logger                    *slog.Logger
+	// Timeout bounds each request to etcd; default DefaultTimeout.
+	Timeout time.Duration
+	// OnUp, if set, is told when etcd becomes reachable or unreachable.
+	OnUp func(up bool)
+}
+
+// DefaultPrefix is cluster_prefix's default.
+const DefaultPrefix = "/pxebootfs/"
+
+// DefaultTimeout bounds one request to etcd: a boot waits at most this
+// long for a claim, which pxelinux's TFTP retries cover.
+const DefaultTimeout = 3 * time.Second
+
+// ErrUnavailable is wrapped by a claim etcd did not answer.
+var ErrUnavailable = errors.New("etcd unreachable: new nodes are not claimed until it answers")
+
+// Owner is the server holding a node's root.
+type Owner struct {
+	Server  string // name
+	Address string // "" if the server has not registered its address
+}
+
+// NodeRoot is the owner's view of a node's root, for the other servers'
+// renders.
+type NodeRoot struct {
+	Dir  string `json:"dir"` // the exported path on the owner
+	FSID uint32 `json:"fsid"`
+	Root string `json:"root,omitempty"`
+	Gen  string `json:"gen,omitempty"`
+}
+
+// Cluster is one server's connection to the shared state.
+type Cluster struct {
+	cli     *clientv3.Client
+	prefix  string
+	self    Owner
+	log     *slog.Logger
+	timeout time.Duration
+	onUp    func(bool)
+
+	mu      sync.Mutex
+	owners  map[node.ID]string // node -> server name
+	roots   map[node.ID]NodeRoot
+	servers map[string]string // name -> address
+	changed chan struct{}     // closed (and replaced) when memory changes
+	owned   chan node.ID      // nodes handed to this server by others
+
+	up       atomic.Bool
+	cancel   context.CancelFunc
+	done     chan struct{}
+	reported atomic.Bool // the outage was logged
+}
+
+// Open connects to etcd, registers this server's address and loads the
+// shared state. It fails if etcd does not answer within the timeout: a
+// server starting in cluster mode without its state would claim nodes
+// others own.
+func Open(ctx context.Context, o Options) (*Cluster, error) {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if !strings.HasSuffix(o.Prefix, "/") {
+		o.Prefix += "/"
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg := clientv3.Config{Endpoints: o.Endpoints, DialTimeout: o.Timeout, Logger: nil}
+	if o.CertFile != "" || o.CAFile != "" {
+		tlsInfo := transport.TLSInfo{CertFile: o.CertFile, KeyFile: o.KeyFile, TrustedCAFile: o.CAFile}
+		tc, err := tlsInfo.ClientConfig()
+		if err != nil {
+			return nil, fmt.Errorf("cluster TLS: %w", err)
+		}
+		tc.MinVersion = tls.VersionTLS12
+		cfg.TLS = tc
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("etcd %v: %w", o.Endpoints, err)
+	}
+	c := &Cluster{cli: cli, prefix: o.Prefix, self: Owner{Server: o.Server, Address: o.Address}, log: o.Logger, timeout: o.Timeout, onUp: o.OnUp,
+		owners: map[node.ID]string{}, roots: map[node.ID]NodeRoot{}, servers: map[string]string{}, done: make(chan struct{}), changed: make(chan struct{}),
+		owned: make(chan node.ID, ownedQueue)}
+	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	if _, err := cli.Put(rctx, c.prefix+"servers/"+o.Server, o.Address); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd %v: register server %s: %w", o.Endpoints, o.Server, err)
+	}
+	rev, err := c.load(rctx)
+	if err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd %v: load %s: %w", o.Endpoints, c.prefix, err)
+	}
+	c.setUp(true)
+	wctx, wcancel := context.WithCancel(context.Background())
+	c.cancel = wcancel
+	go c.follow(wctx, rev+1)
+	return c, nil
+}
+
+// Close stops following and disconnects.
+func (c *Cluster) Close() error {
+	c.cancel()
+	<-c.done
+	close(c.owned)
+	return c.cli.Close()
+}
+
+// Self is this server.
+func (c *Cluster) Self() Owner { return c.self }
+
+// Up says whether etcd answered the last request or probe.
+func (c *Cluster) Up() bool { return c.up.Load() }
+
+// load reads everything under the prefix into memory and returns the
+// revision it read at.
+func (c *Cluster) load(ctx context.Context) (int64, error) {
+	resp, err := c.cli.Get(ctx, c.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.owners, c.roots, c.servers = map[node.ID]string{}, map[node.ID]NodeRoot{}, map[string]string{}
+	for _, kv := range resp.Kvs {
+		c.applyLocked(string(kv.Key), kv.Value, false)
+	}
+	c.broadcastLocked()
+	return resp.Header.Revision, nil
+}
+
+// applyLocked applies one key's new value (or its deletion) to memory.
+// Keys not in the layout are ignored: a newer server may write more.
+func (c *Cluster) applyLocked(key string, value []byte, deleted bool) {
+	rest, ok := strings.CutPrefix(key, c.prefix)
+	if !ok {
+		return
+	}
+	parts := strings.Split(rest, "/")
+	switch {
+	case len(parts) == 2 && parts[0] == "servers":
+		if deleted {
+			delete(c.servers, parts[1])
+		} else {
+			c.servers[parts[1]] = string(value)
+		}
+	case len(parts) == 3 && parts[0] == "nodes":
+		id, err := node.ParseHex(parts[1])
+		if err != nil {
+			c.log.Warn("cluster: ignoring a key that names no node", "key", key)
+			return
+		}
+		switch parts[2] {
+		case "owner":
+			if deleted {
+				delete(c.owners, id)
+				return
+			}
+			prev, had := c.owners[id]
+			c.owners[id] = string(value)
+			if string(value) == c.self.Server && (!had || prev != c.self.Server) {
+				c.handOver(id)
+			}
+		case "root":
+			var r NodeRoot
+			if deleted {
+				delete(c.roots, id)
+			} else if err := json.Unmarshal(value, &r); err == nil {
+				c.roots[id] = r
+			} else {
+				c.log.Warn("cluster: ignoring a root record that does not parse", "key", key, "err", err)
+			}
+		}
+	}
+}
+
+// follow keeps memory in step with etcd from revision rev on. A watch that
+// is cut (etcd down, compacted) is resumed from a fresh load; meanwhile
+// memory keeps what it had, which is what known nodes are served from.
+func (c *Cluster) follow(ctx context.Context, rev int64) {
+	defer close(c.done)
+	for ctx.Err() == nil {
+		wch := c.cli.Watch(clientv3.WithRequireLeader(ctx), c.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithProgressNotify())
+		for resp := range wch {
+			if err := resp.Err(); err != nil {
+				c.log.Debug("cluster: watch ended", "err", err)
+				break
+			}
+			c.setUp(true)
+			c.mu.Lock()
+			for _, ev := range resp.Events {
+				c.applyLocked(string(ev.Kv.Key), ev.Kv.Value, ev.Type == clientv3.EventTypeDelete)
+			}
+			c.broadcastLocked()
+			c.mu.Unlock()
+			rev = resp.Header.Revision + 1
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		// Cut off: wait for etcd, then load afresh (events may have been
+		// compacted away meanwhile).
+		for ctx.Err() == nil {
+			lctx, cancel := context.WithTimeout(ctx, c.timeout)
+			r, err := c.load(lctx)
+			cancel()
+			if err == nil {
+				c.setUp(true)
+				rev = r + 1
+				break
+			}
+			c.setUp(false)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// setUp records whether etcd answers, logging each change once.
+func (c *Cluster) setUp(up bool) {
+	if c.up.Swap(up) == up {
+		return
+	}
+	if up {
+		c.log.Info("cluster: etcd answers again; claiming new nodes")
+	} else {
+		c.log.Error("cluster: etcd unreachable: serving known nodes only, new nodes refused, install callbacks answered 503")
+	}
+	if c.onUp != nil {
+		c.onUp(up)
+	}
+}
+
+// Owner is the owner of id as last seen, if it has one.
+func (c *Cluster) Owner(id node.ID) (Owner, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	name, ok := c.owners[id]
+	if !ok {
+		return Owner{}, false
+	}
+	return Owner{Server: name, Address: c.servers[name]}, true
+}
+
+// Owners is every node's owner as last seen.
+func (c *Cluster) Owners() map[node.ID]Owner {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[node.ID]Owner, len(c.owners))
+	for id, name := range c.owners {
+		m[id] = Owner{Server: name, Address: c.servers[name]}
+	}
+	return m
+}
+
+// Root is the owner's view of id's root, if it published one.
+func (c *Cluster) Root(id node.ID) (NodeRoot, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.roots[id]
+	return r, ok
+}
+
+// ownedQueue is how many handed-over nodes wait for Owned's reader; past
+// it a node is made at its first boot through this server instead.
+const ownedQueue = 4096
+
+// handOver queues id, which this server now owns, for Owned.
+func (c *Cluster) handOver(id node.ID) {
+	select {
+	case c.owned <- id:
+	default:
+		c.log.Warn("cluster: too many nodes handed over at once; this one gets its root at its first boot through this server", "node", id)
+	}
+}
+
+// Owned gives the nodes other servers (or `pxebootfs move`) made this
+// server's owner of, including those found at Open: their roots are to be
+// made here now, so that the other servers can render them. It is closed by
+// Close.
+func (c *Cluster) Owned() <-chan node.ID { return c.owned }
+
+// broadcastLocked wakes every WaitRoot.
+func (c *Cluster) broadcastLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// WaitRoot waits until id's owner has published its root (it is making it
+// now, for a node just claimed) or ctx ends.
+func (c *Cluster) WaitRoot(ctx context.Context, id node.ID) (NodeRoot, error) {
+	for {
+		c.mu.Lock()
+		r, ok := c.roots[id]
+		changed := c.changed
+		c.mu.Unlock()
+		if ok {
+			return r, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return NodeRoot{}, fmt.Errorf("node %s: its owner has not published its root: %w", id, ctx.Err())
+		}
+	}
+}
+
+// Claim makes this server id's owner unless a server already is, in one
+// transaction, and returns the owner.
+func (c *Cluster) Claim(ctx context.Context, id node.ID) (Owner, error) {
+	if o, ok := c.Owner(id); ok {
+		return o, nil
+	}
+	key := c.prefix + "nodes/" + id.String() + "/owner"
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, c.self.Server)).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		c.setUp(false)
+		return Owner{}, fmt.Errorf("claim node %s: %w: %w", id, ErrUnavailable, err)
+	}
+	c.setUp(true)
+	name := c.self.Server
+	if !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) != 1 {
+			return Owner{}, fmt.Errorf("claim node %s: owner key without a value", id)
+		}
+		name = string(kvs[0].Value)
+	}
+	c.mu.Lock()
+	c.owners[id] = name
+	addr := c.servers[name]
+	c.mu.Unlock()
+	return Owner{Server: name, Address: addr}, nil
+}
+
+// Publish records id's root as this server (its owner) made it, for the
+// other servers' renders.
+func (c *Cluster) Publish(ctx context.Context, id node.ID, r NodeRoot) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	owner := c.prefix + "nodes/" + id.String() + "/owner"
+	// Only while this server owns it: a node moved meanwhile is the new
+	// owner's to describe.
+	resp, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(owner), "=", c.self.Server)).
+		Then(clientv3.OpPut(c.prefix+"nodes/"+id.String()+"/root", string(b))).
+		Commit()
+	if err != nil {
+		c.setUp(false)
+		return fmt.Errorf("publish node %s: %w: %w", id, ErrUnavailable, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("publish node %s: this server (%s) does not own it", id, c.self.Server)
+	}
+	c.mu.Lock()
+	c.roots[id] = r
+	c.mu.Unlock()
+	return nil
+}
+
+// Move hands id to server to, which must have registered: its root
+// there is made fresh at its next boot. It returns the previous owner.
+func (c *Cluster) Move(ctx context.Context, id node.ID, to string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	server := c.prefix + "servers/" + to
+	owner := c.prefix + "nodes/" + id.String() + "/owner"
+	resp, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(server), ">", 0)).
+		Then(clientv3.OpGet(owner), clientv3.OpPut(owner, to), clientv3.OpDelete(c.prefix+"nodes/"+id.String()+"/root")).
+		Commit()
+	if err != nil {
+		return "", fmt.Errorf("move node %s: %w: %w", id, ErrUnavailable, err)
+	}
+	if !resp.Succeeded {
+		return "", fmt.Errorf("move node %s: no server named %q has registered", id, to)
+	}
+	prev := ""
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		prev = string(kvs[0].Value)
+	}
+	return prev, nil
+}
+
+// Servers is every registered server's address, by name.
+func (c *Cluster) Servers() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[string]string, len(c.servers))
+	for k, v := range c.servers {
+		m[k] = v
+	}
+	return m
+}

@@ -1,0 +1,268 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pxebootfs/pxebootfs/internal/cluster"
+	"github.com/pxebootfs/pxebootfs/internal/node"
+	"github.com/pxebootfs/pxebootfs/internal/testenv"
+)
+
+// Several boot servers, one fleet: pxebootfs daemons sharing node
+// ownership in a real three-member etcd (Debian's etcd-server) on loopback,
+// each with its own mount, state, roots and tftpd-hpa.
+
+// clusterTemplate names the server holding the node's root.
+const clusterTemplate = "LABEL linux\n  APPEND root=/dev/nfs nfsroot={{.Server}}:{{.NodeDir}} fsid={{.FSID}} node=<NODE>\n"
+
+// clusterServer is one server of the test's cluster.
+type clusterServer struct {
+	*fullSite
+	name, addr string
+	d          *daemon
+	tftp       string // its tftpd-hpa
+}
+
+func newClusterServer(t *testing.T, e *testenv.Etcd, prefix, name, addr string) *clusterServer {
+	t.Helper()
+	f := newFullSite(t, fmt.Sprintf("export = none\ncluster_endpoints = %s\ncluster_prefix = %s\nserver_name = %s\nserver_address = %s\n",
+		strings.Join(e.Endpoints, ","), prefix, name, addr))
+	f.write(f.template, clusterTemplate)
+	s := &clusterServer{fullSite: f, name: name, addr: addr}
+	s.d = f.start()
+	s.tftp = testenv.StartTFTPD(t, f.tftpRoot)
+	return s
+}
+
+// own is the nodes s holds a root for: its registry.
+func (s *clusterServer) own(t *testing.T) []string {
+	var names []string
+	for _, n := range s.registry(t).Nodes {
+		names = append(names, n.Node)
+	}
+	return names
+}
+
+// TestClusterOwnership: 64 new nodes fetched at once through two servers'
+// tftpds each get exactly one owner and one root in all, and every config
+// from either server names the owner's address and path; one etcd member
+// down changes nothing; all down, known nodes are served, new ones are
+// refused with a log line; etcd back, new nodes are claimed again.
+func TestClusterOwnership(t *testing.T) {
+	e := testenv.StartEtcd(t, 3)
+	prefix := fmt.Sprintf("/pxebootfs-test-%d/", os.Getpid())
+	a := newClusterServer(t, e, prefix, "a", "10.99.0.1")
+	b := newClusterServer(t, e, prefix, "b", "10.99.0.2")
+	servers := []*clusterServer{a, b}
+	byName := map[string]*clusterServer{"a": a, "b": b}
+
+	// What each fetch of a node through a server returned.
+	type got struct {
+		node, via string
+		cfg       []byte
+	}
+	movedAway := map[string]bool{} // nodes moved from a to b
+	fetchAll := func(first, n int) []got {
+		t.Helper()
+		var mu sync.Mutex
+		var out []got
+		var g errgroup.Group
+		g.SetLimit(32)
+		for i := first; i < first+n; i++ {
+			name, _ := hexNode(i)
+			for _, s := range servers {
+				g.Go(func() error {
+					cfg, err := fetch(t, s.tftp, name)
+					if err != nil {
+						return fmt.Errorf("%s through %s: %w", name, s.name, err)
+					}
+					mu.Lock()
+					out = append(out, got{name, s.name, cfg})
+					mu.Unlock()
+					return nil
+				})
+			}
+		}
+		if err := g.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	// check: each node of the fetches is owned by exactly one server, which
+	// holds its root, and every config names that server.
+	check := func(fetched []got) {
+		t.Helper()
+		owners := map[string]string{}
+		for _, s := range servers {
+			mounts := overlayMountsUnder(t, s.nodes)
+			for _, n := range s.own(t) {
+				if prev, dup := owners[n]; dup && !movedAway[n] {
+					t.Errorf("node %s has a root on %s and on %s", n, prev, s.name)
+				}
+				if movedAway[n] && s.name == "a" {
+					continue // a keeps its old layer; b owns it
+				}
+				owners[n] = s.name
+				if mounts[filepath.Join(s.nodes, n)] != 1 {
+					t.Errorf("node %s: in %s's registry, not mounted there", n, s.name)
+				}
+			}
+		}
+		for _, f := range fetched {
+			owner, ok := owners[f.node]
+			if !ok {
+				t.Errorf("node %s has no root on any server", f.node)
+				continue
+			}
+			o := byName[owner]
+			want := fmt.Sprintf("nfsroot=%s:%s ", o.addr, filepath.Join(o.nodes, f.node))
+			if !strings.Contains(string(f.cfg), want) {
+				t.Errorf("node %s (owned by %s) through %s: %q, want %q in it", f.node, owner, f.via, f.cfg, want)
+			}
+		}
+	}
+
+	fetched := fetchAll(1, 64)
+	check(fetched)
+	na, nb := len(a.own(t)), len(b.own(t))
+	t.Logf("64 nodes through both servers at once: %d owned by a, %d by b", na, nb)
+	if na+nb != 64 {
+		t.Fatalf("%d + %d roots for 64 nodes", na, nb)
+	}
+	// etcd says the same.
+	cl, err := cluster.Open(context.Background(), cluster.Options{Endpoints: e.Endpoints, Prefix: prefix, Server: "test", Address: "10.99.0.9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, s := range servers {
+		for _, n := range s.own(t) {
+			id, _ := node.ParseHex(n)
+			if movedAway[n] {
+				continue
+			}
+			if o, ok := cl.Owner(id); !ok || o.Server != s.name || o.Address != s.addr {
+				t.Errorf("etcd: node %s owned by %+v, want %s at %s", n, o, s.name, s.addr)
+			}
+		}
+	}
+
+	// `pxebootfs nodes` on either server lists the whole fleet with owners.
+	out, errOut, code := run(t, "nodes", "-c", b.cfg)
+	if code != 0 {
+		t.Fatalf("nodes: exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 65 || !strings.HasPrefix(lines[0], "OWNER") {
+		t.Fatalf("nodes on b: %d lines, want a header with OWNER and 64 nodes:\n%s", len(lines), out)
+	}
+	for _, s := range servers {
+		for _, n := range s.own(t) {
+			if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, s.name+" ") && strings.Contains(l, " "+n+" ") }) {
+				t.Errorf("nodes on b has no row of %s owned by %s:\n%s", n, s.name, out)
+			}
+		}
+	}
+
+	// move: one of a's nodes to b. Refused without -force from b (a knows
+	// its boots); then every server names b, and b makes it a root.
+	moved := a.own(t)[0]
+	movedAway[moved] = true
+	if _, errOut, code := run(t, "move", "-c", b.cfg, moved, "b"); code != 7 {
+		t.Errorf("move from a non-owner without -force: exit %d, want 7: %s", code, errOut)
+	}
+	if out, errOut, code := run(t, "move", "-c", b.cfg, "-force", moved, "b"); code != 0 {
+		t.Fatalf("move -force: exit %d: %s %s", code, out, errOut)
+	}
+	for _, s := range servers {
+		want := fmt.Sprintf("nfsroot=%s:%s ", b.addr, filepath.Join(b.nodes, moved))
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			cfg, err := fetch(t, s.tftp, moved)
+			if err == nil && strings.Contains(string(cfg), want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after the move, %s through %s: %q, %v; want %q", moved, s.name, cfg, err, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if !slices.Contains(b.own(t), moved) {
+		t.Errorf("b holds no root for %s after the move", moved)
+	}
+	if !slices.Contains(a.own(t), moved) {
+		t.Errorf("a dropped %s's record on the move: its layer is kept until released", moved)
+	}
+
+	// One member of three down: nothing changes.
+	e.Stop(t, 0)
+	check(fetchAll(65, 8))
+
+	// All down: known nodes are served by both, from memory.
+	e.Stop(t, 1)
+	e.Stop(t, 2)
+	check(fetchAll(1, 8))
+	newName, _ := hexNode(200)
+	for _, s := range servers {
+		if cfg, err := fetch(t, s.tftp, newName); err == nil {
+			t.Errorf("a new node was served by %s with etcd down: %q", s.name, cfg)
+		}
+		s.d.waitLog(t, "etcd unreachable")
+	}
+	for _, s := range servers {
+		if slices.Contains(s.own(t), newName) {
+			t.Errorf("%s made a root for a new node with etcd down", s.name)
+		}
+	}
+
+	// etcd back: the new node is claimed by one server.
+	for i := range 3 {
+		e.Start(t, i)
+	}
+	e.WaitHealthy(t)
+	deadline := time.Now().Add(30 * time.Second)
+	var again []got
+	for {
+		var err error
+		again = again[:0]
+		for _, s := range servers {
+			var cfg []byte
+			if cfg, err = fetch(t, s.tftp, newName); err != nil {
+				break
+			}
+			again = append(again, got{newName, s.name, cfg})
+		}
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("etcd back for 30 s, the new node still not served: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	check(append(again, fetchAll(1, 72)...))
+	for _, s := range servers {
+		s.d.waitLog(t, "etcd answers again")
+	}
+	all := map[string]bool{}
+	for _, s := range servers {
+		for _, n := range s.own(t) {
+			all[n] = true
+		}
+	}
+	if len(all) != 64+8+1 {
+		t.Errorf("%d nodes with roots, want 73: %v", len(all), slices.Sorted(maps.Keys(all)))
+	}
+}
