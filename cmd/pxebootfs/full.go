@@ -30,7 +30,7 @@ const exportsFile = "/etc/exports.d/pxebootfs.exports"
 // newProvisioner builds the provisioner for full mode and restores every
 // known node, or returns nil in config-only mode. The returned func closes
 // what it opened (the exporter's connection); node roots and exports stay.
-func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Registry, met *metrics.Metrics, rootFor func(node.ID) string, log *slog.Logger) (p *provision.Provisioner, closeAll func(), err error) {
+func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Registry, cl *cluster.Cluster, met *metrics.Metrics, rootFor func(node.ID) string, log *slog.Logger) (p *provision.Provisioner, closeAll func(), err error) {
 	if !cfg.FullMode() {
 		return nil, func() {}, nil
 	}
@@ -81,17 +81,7 @@ func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Regis
 	}
 	o := provision.Options{Overlay: ov, Exporter: ex, Registry: reg, NodeDir: cfg.NodeDir, StartFSID: cfg.StartFSID,
 		ResetGuard: cfg.ResetGuard, ResetOnBoot: cfg.ResetOnBoot, Logger: log, Roots: rs, RootFor: rootFor, ServerAddress: cfg.ServerAddress}
-	if cfg.ClusterEndpoints != nil {
-		cl, err := openCluster(ctx, cfg, log)
-		if err != nil {
-			return nil, nil, err
-		}
-		closers = append(closers, func() {
-			if err := cl.Close(); err != nil {
-				log.Warn("cluster: close", "err", err)
-			}
-		})
-		met.RegisterCluster(cl.Up)
+	if cl != nil {
 		o.Cluster = cl
 	}
 	if met != nil {
@@ -105,10 +95,10 @@ func newProvisioner(ctx context.Context, cfg *config.Config, reg *registry.Regis
 	}
 	log.Info("restore: done", "ready", n, "known", reg.Len())
 	p.DiscardLeftovers()
-	if o.Cluster != nil {
+	if cl != nil {
 		// Nodes handed to this server get their roots now, one at a
 		// time: the other servers wait for them to render the nodes.
-		owned := o.Cluster.(*cluster.Cluster).Owned()
+		owned := cl.Owned()
 		go func() {
 			for id := range owned {
 				p.Adopt(context.WithoutCancel(ctx), id)

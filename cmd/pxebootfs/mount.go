@@ -17,6 +17,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/fs"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/cluster"
 	"github.com/pxebootfs/pxebootfs/internal/image"
 	"github.com/pxebootfs/pxebootfs/internal/install"
 	"github.com/pxebootfs/pxebootfs/internal/loader"
@@ -112,13 +113,25 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 	// before anything is served, which is when a layer is first made.
 	var cats catalogList
 	rootFor := func(id node.ID) string { return cats.rootOf(id, cfg.Root) }
-	prov, closeProv, err := newProvisioner(ctx, cfg, reg, met, rootFor, log)
+	var cl *cluster.Cluster // nil: not in a cluster
+	if cfg.ClusterEndpoints != nil {
+		if cl, err = openCluster(ctx, cfg, log); err != nil {
+			return failed(exitFailure, err)
+		}
+		defer func() {
+			if err := cl.Close(); err != nil {
+				log.Warn("cluster: close", "err", err)
+			}
+		}()
+		met.RegisterCluster(cl.Up)
+	}
+	prov, closeProv, err := newProvisioner(ctx, cfg, reg, cl, met, rootFor, log)
 	if err != nil {
 		return failed(exitFailure, err)
 	}
 	defer closeProv()
 	served := &image.Served{}
-	cats, inst, err := buildCatalogs(cfg, mounts, reg, prov, served, met, log)
+	cats, inst, err := buildCatalogs(cfg, mounts, reg, cl, prov, served, met, log)
 	if err != nil {
 		return failed(exitConfig, err)
 	}
@@ -240,7 +253,7 @@ func mountKey(name string) string {
 // provisioner (a node keeps one root and one fsid whichever loader asks),
 // install manager and image ledger, and returns them with the install
 // manager.
-func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Registry, prov *provision.Provisioner, served *image.Served, met *metrics.Metrics, log *slog.Logger) (catalogList, *install.Manager, error) {
+func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Registry, cl *cluster.Cluster, prov *provision.Provisioner, served *image.Served, met *metrics.Metrics, log *slog.Logger) (catalogList, *install.Manager, error) {
 	var p node.Provisioner // stays a nil interface in config-only mode
 	if prov != nil {
 		p = prov
@@ -249,8 +262,14 @@ func buildCatalogs(cfg *config.Config, mounts []*loaderMount, reg *registry.Regi
 	// catalogs ask it for install states: it is made first, and reaches
 	// the catalogs through cats, filled below before anything is served.
 	var cats catalogList
+	var store install.Store = reg
+	if cl != nil {
+		// Install states and tokens are the cluster's: an install on any
+		// server, a callback to any server.
+		store = cl.Installs(reg, func(id node.ID) { cats.nodeChanged(id) })
+	}
 	inst := install.New(install.Options{
-		Store: reg, Dir: cfg.StateDir, CallbackURL: cfg.CallbackURL, MaxBoots: cfg.InstallMaxBoots, Logger: log,
+		Store: store, Dir: cfg.StateDir, CallbackURL: cfg.CallbackURL, MaxBoots: cfg.InstallMaxBoots, Logger: log,
 		Metrics: installMetrics(met),
 		Changed: func(id node.ID) { cats.nodeChanged(id) },
 		Allowed: func(a netip.Addr) bool { return cats.allowed(a) },

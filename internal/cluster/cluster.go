@@ -84,12 +84,15 @@ type Cluster struct {
 	timeout time.Duration
 	onUp    func(bool)
 
-	mu      sync.Mutex
-	owners  map[node.ID]string // node -> server name
-	roots   map[node.ID]NodeRoot
-	servers map[string]string // name -> address
-	changed chan struct{}     // closed (and replaced) when memory changes
-	owned   chan node.ID      // nodes handed to this server by others
+	mu       sync.Mutex
+	owners   map[node.ID]string // node -> server name
+	roots    map[node.ID]NodeRoot
+	servers  map[string]string // name -> address
+	installs map[node.ID]installRecord
+	// onInstall is told of install states changed through the watch.
+	onInstall func(node.ID)
+	changed   chan struct{} // closed (and replaced) when memory changes
+	owned     chan node.ID  // nodes handed to this server by others
 
 	up       atomic.Bool
 	cancel   context.CancelFunc
@@ -129,7 +132,7 @@ func Open(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, fmt.Errorf("etcd %v: %w", o.Endpoints, err)
 	}
 	c := &Cluster{cli: cli, prefix: o.Prefix, self: Owner{Server: o.Server, Address: o.Address}, log: o.Logger, timeout: o.Timeout, onUp: o.OnUp,
-		owners: map[node.ID]string{}, roots: map[node.ID]NodeRoot{}, servers: map[string]string{}, done: make(chan struct{}), changed: make(chan struct{}),
+		owners: map[node.ID]string{}, roots: map[node.ID]NodeRoot{}, servers: map[string]string{}, installs: map[node.ID]installRecord{}, done: make(chan struct{}), changed: make(chan struct{}),
 		owned: make(chan node.ID, ownedQueue)}
 	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -174,7 +177,7 @@ func (c *Cluster) load(ctx context.Context) (int64, error) {
 	defer c.mu.Unlock()
 	c.owners, c.roots, c.servers = map[node.ID]string{}, map[node.ID]NodeRoot{}, map[string]string{}
 	for _, kv := range resp.Kvs {
-		c.applyLocked(string(kv.Key), kv.Value, false)
+		c.applyLocked(string(kv.Key), kv.Value, kv.ModRevision, false)
 	}
 	c.broadcastLocked()
 	return resp.Header.Revision, nil
@@ -182,7 +185,7 @@ func (c *Cluster) load(ctx context.Context) (int64, error) {
 
 // applyLocked applies one key's new value (or its deletion) to memory.
 // Keys not in the layout are ignored: a newer server may write more.
-func (c *Cluster) applyLocked(key string, value []byte, deleted bool) {
+func (c *Cluster) applyLocked(key string, value []byte, rev int64, deleted bool) {
 	rest, ok := strings.CutPrefix(key, c.prefix)
 	if !ok {
 		return
@@ -212,6 +215,12 @@ func (c *Cluster) applyLocked(key string, value []byte, deleted bool) {
 			if string(value) == c.self.Server && (!had || prev != c.self.Server) {
 				c.handOver(id)
 			}
+		case "install":
+			if deleted {
+				delete(c.installs, id)
+			} else {
+				c.applyInstallLocked(id, value, rev)
+			}
 		case "root":
 			var r NodeRoot
 			if deleted {
@@ -240,7 +249,7 @@ func (c *Cluster) follow(ctx context.Context, rev int64) {
 			c.setUp(true)
 			c.mu.Lock()
 			for _, ev := range resp.Events {
-				c.applyLocked(string(ev.Kv.Key), ev.Kv.Value, ev.Type == clientv3.EventTypeDelete)
+				c.applyLocked(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.ModRevision, ev.Type == clientv3.EventTypeDelete)
 			}
 			c.broadcastLocked()
 			c.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -36,9 +37,19 @@ type clusterServer struct {
 
 func newClusterServer(t *testing.T, e *testenv.Etcd, prefix, name, addr string) *clusterServer {
 	t.Helper()
-	f := newFullSite(t, fmt.Sprintf("export = none\ncluster_endpoints = %s\ncluster_prefix = %s\nserver_name = %s\nserver_address = %s\n",
-		strings.Join(e.Endpoints, ","), prefix, name, addr))
+	return newClusterServerConfig(t, e, prefix, name, addr, "192.168.0.0/16, 10.0.0.0/8", "", nil)
+}
+
+// newClusterServerConfig is newClusterServer serving allow, with more
+// config lines and files (by name in the config's directory).
+func newClusterServerConfig(t *testing.T, e *testenv.Etcd, prefix, name, addr, allow, extra string, files map[string]string) *clusterServer {
+	t.Helper()
+	f := newFullSiteAllow(t, allow, fmt.Sprintf("export = none\ncluster_endpoints = %s\ncluster_prefix = %s\nserver_name = %s\nserver_address = %s\n%s",
+		strings.Join(e.Endpoints, ","), prefix, name, addr, extra))
 	f.write(f.template, clusterTemplate)
+	for name, content := range files {
+		f.write(filepath.Join(f.dir, name), content)
+	}
 	s := &clusterServer{fullSite: f, name: name, addr: addr}
 	s.d = f.start()
 	s.tftp = testenv.StartTFTPD(t, f.tftpRoot)
@@ -264,5 +275,104 @@ func TestClusterOwnership(t *testing.T) {
 	}
 	if len(all) != 64+8+1 {
 		t.Errorf("%d nodes with roots, want 73: %v", len(all), slices.Sorted(maps.Keys(all)))
+	}
+}
+
+// TestClusterInstall: `pxebootfs install` on one server puts the node in
+// install mode on every server (one token); the installer's callbacks
+// reach the other server and are checked against that token; then both
+// serve the local boot. With etcd down, a callback is answered 503 and
+// changes nothing; with etcd back, it succeeds.
+func TestClusterInstall(t *testing.T) {
+	testenv.RequireTool(t, "curl")
+	e := testenv.StartEtcd(t, 1)
+	prefix := fmt.Sprintf("/pxebootfs-test-install-%d/", os.Getpid())
+	servers := map[string]*clusterServer{}
+	bases := map[string]string{}
+	for _, name := range []string{"a", "b"} {
+		port := strconv.Itoa(freeLoopbackPort(t))
+		bases[name] = "http://127.0.0.1:" + port
+		s := newClusterServerConfig(t, e, prefix, name, "10.99.0."+map[string]string{"a": "1", "b": "2"}[name], "127.0.0.0/24",
+			"install_template = install.template\ncallback_listen = 127.0.0.1:"+port+"\ncallback_url = "+bases[name]+"\n",
+			map[string]string{"install.template": installTemplate})
+		servers[name] = s
+	}
+	a, b := servers["a"], servers["b"]
+	const n1, ip1 = "7F00000B", "127.0.0.11"
+	const n2, ip2 = "7F00000C", "127.0.0.12"
+	for _, n := range []string{n1, n2} {
+		if _, err := fetch(t, a.tftp, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	installConfig := func(s *clusterServer, n string) (state, url, token string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, err := fetch(t, s.tftp, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := installLine.FindStringSubmatch(string(got)); m != nil {
+				return m[1], m[2], m[3]
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s through %s: not an install config: %q", n, s.name, got)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if out, errOut, code := run(t, "install", "-c", a.cfg, ip1, ip2); code != 0 {
+		t.Fatalf("install on a: exit %d: %s %s", code, out, errOut)
+	}
+	stA, urlA, tokA := installConfig(a, n1)
+	stB, urlB, tokB := installConfig(b, n1)
+	if stA != "install" || stB != "install" || tokA != tokB || len(tokA) != 32 {
+		t.Fatalf("install configs: a %s %s, b %s %s: want one token in install state on both", stA, tokA, stB, tokB)
+	}
+	if urlA != bases["a"]+"/v1/install/"+n1 || urlB != bases["b"]+"/v1/install/"+n1 {
+		t.Errorf("callback URLs %s, %s: each server names its own", urlA, urlB)
+	}
+	// The installer, served by a, calls b.
+	if code := curlFrom(t, ip1, "GET", bases["b"]+"/v1/install/"+n1+"/started?token="+tokA, nil); code != 200 {
+		t.Fatalf("started at b: %d", code)
+	}
+	if code := curlFrom(t, ip1, "GET", bases["b"]+"/v1/install/"+n1+"/done?token=0123456789abcdef0123456789abcdef", nil); code != 403 {
+		t.Errorf("done with a wrong token at b: %d, want 403", code)
+	}
+	if code := curlFrom(t, ip1, "GET", bases["a"]+"/v1/install/"+n1+"/done?token="+tokA, nil); code != 200 {
+		t.Fatalf("done at a: %d", code)
+	}
+	for _, s := range []*clusterServer{a, b} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, err := fetch(t, s.tftp, n1)
+			if err == nil && strings.Contains(string(got), "LOCALBOOT 0") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after done, %s through %s: %q, %v; want the local boot", n1, s.name, got, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// etcd down: a callback is 503 and changes nothing; back: it works.
+	_, _, tok2 := installConfig(b, n2)
+	e.Stop(t, 0)
+	if code := curlFrom(t, ip2, "GET", bases["b"]+"/v1/install/"+n2+"/done?token="+tok2, nil); code != 503 {
+		t.Errorf("done with etcd down: %d, want 503", code)
+	}
+	if st, _, _ := installConfig(a, n2); st != "install" {
+		t.Errorf("after a refused callback, %s is in state %s", n2, st)
+	}
+	e.Start(t, 0)
+	e.WaitHealthy(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for curlFrom(t, ip2, "GET", bases["b"]+"/v1/install/"+n2+"/done?token="+tok2, nil) != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("done still refused 20 s after etcd came back")
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

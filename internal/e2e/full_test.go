@@ -32,6 +32,12 @@ type fullSite struct {
 
 func newFullSite(t testing.TB, extra string) *fullSite {
 	t.Helper()
+	return newFullSiteAllow(t, "192.168.0.0/16, 10.0.0.0/8", extra)
+}
+
+// newFullSiteAllow is newFullSite serving the nodes of allow.
+func newFullSiteAllow(t testing.TB, allow, extra string) *fullSite {
+	t.Helper()
 	testenv.RequireNFSIsolation(t)
 	testenv.RequireTool(t, "exportfs")
 	base := t.TempDir()
@@ -47,8 +53,8 @@ func newFullSite(t testing.TB, extra string) *fullSite {
 	if err := os.WriteFile(filepath.Join(f.root, "etc", "golden"), []byte("golden\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f.site = newSite(t, fmt.Sprintf("node_dir: %s\nroot_dir: %s\noverlay_dir: %s\nstart_fsid: 10000\nstate_dir = %s\nallow = 192.168.0.0/16, 10.0.0.0/8\n%s",
-		f.nodes, f.root, f.overlays, f.state, extra))
+	f.site = newSite(t, fmt.Sprintf("node_dir: %s\nroot_dir: %s\noverlay_dir: %s\nstart_fsid: 10000\nstate_dir = %s\nallow = %s\n%s",
+		f.nodes, f.root, f.overlays, f.state, allow, extra))
 	f.write(f.template, fullTemplate)
 	t.Cleanup(func() { f.cleanupNodes(t) })
 	return f

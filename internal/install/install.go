@@ -366,7 +366,11 @@ func (m *Manager) Report(src netip.Addr, id node.ID, action Action, token string
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {
 		m.o.Logger.Error("install: callback", "node", id, "action", action, "err", err)
-		if out.Status == 0 || out.Status == 200 {
+		switch {
+		case errors.Is(err, registry.ErrUnavailable):
+			// Cluster mode with etcd unreachable: installers retry.
+			out = Outcome{503, "service unavailable: the boot servers' shared state cannot be reached; try again"}
+		case out.Status == 0 || out.Status == 200:
 			out = Outcome{500, "internal error"}
 		}
 	}

@@ -108,6 +108,9 @@ var (
 	// ErrReadOnly is returned (wrapped) by mutating methods of a registry
 	// from OpenReadOnly.
 	ErrReadOnly = errors.New("registry opened read-only")
+	// ErrUnavailable is wrapped by a store of shared state (cluster mode)
+	// that cannot reach it: the change may succeed later.
+	ErrUnavailable = errors.New("shared state unreachable")
 	// ErrClosed is returned (wrapped) by mutating methods after Close.
 	ErrClosed = errors.New("registry closed")
 )
