@@ -130,6 +130,9 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 		return failed(exitFailure, err)
 	}
 	defer closeProv()
+	if cl != nil && cfg.RootsDir != "" {
+		go followRoots(ctx, cfg, cl, log)
+	}
 	served := &image.Served{}
 	cats, inst, err := buildCatalogs(cfg, mounts, reg, cl, prov, served, met, log)
 	if err != nil {

@@ -9,8 +9,10 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -136,6 +138,10 @@ func runRootImport(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return rootFailed(stderr, err)
 	}
+	if err := shareRoot(ctx, cfg, st, o.Name, res.Gen, o); err != nil {
+		fmt.Fprintf(stderr, "pxebootfs root import: %s: imported and current here, but not made the cluster's: %v\n", o.Name, err)
+		return exitFailure
+	}
 	for _, n := range res.Notes {
 		fmt.Fprintf(stdout, "%s: note: %s\n", o.Name, n)
 	}
@@ -204,13 +210,19 @@ func heldByRoots(cfg *config.Config) func(image.VersionRef) bool {
 }
 
 func runRootUse(args []string, stdout, stderr io.Writer) int {
-	c, _, st, code := rootArgs("use", "NAME GEN", args, 2, 2, stderr, nil)
+	c, cfg, st, code := rootArgs("use", "NAME GEN", args, 2, 2, stderr, nil)
 	if code >= 0 {
 		return code
 	}
 	prev, err := st.Use(c.Arg(0), c.Arg(1), time.Now())
 	if err != nil {
 		return rootFailed(stderr, err)
+	}
+	ctx, stop := adminContext()
+	defer stop()
+	if err := shareRoot(ctx, cfg, st, c.Arg(0), c.Arg(1), roots.ImportOptions{}); err != nil {
+		fmt.Fprintf(stderr, "pxebootfs root use: %s: current here, but not made the cluster's: %v\n", c.Arg(0), err)
+		return exitFailure
 	}
 	fmt.Fprintf(stdout, "%s: generation %s is current (was %s); new and reset nodes get it\n", c.Arg(0), c.Arg(1), orNone(prev))
 	return exitOK
@@ -293,6 +305,38 @@ func runRootList(args []string, stdout, stderr io.Writer) int {
 			src += " " + l.Image.Digest + " " + l.Image.Platform
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", l.Name, l.Generation, cur, nodeList(l.Nodes), l.Size, imported, orDash(l.Kernel), src)
+	}
+	tw.Flush()
+	if cfg.ClusterEndpoints != nil {
+		return printClusterRoots(stdout, stderr, cfg, c.Arg(0))
+	}
+	return exitOK
+}
+
+// printClusterRoots shows, in cluster mode, each root's desired generation
+// and what every server serves of it.
+func printClusterRoots(stdout, stderr io.Writer, cfg *config.Config, only string) int {
+	ctx, stop := adminContext()
+	defer stop()
+	cl, err := openCluster(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		fmt.Fprintf(stderr, "pxebootfs root list: %v\n", err)
+		return exitFailure
+	}
+	defer cl.Close()
+	fmt.Fprintln(stdout)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROOT\tCLUSTER'S\tSERVER\tCURRENT\tIMPORTING\tERROR")
+	desired := cl.DesiredRoots()
+	for _, name := range slices.Sorted(maps.Keys(desired)) {
+		if only != "" && name != only {
+			continue
+		}
+		states := cl.RootStates(name)
+		for _, srv := range slices.Sorted(maps.Keys(states)) {
+			st := states[srv]
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, desired[name].Gen, srv, orDash(st.Current), orDash(st.Pending), orDash(oneLine(st.Error)))
+		}
 	}
 	tw.Flush()
 	return exitOK

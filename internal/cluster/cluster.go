@@ -8,6 +8,9 @@
 //	servers/NAME        the server's address (what nodes mount from)
 //	nodes/NODE/owner    the name of the server holding the node's root
 //	nodes/NODE/root     the owner's view of the root: JSON {dir, fsid, root, gen}
+//	nodes/NODE/install  the node's install state and token (install.go)
+//	roots/NAME/desired  the generation every server makes current (roots.go)
+//	roots/NAME/servers/SERVER  what that server serves of NAME
 //
 // A node is claimed by one transaction that writes owner only if the key
 // was never created (create revision 0), so two servers seeing a new node
@@ -89,6 +92,10 @@ type Cluster struct {
 	roots    map[node.ID]NodeRoot
 	servers  map[string]string // name -> address
 	installs map[node.ID]installRecord
+	// desired and rootStates: root generations (roots.go).
+	desired      map[string]Desired
+	rootStates   map[string]map[string]RootState
+	rootsChanged chan struct{}
 	// onInstall is told of install states changed through the watch.
 	onInstall func(node.ID)
 	changed   chan struct{} // closed (and replaced) when memory changes
@@ -132,7 +139,8 @@ func Open(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, fmt.Errorf("etcd %v: %w", o.Endpoints, err)
 	}
 	c := &Cluster{cli: cli, prefix: o.Prefix, self: Owner{Server: o.Server, Address: o.Address}, log: o.Logger, timeout: o.Timeout, onUp: o.OnUp,
-		owners: map[node.ID]string{}, roots: map[node.ID]NodeRoot{}, servers: map[string]string{}, installs: map[node.ID]installRecord{}, done: make(chan struct{}), changed: make(chan struct{}),
+		owners: map[node.ID]string{}, roots: map[node.ID]NodeRoot{}, servers: map[string]string{}, installs: map[node.ID]installRecord{},
+		desired: map[string]Desired{}, rootStates: map[string]map[string]RootState{}, rootsChanged: make(chan struct{}, 1), done: make(chan struct{}), changed: make(chan struct{}),
 		owned: make(chan node.ID, ownedQueue)}
 	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -198,6 +206,8 @@ func (c *Cluster) applyLocked(key string, value []byte, rev int64, deleted bool)
 		} else {
 			c.servers[parts[1]] = string(value)
 		}
+	case len(parts) >= 3 && parts[0] == "roots":
+		c.applyRootLocked(parts, value, deleted)
 	case len(parts) == 3 && parts[0] == "nodes":
 		id, err := node.ParseHex(parts[1])
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,7 +26,7 @@ import (
 // each with its own mount, state, roots and tftpd-hpa.
 
 // clusterTemplate names the server holding the node's root.
-const clusterTemplate = "LABEL linux\n  APPEND root=/dev/nfs nfsroot={{.Server}}:{{.NodeDir}} fsid={{.FSID}} node=<NODE>\n"
+const clusterTemplate = "LABEL linux\n  APPEND root=/dev/nfs nfsroot={{.Server}}:{{.NodeDir}} fsid={{.FSID}} node=<NODE> gen={{.Root}}/{{.RootGen}}\n"
 
 // clusterServer is one server of the test's cluster.
 type clusterServer struct {
@@ -374,5 +375,104 @@ func TestClusterInstall(t *testing.T) {
 			t.Fatal("done still refused 20 s after etcd came back")
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestClusterRoots: a root generation imported (and made current) on one
+// server is imported by the other's daemon from the same source and made
+// current there once complete; a node pinned to the old generation keeps
+// it; `root use` on the other server rolls both back; `root list` shows
+// each server's state.
+func TestClusterRoots(t *testing.T) {
+	e := testenv.StartEtcd(t, 1)
+	prefix := fmt.Sprintf("/pxebootfs-test-roots-%d/", os.Getpid())
+	servers := map[string]*clusterServer{}
+	for _, name := range []string{"a", "b"} {
+		roots := filepath.Join(t.TempDir(), "roots")
+		unsealOnCleanup(t, roots)
+		servers[name] = newClusterServerConfig(t, e, prefix, name, "10.99.0."+map[string]string{"a": "1", "b": "2"}[name],
+			"192.168.0.0/16, 10.0.0.0/8", "roots_dir = "+roots+"\nroot = r\n", nil)
+	}
+	a, b := servers["a"], servers["b"]
+	tree := func(content string) string {
+		dir := t.TempDir()
+		for _, d := range []string{"etc", "sbin"} {
+			if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testenv.WriteFile(t, filepath.Join(dir, "etc", "release"), content)
+		if err := os.WriteFile(filepath.Join(dir, "sbin", "init"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	genRE := regexp.MustCompile(`gen=r/([0-9a-f]{12})`)
+	// genOf fetches node n through s until its config names a generation
+	// of r, and returns it.
+	genOf := func(s *clusterServer, i int, want string) string {
+		t.Helper()
+		name, _ := hexNode(i)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			cfg, err := fetch(t, s.tftp, name)
+			if m := genRE.FindStringSubmatch(string(cfg)); err == nil && m != nil && (want == "" || m[1] == want) {
+				return m[1]
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s through %s: %q, %v; want generation %q of r", name, s.name, cfg, err, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	importOn := func(s *clusterServer, dir string) string {
+		t.Helper()
+		out, errOut, code := run(t, "root", "import", "-c", s.cfg, "r", dir)
+		if code != 0 {
+			t.Fatalf("root import on %s: exit %d: %s %s", s.name, code, out, errOut)
+		}
+		m := regexp.MustCompile(`generation ([0-9a-f]{12})`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("root import printed %q", out)
+		}
+		return m[1]
+	}
+
+	gen1 := importOn(a, tree("one\n"))
+	// b imports it itself: a new node of b's gets gen1.
+	if g := genOf(b, 1, gen1); g != gen1 {
+		t.Fatal(g)
+	}
+	gen2 := importOn(a, tree("two\n"))
+	if gen2 == gen1 {
+		t.Fatal("two trees, one generation")
+	}
+	if g := genOf(b, 2, gen2); g != gen2 {
+		t.Fatal(g)
+	}
+	// Node 1 (b's) keeps gen1, through both servers.
+	for _, s := range []*clusterServer{a, b} {
+		if g := genOf(s, 1, ""); g != gen1 {
+			t.Errorf("node 1 through %s: generation %s, want its pinned %s", s.name, g, gen1)
+		}
+	}
+	if data, err := os.ReadFile(filepath.Join(b.nodes, "0A010002", "etc", "release")); err != nil || string(data) != "two\n" {
+		t.Errorf("node 2's root on b: %q, %v; want gen2's file", data, err)
+	}
+	// Roll back from b: a follows.
+	if out, errOut, code := run(t, "root", "use", "-c", b.cfg, "r", gen1); code != 0 {
+		t.Fatalf("root use on b: exit %d: %s %s", code, out, errOut)
+	}
+	if g := genOf(a, 3, gen1); g != gen1 {
+		t.Fatal(g)
+	}
+	out, errOut, code := run(t, "root", "list", "-c", a.cfg)
+	if code != 0 {
+		t.Fatalf("root list: exit %d: %s", code, errOut)
+	}
+	for _, srv := range []string{"a", "b"} {
+		if !regexp.MustCompile(`(?m)^r\s+` + gen1 + `\s+` + srv + `\s+` + gen1 + `\s+-\s+-\s*$`).MatchString(out) {
+			t.Errorf("root list on a has no line of %s serving %s:\n%s", srv, gen1, out)
+		}
 	}
 }

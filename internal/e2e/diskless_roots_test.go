@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,7 +19,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/moby/sys/mountinfo"
 
 	"github.com/pxebootfs/pxebootfs/internal/testenv"
 )
@@ -197,12 +195,7 @@ func TestDisklessRootGenerations(t *testing.T) {
 	guest := testenv.BuildGuest(t)
 	rootsDir := filepath.Join(t.TempDir(), "roots")
 	f := newGaneshaSiteConfig(t, "10.77.0.0/24", "roots_dir = "+rootsDir+"\nroot = os\ntftp_root = ../tftpboot\n")
-	t.Cleanup(func() {
-		infos, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(rootsDir))
-		for i := len(infos) - 1; i >= 0; i-- {
-			syscall.Unmount(infos[i].Mountpoint, syscall.MNT_DETACH)
-		}
-	})
+	unsealOnCleanup(t, rootsDir)
 	f.write(f.template, rootsDisklessTemplate)
 	testenv.InstallPXELinux(t, f.tftpRoot)
 	t0 := time.Now()

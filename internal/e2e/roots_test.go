@@ -26,15 +26,20 @@ func newRootsSite(t *testing.T) (*fullSite, string) {
 	rootsDir := filepath.Join(base, "roots")
 	f := newFullSite(t, "roots_dir = "+rootsDir+"\nroot = os\nroot_keep = 1\nroot_grace = 0\ntftp_root = ../tftpboot\nimage_keep = 1\nimage_grace = 0\n")
 	f.write(f.template, rootsTemplate)
-	// Generations are read-only bind mounts; the test's mount namespace
-	// goes with it, but the temp dir must be removable before.
+	unsealOnCleanup(t, rootsDir)
+	return f, rootsDir
+}
+
+// unsealOnCleanup detaches the read-only bind mounts of the generations in
+// rootsDir when the test ends: the test's mount namespace goes with it,
+// but its temp dir must be removable before.
+func unsealOnCleanup(t testing.TB, rootsDir string) {
 	t.Cleanup(func() {
 		infos, _ := mountinfo.GetMounts(mountinfo.PrefixFilter(rootsDir))
 		for i := len(infos) - 1; i >= 0; i-- {
 			syscall.Unmount(infos[i].Mountpoint, syscall.MNT_DETACH)
 		}
 	})
-	return f, rootsDir
 }
 
 // osTree writes a Debian-like tree: kernel VERSION with its modules, and
