@@ -145,7 +145,19 @@ func TestClusterOwnership(t *testing.T) {
 		}
 	}
 
+	// etcd's load per boot: writes (raft proposals, counted by one member)
+	// and requests (all members), for 64 new nodes, then 64 boots of known
+	// ones.
+	load := func() (writes, requests float64) {
+		return e.Metric(t, "etcd_server_proposals_committed_total", 0), e.Metric(t, "grpc_server_handled_total", 0, 1, 2)
+	}
+	w0, r0 := load()
 	fetched := fetchAll(1, 64)
+	w1, r1 := load()
+	fetchAll(1, 64)
+	w2, r2 := load()
+	t.Logf("etcd load: a new node (fetched through both servers) %.1f writes, %.1f requests; a known node's boot %.2f writes, %.2f requests",
+		(w1-w0)/64, (r1-r0)/64, (w2-w1)/64, (r2-r1)/64)
 	check(fetched)
 	na, nb := len(a.own(t)), len(b.own(t))
 	t.Logf("64 nodes through both servers at once: %d owned by a, %d by b", na, nb)

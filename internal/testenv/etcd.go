@@ -150,3 +150,36 @@ func (e *Etcd) waitHealthy(t testing.TB, i int) {
 	}
 	t.Fatalf("etcd member %d not healthy within %s: %s\n%s", i, daemonReadyTimeout, last, m.proc.out)
 }
+
+// Metric sums the samples of a Prometheus counter on the running members'
+// /metrics (labels ignored); with one member it is that member's.
+func (e *Etcd) Metric(t testing.TB, name string, members ...int) float64 {
+	t.Helper()
+	var sum float64
+	for _, i := range members {
+		resp, err := http.Get(e.members[i].client + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			rest, ok := strings.CutPrefix(line, name)
+			if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '{') {
+				continue
+			}
+			f := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
+			if len(f) == 0 {
+				continue
+			}
+			var v float64
+			if _, err := fmt.Sscan(f[0], &v); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
+}
