@@ -176,7 +176,7 @@ func TestDisklessBoot(t *testing.T) {
 
 // guestBooter starts the boot network of guests A and B in f's Ganesha
 // namespace and returns how to boot one of them.
-func guestBooter(t *testing.T, f *ganeshaSite) func(g disklessGuest) *testenv.QEMU {
+func guestBooter(t testing.TB, f *ganeshaSite) func(g disklessGuest) *testenv.QEMU {
 	net := testenv.StartBootNet(t, f.srv.NS, f.tftpRoot, map[string]netip.Addr{
 		guestA.mac: testenv.BootAddr(15), guestB.mac: testenv.BootAddr(16),
 	})

@@ -51,9 +51,42 @@ func (g *GaneshaServer) AddPeers(t testing.TB, first, n int) []NFSPeer {
 		fmt.Fprintf(&server, "addr add %s/32 dev pxg0\n", p.Server)
 		fmt.Fprintf(&client, "addr add %s/32 dev pxg1\nroute add %s/32 dev pxg1 src %s\n", p.Client, p.Server, p.Client)
 	}
+	growNeighbours(t, 2*(first+n))
 	ipBatch(t, g.NS, server.String()+routeOnce(g, "route add 198.19.0.0/16 dev pxg0\n"))
 	ipBatch(t, g.Client, client.String())
 	return peers
+}
+
+// neighbourLimits are the ARP table's garbage collection thresholds. The
+// table is the kernel's, shared by every network namespace, and only the
+// initial namespace has these files.
+var neighbourLimits = []string{"gc_thresh1", "gc_thresh2", "gc_thresh3"}
+
+// growNeighbours lets the ARP table hold n more entries than its default
+// hard limit (1,024), past which new neighbours fail with "no route to
+// host", and puts the old limits back when the test ends.
+func growNeighbours(t testing.TB, n int) {
+	t.Helper()
+	for k, name := range neighbourLimits {
+		p := "/proc/sys/net/ipv4/neigh/default/" + name
+		cur, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, err := strconv.Atoi(strings.TrimSpace(string(cur)))
+		if err != nil {
+			t.Fatalf("%s: %q", p, cur)
+		}
+		want := old + n*(k+1)
+		if err := os.WriteFile(p, []byte(strconv.Itoa(want)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := os.WriteFile(p, []byte(strconv.Itoa(old)), 0o644); err != nil {
+				t.Errorf("restore %s: %v", p, err)
+			}
+		})
+	}
 }
 
 // routeOnce returns line the first time it is asked for g, "" after.
