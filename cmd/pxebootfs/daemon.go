@@ -16,6 +16,7 @@ import (
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/fs"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/cluster"
 	"github.com/pxebootfs/pxebootfs/internal/control"
 	"github.com/pxebootfs/pxebootfs/internal/install"
 	"github.com/pxebootfs/pxebootfs/internal/metrics"
@@ -33,6 +34,7 @@ type daemonOps struct {
 	prov *provision.Provisioner // nil in config-only mode
 	inst *install.Manager       // install mode, in both modes
 	met  *metrics.Metrics       // nil without metrics_listen
+	cl   *cluster.Cluster       // nil outside cluster mode
 
 	metricsSrv  *metrics.Server
 	callbackSrv *install.Server // nil without callback_listen
@@ -60,8 +62,8 @@ func newMetrics(cfg *config.Config, mounts []*loaderMount) *metrics.Metrics {
 // startOps starts everything but the filesystem. prov is what
 // newProvisioner returned (nil in config-only mode), met what newMetrics
 // did. Call close when done.
-func startOps(ctx context.Context, cfg *config.Config, cats catalogList, prov *provision.Provisioner, inst *install.Manager, met *metrics.Metrics, log *slog.Logger) (o *daemonOps, err error) {
-	o = &daemonOps{log: log, cats: cats, prov: prov, inst: inst, met: met, cfg: cfg, hupDone: make(chan struct{})}
+func startOps(ctx context.Context, cfg *config.Config, cats catalogList, prov *provision.Provisioner, inst *install.Manager, met *metrics.Metrics, cl *cluster.Cluster, log *slog.Logger) (o *daemonOps, err error) {
+	o = &daemonOps{log: log, cats: cats, prov: prov, inst: inst, met: met, cl: cl, cfg: cfg, hupDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			o.close()

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/pxebootfs/pxebootfs/internal/cluster"
 	"github.com/pxebootfs/pxebootfs/internal/control"
 	"github.com/pxebootfs/pxebootfs/internal/install"
 	"github.com/pxebootfs/pxebootfs/internal/node"
@@ -38,6 +39,13 @@ func (h controlHandler) Reset(ctx context.Context, id node.ID, force bool) error
 	if h.o.prov == nil {
 		return errConfigOnly
 	}
+	if owner, ok := h.remoteOwner(id); ok {
+		return h.askOwner(ctx, owner, cluster.Request{Node: id.String(), Action: "reset", Force: force})
+	}
+	return h.resetHere(ctx, id, force)
+}
+
+func (h controlHandler) resetHere(ctx context.Context, id node.ID, force bool) error {
 	return withCode(h.o.prov.Reset(ctx, id, force))
 }
 
@@ -45,7 +53,79 @@ func (h controlHandler) Release(ctx context.Context, id node.ID, purge, force bo
 	if h.o.prov == nil {
 		return errConfigOnly
 	}
+	if owner, ok := h.remoteOwner(id); ok {
+		return h.askOwner(ctx, owner, cluster.Request{Node: id.String(), Action: "release", Purge: purge, Force: force})
+	}
+	return h.releaseHere(ctx, id, purge, force)
+}
+
+// remoteOwner is, in cluster mode, the server holding id's root if it is
+// another one.
+func (h controlHandler) remoteOwner(id node.ID) (string, bool) {
+	if h.o.cl == nil {
+		return "", false
+	}
+	o, ok := h.o.cl.Owner(id)
+	if !ok || o.Server == h.o.cl.Self().Server {
+		return "", false
+	}
+	return o.Server, true
+}
+
+// askOwner has the owner's daemon carry out r, and returns its outcome as
+// this server's would be.
+func (h controlHandler) askOwner(ctx context.Context, owner string, r cluster.Request) error {
+	a, err := h.o.cl.Ask(ctx, owner, r)
+	if err != nil {
+		return err
+	}
+	if a.Err != "" {
+		return &control.Error{Code: control.Code(a.Code), Msg: a.Err + " (on " + owner + ", which owns it)"}
+	}
+	return nil
+}
+
+// answerRequests carries out the admin actions other servers ask of this
+// one (the owner) and answers them, until they are closed.
+func (h controlHandler) answerRequests(ctx context.Context, reqs <-chan cluster.Request) {
+	for r := range reqs {
+		id, err := node.ParseHex(r.Node)
+		if err == nil {
+			switch r.Action {
+			case cluster.ActionPrepare:
+				h.o.prov.Adopt(ctx, id)
+			case "reset":
+				err = h.resetHere(ctx, id, r.Force)
+			case "release":
+				err = h.releaseHere(ctx, id, r.Purge, r.Force)
+			default:
+				err = fmt.Errorf("unknown action %q", r.Action)
+			}
+		}
+		h.o.log.Info("cluster: carried out a request", "node", r.Node, "action", r.Action, "from", r.From, "err", err)
+		a := cluster.Answer{}
+		if err != nil {
+			a.Err, a.Code = err.Error(), string(control.CodeFailed)
+			var ce *control.Error
+			if errors.As(err, &ce) {
+				a.Err, a.Code = ce.Msg, string(ce.Code)
+			}
+		}
+		if err := h.o.cl.Reply(ctx, r, a); err != nil {
+			h.o.log.Warn("cluster: answer a request", "node", r.Node, "action", r.Action, "err", err)
+		}
+	}
+}
+
+func (h controlHandler) releaseHere(ctx context.Context, id node.ID, purge, force bool) error {
 	err := h.o.prov.Release(ctx, id, purge, force)
+	if err == nil && h.o.cl != nil {
+		// The other servers must not send the node to a root that is
+		// gone: they ask for it again at its next boot.
+		if uerr := h.o.cl.Unpublish(ctx, id); uerr != nil {
+			h.o.log.Warn("cluster: withdraw the released root", "node", id, "err", uerr)
+		}
+	}
 	if !errors.Is(err, provision.ErrUnknownNode) {
 		h.o.met.Release(purge, err)
 	}

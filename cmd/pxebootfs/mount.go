@@ -138,11 +138,14 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 	if err != nil {
 		return failed(exitConfig, err)
 	}
-	ops, err := startOps(ctx, cfg, cats, prov, inst, met, log)
+	ops, err := startOps(ctx, cfg, cats, prov, inst, met, cl, log)
 	if err != nil {
 		return failed(exitFailure, err)
 	}
 	defer ops.close()
+	if cl != nil && prov != nil {
+		go controlHandler{ops}.answerRequests(context.WithoutCancel(ctx), cl.Requests())
+	}
 	stopImages, err := startImages(ctx, cfg, served, log)
 	if err != nil {
 		return failed(exitFailure, err)

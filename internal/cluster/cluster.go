@@ -11,6 +11,7 @@
 //	nodes/NODE/install  the node's install state and token (install.go)
 //	roots/NAME/desired  the generation every server makes current (roots.go)
 //	roots/NAME/servers/SERVER  what that server serves of NAME
+//	requests/SERVER/ID  an admin action for SERVER's node; answers/ID its outcome
 //
 // A node is claimed by one transaction that writes owner only if the key
 // was never created (create revision 0), so two servers seeing a new node
@@ -96,6 +97,10 @@ type Cluster struct {
 	desired      map[string]Desired
 	rootStates   map[string]map[string]RootState
 	rootsChanged chan struct{}
+	// requests to this server and answers to its own (requests.go).
+	requests chan Request
+	queued   map[string]bool
+	answers  map[string]Answer
 	// onInstall is told of install states changed through the watch.
 	onInstall func(node.ID)
 	changed   chan struct{} // closed (and replaced) when memory changes
@@ -140,7 +145,8 @@ func Open(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	c := &Cluster{cli: cli, prefix: o.Prefix, self: Owner{Server: o.Server, Address: o.Address}, log: o.Logger, timeout: o.Timeout, onUp: o.OnUp,
 		owners: map[node.ID]string{}, roots: map[node.ID]NodeRoot{}, servers: map[string]string{}, installs: map[node.ID]installRecord{},
-		desired: map[string]Desired{}, rootStates: map[string]map[string]RootState{}, rootsChanged: make(chan struct{}, 1), done: make(chan struct{}), changed: make(chan struct{}),
+		desired: map[string]Desired{}, rootStates: map[string]map[string]RootState{}, rootsChanged: make(chan struct{}, 1),
+		requests: make(chan Request, requestQueue), queued: map[string]bool{}, answers: map[string]Answer{}, done: make(chan struct{}), changed: make(chan struct{}),
 		owned: make(chan node.ID, ownedQueue)}
 	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -165,6 +171,7 @@ func (c *Cluster) Close() error {
 	c.cancel()
 	<-c.done
 	close(c.owned)
+	close(c.requests)
 	return c.cli.Close()
 }
 
@@ -206,6 +213,8 @@ func (c *Cluster) applyLocked(key string, value []byte, rev int64, deleted bool)
 		} else {
 			c.servers[parts[1]] = string(value)
 		}
+	case parts[0] == "requests" || parts[0] == "answers":
+		c.applyRequestLocked(parts, value, deleted)
 	case len(parts) >= 3 && parts[0] == "roots":
 		c.applyRootLocked(parts, value, deleted)
 	case len(parts) == 3 && parts[0] == "nodes":
@@ -313,6 +322,9 @@ func (c *Cluster) Owner(id node.ID) (Owner, bool) {
 	}
 	return Owner{Server: name, Address: c.servers[name]}, true
 }
+
+func (c *Cluster) opPut(key, value string) clientv3.Op { return clientv3.OpPut(c.prefix+key, value) }
+func (c *Cluster) opDelete(key string) clientv3.Op     { return clientv3.OpDelete(c.prefix + key) }
 
 // Owners is every node's owner as last seen.
 func (c *Cluster) Owners() map[node.ID]Owner {
@@ -438,6 +450,24 @@ func (c *Cluster) Publish(ctx context.Context, id node.ID, r NodeRoot) error {
 	c.roots[id] = r
 	c.mu.Unlock()
 	return nil
+}
+
+// Unpublish withdraws the root this server published for id (it released
+// it): the other servers then ask for it again before they render the node.
+func (c *Cluster) Unpublish(ctx context.Context, id node.ID) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	owner := c.prefix + "nodes/" + id.String() + "/owner"
+	_, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(owner), "=", c.self.Server)).
+		Then(clientv3.OpDelete(c.prefix + "nodes/" + id.String() + "/root")).
+		Commit()
+	if err == nil {
+		c.mu.Lock()
+		delete(c.roots, id)
+		c.mu.Unlock()
+	}
+	return err
 }
 
 // Move hands id to server to, which must have registered: its root

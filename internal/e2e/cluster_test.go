@@ -230,6 +230,32 @@ func TestClusterOwnership(t *testing.T) {
 		t.Errorf("a dropped %s's record on the move: its layer is kept until released", moved)
 	}
 
+	// reset and release run on b act on a's node, on a.
+	target := a.own(t)[1]
+	marker := filepath.Join(a.nodes, target, "written-by-node")
+	testenv.WriteFile(t, marker, "data\n")
+	if _, errOut, code := run(t, "reset", "-c", b.cfg, target); code != 7 || !strings.Contains(errOut, "on a, which owns it") {
+		t.Errorf("reset of a's node from b, just booted: exit %d, want 7 from a: %s", code, errOut)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("a refused reset changed the root: %v", err)
+	}
+	if out, errOut, code := run(t, "reset", "-c", b.cfg, "-force", target); code != 0 {
+		t.Fatalf("reset -force of a's node from b: exit %d: %s %s", code, out, errOut)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Errorf("after the reset from b, a's root of %s still has the node's file: %v", target, err)
+	}
+	if out, errOut, code := run(t, "release", "-c", b.cfg, "-force", target); code != 0 {
+		t.Fatalf("release -force of a's node from b: exit %d: %s %s", code, out, errOut)
+	}
+	if overlayMountsUnder(t, a.nodes)[filepath.Join(a.nodes, target)] != 0 {
+		t.Errorf("after the release from b, a still mounts %s", target)
+	}
+	if _, err := fetch(t, b.tftp, target); err != nil { // its next boot brings it back, on a
+		t.Fatal(err)
+	}
+
 	// One member of three down: nothing changes.
 	e.Stop(t, 0)
 	check(fetchAll(65, 8))

@@ -120,6 +120,8 @@ type Cluster interface {
 	Root(id node.ID) (cluster.NodeRoot, bool)
 	// WaitRoot waits until id's owner published its root.
 	WaitRoot(ctx context.Context, id node.ID) (cluster.NodeRoot, error)
+	// Nudge asks owner to make id's root now, without waiting.
+	Nudge(ctx context.Context, owner string, id string) error
 	// Claim makes this server id's owner unless one is, atomically.
 	Claim(ctx context.Context, id node.ID) (cluster.Owner, error)
 	Publish(ctx context.Context, id node.ID, r cluster.NodeRoot) error
@@ -252,9 +254,7 @@ func (p *Provisioner) Prepare(ctx context.Context, n node.Node) (node.Root, erro
 		if remote {
 			// The owner may be making the root this instant: the
 			// config names its path and fsid only once published.
-			wctx, cancel := context.WithTimeout(ctx, remoteRootWait)
-			defer cancel()
-			if _, err := p.cluster.WaitRoot(wctx, n.ID); err != nil {
+			if err := p.waitRemoteRoot(ctx, n.ID, owner); err != nil {
 				return node.Root{}, fmt.Errorf("%w (owner %s)", err, owner.Server)
 			}
 			return p.remoteRoot(n.ID, owner), nil
@@ -299,6 +299,29 @@ func (p *Provisioner) Prepare(ctx context.Context, n node.Node) (node.Root, erro
 // provisioning takes milliseconds to seconds, and a tftpd's client waits
 // longer than this for its first packet.
 const remoteRootWait = 5 * time.Second
+
+// nudgeAfter is how long a render of another server's node waits for a
+// root its owner is making (a new node's: milliseconds) before it asks the
+// owner to make it (a node the owner released, or lost in a reboot).
+const nudgeAfter = time.Second
+
+// waitRemoteRoot waits until id's owner has published its root, asking
+// the owner for it if it is not coming by itself.
+func (p *Provisioner) waitRemoteRoot(ctx context.Context, id node.ID, owner cluster.Owner) error {
+	first, cancel := context.WithTimeout(ctx, nudgeAfter)
+	_, err := p.cluster.WaitRoot(first, id)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	if err := p.cluster.Nudge(ctx, owner.Server, id.String()); err != nil {
+		p.log.Warn("cluster: ask the owner for the root", "node", id, "owner", owner.Server, "err", err)
+	}
+	rest, cancel := context.WithTimeout(ctx, remoteRootWait-nudgeAfter)
+	defer cancel()
+	_, err = p.cluster.WaitRoot(rest, id)
+	return err
+}
 
 // owner finds who holds id's root, claiming it for this server if nobody
 // does; remote is true if another server does. A node of this server's
@@ -351,7 +374,7 @@ func (p *Provisioner) Adopt(ctx context.Context, id node.ID) {
 	}
 	defer st.unlock()
 	if o, ok := p.cluster.Owner(id); !ok || o.Server != p.cluster.Self().Server || st.ready {
-		if st.ready {
+		if _, published := p.cluster.Root(id); st.ready && !published {
 			if rec, ok := p.reg.Get(id); ok {
 				p.publish(ctx, rec) // e.g. moved back: tell the others again
 			}
