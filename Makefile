@@ -28,13 +28,19 @@ demo:
 	scripts/demo.sh
 
 # Prints pxebootfs and static-file TFTP fetch rates side by side, cold and
-# warm provisioning latency, and a 1,000-node storm (root; see README).
+# warm provisioning latency, a 1,000-node storm, and what a node's own root
+# costs at boot against a shared one (root; see README).
 bench:
 	$(GO) test -run '^$$' -bench TFTPFetch -benchtime 2000x ./internal/e2e
 	$(GO) test -run '^$$' -bench ColdProvision -benchtime 200x ./internal/e2e
 	$(GO) test -run '^$$' -bench 'Storm1000$$' -benchtime 1x -timeout 30m ./internal/e2e
 	$(GO) test -run '^$$' -bench 'Restart$$' -benchtime 1x -timeout 60m ./internal/e2e
 	$(GO) test -run '^$$' -bench Fleet10000 -benchtime 1x ./internal/e2e
+	# What a node's own root costs at boot against a shared read-only root.
+	$(GO) test -run '^$$' -bench BootReads -benchtime 1x -timeout 30m ./internal/e2e
+	$(GO) test -run '^$$' -bench BootWrites -benchtime 1x -timeout 30m ./internal/e2e
+	$(GO) test -run '^$$' -bench BootGuests -benchtime 1x -timeout 30m ./internal/e2e
+	$(GO) test -run '^$$' -bench ExportScale -benchtime 1x -timeout 60m ./internal/e2e
 	# Long (exportfs is quadratic in exports: see the README).
 	$(GO) test -run '^$$' -bench Storm10000 -benchtime 1x -timeout 150m ./internal/e2e
 
