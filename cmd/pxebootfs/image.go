@@ -115,7 +115,7 @@ func runImageImport(args []string, stdout, stderr io.Writer) int {
 		}
 		o.SHA256[file] = h
 	}
-	_, st, code := imageStore(c.config, stderr)
+	cfg, st, code := imageStore(c.config, stderr)
 	if code >= 0 {
 		return code
 	}
@@ -129,6 +129,10 @@ func runImageImport(args []string, stdout, stderr io.Writer) int {
 	res, err := st.Import(ctx, o)
 	if err != nil {
 		return imageFailed(stderr, err)
+	}
+	if err := shareImage(ctx, cfg, st, o.Name, res.Version); err != nil {
+		fmt.Fprintf(stderr, "pxebootfs image import: %s: imported and current here, but not made the cluster's: %v\n", o.Name, err)
+		return exitFailure
 	}
 	switch {
 	case !res.Created && res.Previous == res.Version:
@@ -163,13 +167,19 @@ func imageArgs(name, usage string, args []string, min, max int, stderr io.Writer
 }
 
 func runImageUse(args []string, stdout, stderr io.Writer) int {
-	fl, _, st, code := imageArgs("use", "NAME VERSION", args, 2, 2, stderr, nil)
+	fl, cfg, st, code := imageArgs("use", "NAME VERSION", args, 2, 2, stderr, nil)
 	if code >= 0 {
 		return code
 	}
 	prev, err := st.Use(fl.Arg(0), fl.Arg(1), time.Now())
 	if err != nil {
 		return imageFailed(stderr, err)
+	}
+	ctx, stop := adminContext()
+	defer stop()
+	if err := shareImage(ctx, cfg, st, fl.Arg(0), fl.Arg(1)); err != nil {
+		fmt.Fprintf(stderr, "pxebootfs image use: %s: current here, but not made the cluster's: %v\n", fl.Arg(0), err)
+		return exitFailure
 	}
 	fmt.Fprintf(stdout, "%s: version %s is current (was %s)\n", fl.Arg(0), fl.Arg(1), orNone(prev))
 	return exitOK

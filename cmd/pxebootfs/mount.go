@@ -133,6 +133,9 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 	if cl != nil && cfg.RootsDir != "" {
 		go followRoots(ctx, cfg, cl, log)
 	}
+	if cl != nil && cfg.TFTPRoot != "" {
+		go followImages(ctx, cfg, cl, log)
+	}
 	served := &image.Served{}
 	cats, inst, err := buildCatalogs(cfg, mounts, reg, cl, prov, served, met, log)
 	if err != nil {

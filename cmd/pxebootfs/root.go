@@ -19,6 +19,7 @@ import (
 
 	"github.com/pxebootfs/pxebootfs/config"
 	"github.com/pxebootfs/pxebootfs/internal/catalog"
+	"github.com/pxebootfs/pxebootfs/internal/cluster"
 	"github.com/pxebootfs/pxebootfs/internal/image"
 	"github.com/pxebootfs/pxebootfs/internal/node"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
@@ -327,12 +328,12 @@ func printClusterRoots(stdout, stderr io.Writer, cfg *config.Config, only string
 	fmt.Fprintln(stdout)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROOT\tCLUSTER'S\tSERVER\tCURRENT\tIMPORTING\tERROR")
-	desired := cl.DesiredRoots()
+	desired := cl.DesiredOf(cluster.KindRoots)
 	for _, name := range slices.Sorted(maps.Keys(desired)) {
 		if only != "" && name != only {
 			continue
 		}
-		states := cl.RootStates(name)
+		states := cl.States(cluster.KindRoots, name)
 		for _, srv := range slices.Sorted(maps.Keys(states)) {
 			st := states[srv]
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, desired[name].Gen, srv, orDash(st.Current), orDash(st.Pending), orDash(oneLine(st.Error)))

@@ -11,6 +11,7 @@
 //	nodes/NODE/install  the node's install state and token (install.go)
 //	roots/NAME/desired  the generation every server makes current (roots.go)
 //	roots/NAME/servers/SERVER  what that server serves of NAME
+//	images/NAME/…       the same for boot images
 //	requests/SERVER/ID  an admin action for SERVER's node; answers/ID its outcome
 //
 // A node is claimed by one transaction that writes owner only if the key
@@ -93,10 +94,11 @@ type Cluster struct {
 	roots    map[node.ID]NodeRoot
 	servers  map[string]string // name -> address
 	installs map[node.ID]installRecord
-	// desired and rootStates: root generations (roots.go).
-	desired      map[string]Desired
-	rootStates   map[string]map[string]RootState
-	rootsChanged chan struct{}
+	// desired, rootStates, kindChanged: root generations and image
+	// versions, by kind (roots.go).
+	desired     map[string]map[string]Desired
+	rootStates  map[string]map[string]State // by KIND/NAME
+	kindChanged map[string]chan struct{}
 	// requests to this server and answers to its own (requests.go).
 	requests chan Request
 	queued   map[string]bool
@@ -145,8 +147,10 @@ func Open(ctx context.Context, o Options) (*Cluster, error) {
 	}
 	c := &Cluster{cli: cli, prefix: o.Prefix, self: Owner{Server: o.Server, Address: o.Address}, log: o.Logger, timeout: o.Timeout, onUp: o.OnUp,
 		owners: map[node.ID]string{}, roots: map[node.ID]NodeRoot{}, servers: map[string]string{}, installs: map[node.ID]installRecord{},
-		desired: map[string]Desired{}, rootStates: map[string]map[string]RootState{}, rootsChanged: make(chan struct{}, 1),
-		requests: make(chan Request, requestQueue), queued: map[string]bool{}, answers: map[string]Answer{}, done: make(chan struct{}), changed: make(chan struct{}),
+		desired:     map[string]map[string]Desired{KindRoots: {}, KindImages: {}},
+		rootStates:  map[string]map[string]State{},
+		kindChanged: map[string]chan struct{}{KindRoots: make(chan struct{}, 1), KindImages: make(chan struct{}, 1)},
+		requests:    make(chan Request, requestQueue), queued: map[string]bool{}, answers: map[string]Answer{}, done: make(chan struct{}), changed: make(chan struct{}),
 		owned: make(chan node.ID, ownedQueue)}
 	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -215,8 +219,8 @@ func (c *Cluster) applyLocked(key string, value []byte, rev int64, deleted bool)
 		}
 	case parts[0] == "requests" || parts[0] == "answers":
 		c.applyRequestLocked(parts, value, deleted)
-	case len(parts) >= 3 && parts[0] == "roots":
-		c.applyRootLocked(parts, value, deleted)
+	case len(parts) >= 3 && (parts[0] == KindRoots || parts[0] == KindImages):
+		c.applyDesiredLocked(parts, value, deleted)
 	case len(parts) == 3 && parts[0] == "nodes":
 		id, err := node.ParseHex(parts[1])
 		if err != nil {

@@ -514,3 +514,59 @@ func TestClusterRoots(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterImages: a boot image version imported on one server is
+// imported by the other's daemon from the same sources (checked against
+// the same sha256) and made current; `image use` on the other rolls both
+// back.
+func TestClusterImages(t *testing.T) {
+	e := testenv.StartEtcd(t, 1)
+	prefix := fmt.Sprintf("/pxebootfs-test-images-%d/", os.Getpid())
+	var servers []*clusterServer
+	for i, name := range []string{"a", "b"} {
+		servers = append(servers, newClusterServerConfig(t, e, prefix, name, fmt.Sprintf("10.99.0.%d", i+1),
+			"192.168.0.0/16, 10.0.0.0/8", "tftp_root = ../tftpboot\n", nil))
+	}
+	a, b := servers[0], servers[1]
+	kernel := func(content string) string {
+		p := filepath.Join(t.TempDir(), "vmlinuz")
+		testenv.WriteFile(t, p, content)
+		return p
+	}
+	current := regexp.MustCompile(`(?m)^k\s+([0-9a-f]+)\s+\*`)
+	// waitCurrent waits until s's `image list` marks version v of k current.
+	waitCurrent := func(s *clusterServer, v string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			out, _, code := run(t, "image", "list", "-c", s.cfg)
+			if m := current.FindStringSubmatch(out); code == 0 && m != nil && m[1] == v {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: image k's current version is not %s after 30 s:\n%s", s.name, v, out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	importOn := func(s *clusterServer, src string) string {
+		t.Helper()
+		out, errOut, code := run(t, "image", "import", "-c", s.cfg, "k", "vmlinuz="+src)
+		if code != 0 {
+			t.Fatalf("image import on %s: exit %d: %s %s", s.name, code, out, errOut)
+		}
+		m := regexp.MustCompile(`version ([0-9a-f]+)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("image import printed %q", out)
+		}
+		return m[1]
+	}
+	v1 := importOn(a, kernel("kernel one\n"))
+	waitCurrent(b, v1)
+	v2 := importOn(a, kernel("kernel two\n"))
+	waitCurrent(b, v2)
+	if out, errOut, code := run(t, "image", "use", "-c", b.cfg, "k", v1); code != 0 {
+		t.Fatalf("image use on b: exit %d: %s %s", code, out, errOut)
+	}
+	waitCurrent(a, v1)
+}
