@@ -442,31 +442,22 @@ func (c *installCollector) Collect(ch chan<- prometheus.Metric) {
 // that serves the exports answers (up is asked at scrape time), 0 while it
 // does not; exports then succeed and nodes cannot mount their roots.
 func (m *Metrics) RegisterNFSServer(up func() bool) {
-	if m == nil {
-		return
-	}
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: namespace, Name: "nfs_server_up",
-		Help: "1 while the NFS server that serves the node exports is running (export = exportfs: the kernel's nfsd and rpc.mountd), 0 while it is not.",
-	}, func() float64 {
-		if up() {
-			return 1
-		}
-		return 0
-	}))
+	m.registerUp("nfs_server_up", "1 while the NFS server that serves the node exports is running (export = exportfs: the kernel's nfsd and rpc.mountd), 0 while it is not.", up)
 }
 
 // RegisterCluster adds pxebootfs_cluster_up: 1 while etcd answers (up is
 // asked at scrape time), 0 while it does not; the server then serves the
 // nodes it knows and refuses new ones.
 func (m *Metrics) RegisterCluster(up func() bool) {
+	m.registerUp("cluster_up", "1 while the cluster's etcd answers, 0 while it does not: known nodes are served, new nodes are not claimed, install callbacks get 503.", up)
+}
+
+// registerUp adds gauge pxebootfs_NAME: 1 while up says so at scrape time.
+func (m *Metrics) registerUp(name, help string, up func() bool) {
 	if m == nil {
 		return
 	}
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: namespace, Name: "cluster_up",
-		Help: "1 while the cluster's etcd answers, 0 while it does not: known nodes are served, new nodes are not claimed, install callbacks get 503.",
-	}, func() float64 {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, func() float64 {
 		if up() {
 			return 1
 		}
