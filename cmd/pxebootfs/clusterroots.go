@@ -147,7 +147,7 @@ func shareRoot(ctx context.Context, cfg *config.Config, st *roots.Store, name, g
 		}
 		src = abs
 	}
-	cl, err := openCluster(ctx, cfg, slog.New(slog.DiscardHandler))
+	cl, err := openCluster(ctx, cfg, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}
@@ -233,7 +233,7 @@ func shareImage(ctx context.Context, cfg *config.Config, ist *image.Store, name,
 		}
 		d.Files[f], d.SHA256[f] = src, v.SHA256
 	}
-	cl, err := openCluster(ctx, cfg, slog.New(slog.DiscardHandler))
+	cl, err := openCluster(ctx, cfg, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}

@@ -252,13 +252,15 @@ func watchKernelServer(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// openCluster connects to cfg's etcd as this server.
-func openCluster(ctx context.Context, cfg *config.Config, log *slog.Logger) (*cluster.Cluster, error) {
+// openCluster connects to cfg's etcd as this server. A daemon starts
+// (startDown) even while etcd does not answer: it serves its own nodes
+// and joins when etcd does; a command fails.
+func openCluster(ctx context.Context, cfg *config.Config, startDown bool, log *slog.Logger) (*cluster.Cluster, error) {
 	cl, err := cluster.Open(ctx, cluster.Options{Endpoints: cfg.ClusterEndpoints, CertFile: cfg.ClusterCert, KeyFile: cfg.ClusterKey, CAFile: cfg.ClusterCA,
-		Prefix: cfg.ClusterPrefix, Server: cfg.ServerName, Address: cfg.ServerAddress, Logger: log})
+		Prefix: cfg.ClusterPrefix, Server: cfg.ServerName, Address: cfg.ServerAddress, Logger: log, StartDown: startDown})
 	if err != nil {
 		return nil, fmt.Errorf("cluster mode: %w", err)
 	}
-	log.Info("cluster: joined", "server", cfg.ServerName, "address", cfg.ServerAddress, "etcd", strings.Join(cfg.ClusterEndpoints, ","), "servers", len(cl.Servers()))
+	log.Info("cluster: joined", "server", cfg.ServerName, "address", cfg.ServerAddress, "etcd", strings.Join(cfg.ClusterEndpoints, ","), "up", cl.Up(), "servers", len(cl.Servers()))
 	return cl, nil
 }

@@ -115,7 +115,7 @@ func serve(f mountFlags, cfg *config.Config, log *slog.Logger) int {
 	rootFor := func(id node.ID) string { return cats.rootOf(id, cfg.Root) }
 	var cl *cluster.Cluster // nil: not in a cluster
 	if cfg.ClusterEndpoints != nil {
-		if cl, err = openCluster(ctx, cfg, log); err != nil {
+		if cl, err = openCluster(ctx, cfg, true, log); err != nil {
 			return failed(exitFailure, err)
 		}
 		defer func() {

@@ -35,7 +35,7 @@ func runMove(args []string, stdout, stderr io.Writer) int {
 	id, to := ids[0], c.Arg(1)
 	ctx, cancel := adminContext()
 	defer cancel()
-	cl, err := openCluster(ctx, cfg, slog.New(slog.DiscardHandler))
+	cl, err := openCluster(ctx, cfg, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		fmt.Fprintf(stderr, "pxebootfs move: %v\n", err)
 		return exitFailure

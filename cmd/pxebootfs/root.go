@@ -319,7 +319,7 @@ func runRootList(args []string, stdout, stderr io.Writer) int {
 func printClusterRoots(stdout, stderr io.Writer, cfg *config.Config, only string) int {
 	ctx, stop := adminContext()
 	defer stop()
-	cl, err := openCluster(ctx, cfg, slog.New(slog.DiscardHandler))
+	cl, err := openCluster(ctx, cfg, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		fmt.Fprintf(stderr, "pxebootfs root list: %v\n", err)
 		return exitFailure

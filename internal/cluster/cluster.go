@@ -53,6 +53,9 @@ type Options struct {
 	Timeout time.Duration
 	// OnUp, if set, is told when etcd becomes reachable or unreachable.
 	OnUp func(up bool)
+	// StartDown: if etcd does not answer, Open still returns, the cluster
+	// down (Up false), and joins when etcd answers. Otherwise Open fails.
+	StartDown bool
 }
 
 // DefaultPrefix is cluster_prefix's default.
@@ -154,16 +157,20 @@ func Open(ctx context.Context, o Options) (*Cluster, error) {
 		owned: make(chan node.ID, ownedQueue)}
 	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	if _, err := cli.Put(rctx, c.prefix+"servers/"+o.Server, o.Address); err != nil {
+	rev, err := c.join(rctx)
+	switch {
+	case err == nil:
+		c.setUp(true)
+	case o.StartDown:
+		// A daemon restarted while etcd is down serves what its own
+		// registry holds, and joins when etcd answers.
+		rev = 0
+		c.up.Store(true) // so that setUp logs the change
+		c.setUp(false)
+	default:
 		cli.Close()
-		return nil, fmt.Errorf("etcd %v: register server %s: %w", o.Endpoints, o.Server, err)
+		return nil, fmt.Errorf("etcd %v: %w", o.Endpoints, err)
 	}
-	rev, err := c.load(rctx)
-	if err != nil {
-		cli.Close()
-		return nil, fmt.Errorf("etcd %v: load %s: %w", o.Endpoints, c.prefix, err)
-	}
-	c.setUp(true)
 	wctx, wcancel := context.WithCancel(context.Background())
 	c.cancel = wcancel
 	go c.follow(wctx, rev+1)
@@ -184,6 +191,19 @@ func (c *Cluster) Self() Owner { return c.self }
 
 // Up says whether etcd answered the last request or probe.
 func (c *Cluster) Up() bool { return c.up.Load() }
+
+// join registers this server's address and loads the shared state,
+// returning the revision it read at.
+func (c *Cluster) join(ctx context.Context) (int64, error) {
+	if _, err := c.cli.Put(ctx, c.prefix+"servers/"+c.self.Server, c.self.Address); err != nil {
+		return 0, fmt.Errorf("register server %s: %w", c.self.Server, err)
+	}
+	rev, err := c.load(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("load %s: %w", c.prefix, err)
+	}
+	return rev, nil
+}
 
 // load reads everything under the prefix into memory and returns the
 // revision it read at.
@@ -263,6 +283,10 @@ func (c *Cluster) applyLocked(key string, value []byte, rev int64, deleted bool)
 func (c *Cluster) follow(ctx context.Context, rev int64) {
 	defer close(c.done)
 	for ctx.Err() == nil {
+		if rev == 0 {
+			rev = c.rejoin(ctx)
+			continue
+		}
 		wch := c.cli.Watch(clientv3.WithRequireLeader(ctx), c.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithProgressNotify())
 		for resp := range wch {
 			if err := resp.Err(); err != nil {
@@ -283,22 +307,28 @@ func (c *Cluster) follow(ctx context.Context, rev int64) {
 		}
 		// Cut off: wait for etcd, then load afresh (events may have been
 		// compacted away meanwhile).
-		for ctx.Err() == nil {
-			lctx, cancel := context.WithTimeout(ctx, c.timeout)
-			r, err := c.load(lctx)
-			cancel()
-			if err == nil {
-				c.setUp(true)
-				rev = r + 1
-				break
-			}
-			c.setUp(false)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+		rev = c.rejoin(ctx)
+	}
+}
+
+// rejoin waits for etcd and joins again, returning the revision to watch
+// from (0 if ctx ended first).
+func (c *Cluster) rejoin(ctx context.Context) int64 {
+	for ctx.Err() == nil {
+		lctx, cancel := context.WithTimeout(ctx, c.timeout)
+		r, err := c.join(lctx)
+		cancel()
+		if err == nil {
+			c.setUp(true)
+			return r + 1
+		}
+		c.setUp(false)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
 		}
 	}
+	return 0
 }
 
 // setUp records whether etcd answers, logging each change once.

@@ -276,6 +276,15 @@ func TestClusterOwnership(t *testing.T) {
 			t.Errorf("%s made a root for a new node with etcd down", s.name)
 		}
 	}
+	// b restarted while etcd is down starts, and serves its own nodes.
+	if err := b.d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	b.d = b.start()
+	own := b.own(t)[0]
+	if cfg, err := fetch(t, b.tftp, own); err != nil || !strings.Contains(string(cfg), "nfsroot="+b.addr+":") {
+		t.Errorf("b restarted with etcd down: its node %s: %q, %v", own, cfg, err)
+	}
 
 	// etcd back: the new node is claimed by one server.
 	for i := range 3 {
