@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -100,7 +101,7 @@ type Cluster struct {
 	// desired, rootStates, kindChanged: root generations and image
 	// versions, by kind (roots.go).
 	desired     map[string]map[string]Desired
-	rootStates  map[string]map[string]State // by KIND/NAME
+	states      map[string]map[string]State // by KIND/NAME
 	kindChanged map[string]chan struct{}
 	// requests to this server and answers to its own (requests.go).
 	requests chan Request
@@ -111,16 +112,16 @@ type Cluster struct {
 	changed   chan struct{} // closed (and replaced) when memory changes
 	owned     chan node.ID  // nodes handed to this server by others
 
-	up       atomic.Bool
-	cancel   context.CancelFunc
-	done     chan struct{}
-	reported atomic.Bool // the outage was logged
+	up     atomic.Bool
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // Open connects to etcd, registers this server's address and loads the
-// shared state. It fails if etcd does not answer within the timeout: a
-// server starting in cluster mode without its state would claim nodes
-// others own.
+// shared state. If etcd does not answer within the timeout it fails, or
+// with o.StartDown returns a cluster that is down and joins later: until
+// then it knows no owners and claims nothing, so it cannot take a node
+// another server owns.
 func Open(ctx context.Context, o Options) (*Cluster, error) {
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
@@ -151,7 +152,7 @@ func Open(ctx context.Context, o Options) (*Cluster, error) {
 	c := &Cluster{cli: cli, prefix: o.Prefix, self: Owner{Server: o.Server, Address: o.Address}, log: o.Logger, timeout: o.Timeout, onUp: o.OnUp,
 		owners: map[node.ID]string{}, roots: map[node.ID]NodeRoot{}, servers: map[string]string{}, installs: map[node.ID]installRecord{},
 		desired:     map[string]map[string]Desired{KindRoots: {}, KindImages: {}},
-		rootStates:  map[string]map[string]State{},
+		states:      map[string]map[string]State{},
 		kindChanged: map[string]chan struct{}{KindRoots: make(chan struct{}, 1), KindImages: make(chan struct{}, 1)},
 		requests:    make(chan Request, requestQueue), queued: map[string]bool{}, answers: map[string]Answer{}, done: make(chan struct{}), changed: make(chan struct{}),
 		owned: make(chan node.ID, ownedQueue)}
@@ -206,7 +207,9 @@ func (c *Cluster) join(ctx context.Context) (int64, error) {
 }
 
 // load reads everything under the prefix into memory and returns the
-// revision it read at.
+// revision it read at. What memory held is updated in place, as the watch
+// would have, so that only real changes count (a node handed over, an
+// install state changed); keys gone meanwhile are dropped.
 func (c *Cluster) load(ctx context.Context) (int64, error) {
 	resp, err := c.cli.Get(ctx, c.prefix, clientv3.WithPrefix())
 	if err != nil {
@@ -214,12 +217,33 @@ func (c *Cluster) load(ctx context.Context) (int64, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.owners, c.roots, c.servers = map[node.ID]string{}, map[node.ID]NodeRoot{}, map[string]string{}
+	seen := map[string]bool{}
 	for _, kv := range resp.Kvs {
+		seen[string(kv.Key)] = true
 		c.applyLocked(string(kv.Key), kv.Value, kv.ModRevision, false)
+	}
+	for name := range c.servers {
+		if !seen[c.prefix+"servers/"+name] {
+			delete(c.servers, name)
+		}
+	}
+	for id := range c.owners {
+		if !seen[c.nodeKey(id, "owner")] {
+			delete(c.owners, id)
+		}
+	}
+	for id := range c.roots {
+		if !seen[c.nodeKey(id, "root")] {
+			delete(c.roots, id)
+		}
 	}
 	c.broadcastLocked()
 	return resp.Header.Revision, nil
+}
+
+// nodeKey is the key of id's field (owner, root, install).
+func (c *Cluster) nodeKey(id node.ID, field string) string {
+	return c.prefix + "nodes/" + id.String() + "/" + field
 }
 
 // applyLocked applies one key's new value (or its deletion) to memory.
@@ -357,9 +381,6 @@ func (c *Cluster) Owner(id node.ID) (Owner, bool) {
 	return Owner{Server: name, Address: c.servers[name]}, true
 }
 
-func (c *Cluster) opPut(key, value string) clientv3.Op { return clientv3.OpPut(c.prefix+key, value) }
-func (c *Cluster) opDelete(key string) clientv3.Op     { return clientv3.OpDelete(c.prefix + key) }
-
 // Owners is every node's owner as last seen.
 func (c *Cluster) Owners() map[node.ID]Owner {
 	c.mu.Lock()
@@ -407,18 +428,28 @@ func (c *Cluster) broadcastLocked() {
 // WaitRoot waits until id's owner has published its root (it is making it
 // now, for a node just claimed) or ctx ends.
 func (c *Cluster) WaitRoot(ctx context.Context, id node.ID) (NodeRoot, error) {
+	r, err := waitMemory(ctx, c, func() (NodeRoot, bool) { r, ok := c.roots[id]; return r, ok })
+	if err != nil {
+		return NodeRoot{}, fmt.Errorf("node %s: its owner has not published its root: %w", id, err)
+	}
+	return r, nil
+}
+
+// waitMemory calls get under c's lock until it finds what it looks for, after
+// each change of memory, or until ctx ends.
+func waitMemory[T any](ctx context.Context, c *Cluster, get func() (T, bool)) (T, error) {
 	for {
 		c.mu.Lock()
-		r, ok := c.roots[id]
+		v, ok := get()
 		changed := c.changed
 		c.mu.Unlock()
 		if ok {
-			return r, nil
+			return v, nil
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return NodeRoot{}, fmt.Errorf("node %s: its owner has not published its root: %w", id, ctx.Err())
+			return v, ctx.Err()
 		}
 	}
 }
@@ -429,7 +460,7 @@ func (c *Cluster) Claim(ctx context.Context, id node.ID) (Owner, error) {
 	if o, ok := c.Owner(id); ok {
 		return o, nil
 	}
-	key := c.prefix + "nodes/" + id.String() + "/owner"
+	key := c.nodeKey(id, "owner")
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	resp, err := c.cli.Txn(ctx).
@@ -466,12 +497,11 @@ func (c *Cluster) Publish(ctx context.Context, id node.ID, r NodeRoot) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	owner := c.prefix + "nodes/" + id.String() + "/owner"
 	// Only while this server owns it: a node moved meanwhile is the new
 	// owner's to describe.
 	resp, err := c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Value(owner), "=", c.self.Server)).
-		Then(clientv3.OpPut(c.prefix+"nodes/"+id.String()+"/root", string(b))).
+		If(clientv3.Compare(clientv3.Value(c.nodeKey(id, "owner")), "=", c.self.Server)).
+		Then(clientv3.OpPut(c.nodeKey(id, "root"), string(b))).
 		Commit()
 	if err != nil {
 		c.setUp(false)
@@ -491,10 +521,9 @@ func (c *Cluster) Publish(ctx context.Context, id node.ID, r NodeRoot) error {
 func (c *Cluster) Unpublish(ctx context.Context, id node.ID) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	owner := c.prefix + "nodes/" + id.String() + "/owner"
 	_, err := c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Value(owner), "=", c.self.Server)).
-		Then(clientv3.OpDelete(c.prefix + "nodes/" + id.String() + "/root")).
+		If(clientv3.Compare(clientv3.Value(c.nodeKey(id, "owner")), "=", c.self.Server)).
+		Then(clientv3.OpDelete(c.nodeKey(id, "root"))).
 		Commit()
 	if err == nil {
 		c.mu.Lock()
@@ -509,11 +538,10 @@ func (c *Cluster) Unpublish(ctx context.Context, id node.ID) error {
 func (c *Cluster) Move(ctx context.Context, id node.ID, to string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	server := c.prefix + "servers/" + to
-	owner := c.prefix + "nodes/" + id.String() + "/owner"
+	owner := c.nodeKey(id, "owner")
 	resp, err := c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(server), ">", 0)).
-		Then(clientv3.OpGet(owner), clientv3.OpPut(owner, to), clientv3.OpDelete(c.prefix+"nodes/"+id.String()+"/root")).
+		If(clientv3.Compare(clientv3.CreateRevision(c.prefix+"servers/"+to), ">", 0)).
+		Then(clientv3.OpGet(owner), clientv3.OpPut(owner, to), clientv3.OpDelete(c.nodeKey(id, "root"))).
 		Commit()
 	if err != nil {
 		return "", fmt.Errorf("move node %s: %w: %w", id, ErrUnavailable, err)
@@ -532,9 +560,5 @@ func (c *Cluster) Move(ctx context.Context, id node.ID, to string) (string, erro
 func (c *Cluster) Servers() map[string]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m := make(map[string]string, len(c.servers))
-	for k, v := range c.servers {
-		m[k] = v
-	}
-	return m
+	return maps.Clone(c.servers)
 }

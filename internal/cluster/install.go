@@ -31,15 +31,12 @@ type LocalStore interface {
 type Installs struct {
 	c     *Cluster
 	local LocalStore
-	// changed is told of install changes other servers made (to drop
-	// cached configs).
-	changed func(node.ID)
 }
 
 // Installs returns the install store over local; changed, if not nil, is
 // called for every node whose install state another server changed.
 func (c *Cluster) Installs(local LocalStore, changed func(node.ID)) *Installs {
-	s := &Installs{c: c, local: local, changed: changed}
+	s := &Installs{c: c, local: local}
 	c.mu.Lock()
 	c.onInstall = changed
 	c.mu.Unlock()
@@ -97,10 +94,11 @@ const casRetries = 20
 // Change applies change to id's record and stores its install state in
 // etcd, compare-and-swapped against the revision it was read at. The
 // rest of the record is not stored: only install states are changed
-// through this store. create is ignored: a node's install state needs no
+// through this store. Without create, a node neither this server's
+// registry nor the cluster knows is an error; with it, the node needs no
 // local record.
 func (s *Installs) Change(id node.ID, create bool, change func(*registry.Record) (bool, error)) (registry.Record, error) {
-	key := s.c.prefix + "nodes/" + id.String() + "/install"
+	key := s.c.nodeKey(id, "install")
 	for range casRetries {
 		rec, known := s.Get(id)
 		if !known && !create {

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Admin actions on another server's node. `pxebootfs reset` and `release`
@@ -40,60 +42,48 @@ func (c *Cluster) Requests() <-chan Request { return c.requests }
 
 // Ask sends r to server owner and waits for its answer, or ctx's end.
 func (c *Cluster) Ask(ctx context.Context, owner string, r Request) (Answer, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return Answer{}, err
-	}
-	r.ID, r.From = hex.EncodeToString(b[:]), c.self.Server
-	data, err := json.Marshal(r)
-	if err != nil {
-		return Answer{}, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, c.timeout)
-	_, err = c.cli.Put(pctx, c.prefix+"requests/"+owner+"/"+r.ID, string(data))
-	cancel()
+	r, err := c.send(ctx, owner, r)
 	if err != nil {
 		return Answer{}, fmt.Errorf("%s %s: ask its owner %s: %w: %w", r.Action, r.Node, owner, ErrUnavailable, err)
 	}
-	for {
-		c.mu.Lock()
+	a, err := waitMemory(ctx, c, func() (Answer, bool) {
 		a, ok := c.answers[r.ID]
-		changed := c.changed
-		c.mu.Unlock()
-		if ok {
-			dctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-			c.cli.Delete(dctx, c.prefix+"answers/"+r.ID)
-			cancel()
-			c.mu.Lock()
-			delete(c.answers, r.ID)
-			c.mu.Unlock()
-			return a, nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return Answer{}, fmt.Errorf("%s %s: no answer from its owner %s (the request stays for it): %w", r.Action, r.Node, owner, ctx.Err())
-		}
+		delete(c.answers, r.ID)
+		return a, ok
+	})
+	if err != nil {
+		return Answer{}, fmt.Errorf("%s %s: no answer from its owner %s (the request stays for it): %w", r.Action, r.Node, owner, err)
 	}
+	dctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	c.cli.Delete(dctx, c.prefix+"answers/"+r.ID) // read: nobody else wants it
+	return a, nil
 }
 
 // Nudge asks owner, without waiting, to make id's root now: another
 // server is about to render the node and its owner has none published
 // (it released it, or lost it in a reboot).
 func (c *Cluster) Nudge(ctx context.Context, owner string, id string) error {
+	_, err := c.send(ctx, owner, Request{Node: id, Action: ActionPrepare})
+	return err
+}
+
+// send gives r a new ID, this server as its sender, and puts it in
+// owner's requests; it returns r as sent.
+func (c *Cluster) send(ctx context.Context, owner string, r Request) (Request, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return err
+		return r, err
 	}
-	r := Request{ID: hex.EncodeToString(b[:]), Node: id, Action: ActionPrepare, From: c.self.Server}
+	r.ID, r.From = hex.EncodeToString(b[:]), c.self.Server
 	data, err := json.Marshal(r)
 	if err != nil {
-		return err
+		return r, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	_, err = c.cli.Put(ctx, c.prefix+"requests/"+owner+"/"+r.ID, string(data))
-	return err
+	return r, err
 }
 
 // ActionPrepare is Nudge's request: it has no answer.
@@ -101,29 +91,26 @@ const ActionPrepare = "prepare"
 
 // Reply answers r, and takes it off this server's requests.
 func (c *Cluster) Reply(ctx context.Context, r Request, a Answer) error {
-	if r.Action == ActionPrepare {
-		ctx, cancel := context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-		_, err := c.cli.Delete(ctx, c.prefix+"requests/"+c.self.Server+"/"+r.ID)
-		return err
-	}
-	data, err := json.Marshal(a)
-	if err != nil {
-		return err
+	ops := []clientv3.Op{clientv3.OpDelete(c.prefix + "requests/" + c.self.Server + "/" + r.ID)}
+	if r.Action != ActionPrepare {
+		data, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(c.prefix+"answers/"+r.ID, string(data)))
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	_, err = c.cli.Txn(ctx).Then(
-		c.opPut("answers/"+r.ID, string(data)),
-		c.opDelete("requests/"+c.self.Server+"/"+r.ID),
-	).Commit()
+	_, err := c.cli.Txn(ctx).Then(ops...).Commit()
 	return err
 }
 
 // applyRequestLocked applies a key under requests/ or answers/.
 func (c *Cluster) applyRequestLocked(parts []string, value []byte, deleted bool) {
 	switch {
-	case parts[0] == "requests" && len(parts) == 3 && parts[1] == c.self.Server && !deleted:
+	case parts[0] == "requests" && len(parts) == 3 && parts[1] == c.self.Server && deleted:
+		delete(c.queued, parts[2]) // answered
+	case parts[0] == "requests" && len(parts) == 3 && parts[1] == c.self.Server:
 		if c.queued[parts[2]] {
 			return
 		}

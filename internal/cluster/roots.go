@@ -75,7 +75,7 @@ func (c *Cluster) DesiredOf(kind string) map[string]Desired {
 func (c *Cluster) States(kind, name string) map[string]State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return maps.Clone(c.rootStates[kind+"/"+name])
+	return maps.Clone(c.states[kind+"/"+name])
 }
 
 // Report records what this server serves of root (image) name.
@@ -115,16 +115,16 @@ func (c *Cluster) applyDesiredLocked(parts []string, value []byte, deleted bool)
 		}
 	case len(parts) == 4 && parts[2] == "servers":
 		key := kind + "/" + name
-		if c.rootStates[key] == nil {
-			c.rootStates[key] = map[string]State{}
+		if c.states[key] == nil {
+			c.states[key] = map[string]State{}
 		}
 		if deleted {
-			delete(c.rootStates[key], parts[3])
+			delete(c.states[key], parts[3])
 			return
 		}
 		var st State
 		if err := json.Unmarshal(value, &st); err == nil {
-			c.rootStates[key][parts[3]] = st
+			c.states[key][parts[3]] = st
 		}
 	}
 }
