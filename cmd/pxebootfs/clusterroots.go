@@ -23,102 +23,111 @@ import (
 // reports what it serves. A generation becomes current only once its
 // import is complete, so a node never gets half of one.
 
-// follow reconciles the versions of kind (cluster.KindRoots or
-// KindImages) at start and on every change of a desired one, until ctx
-// ends.
-func follow(ctx context.Context, kind string, cl *cluster.Cluster, reconcile func(name string, d cluster.Desired)) {
+// versions is what following the cluster needs of this server's root
+// generations or image versions.
+type versions struct {
+	kind, noun, what string // cluster.KindRoots, "root", "generation"
+	current          func(name string) string
+	use              func(name, v string) error
+	notFound         error
+	// fetch imports the sources of d, which makes what it gives current,
+	// and returns that and what was current before.
+	fetch func(name string, d cluster.Desired, log *slog.Logger) (got, previous string, err error)
+}
+
+// follow makes the cluster's desired generations (versions) current here,
+// at start and on every change of a desired one, until ctx ends.
+func follow(ctx context.Context, cl *cluster.Cluster, vs versions, log *slog.Logger) {
 	for {
-		for name, d := range cl.DesiredOf(kind) {
-			reconcile(name, d)
+		for name, d := range cl.DesiredOf(vs.kind) {
+			reconcile(ctx, cl, vs, name, d, log)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-cl.Changed(kind):
+		case <-cl.Changed(vs.kind):
 		}
 	}
+}
+
+// reconcile makes d.Gen name's current generation (version) here,
+// importing its sources when this server lacks it, and reports what it
+// serves.
+func reconcile(ctx context.Context, cl *cluster.Cluster, vs versions, name string, d cluster.Desired, log *slog.Logger) {
+	log = log.With(vs.noun, name, vs.what, d.Gen)
+	report := func(cur, pending string, err error) {
+		s := cluster.State{Current: cur, Pending: pending, Time: time.Now().UTC()}
+		if err != nil {
+			s.Error = err.Error()
+		}
+		if rerr := cl.Report(ctx, vs.kind, name, s); rerr != nil {
+			log.Warn("cluster: report state", "err", rerr)
+		}
+	}
+	if vs.current(name) == d.Gen {
+		report(d.Gen, "", nil)
+		return
+	}
+	err := vs.use(name, d.Gen)
+	if err == nil {
+		log.Info("cluster: made the cluster's "+vs.what+" current", "by", d.By)
+		report(d.Gen, "", nil)
+		return
+	}
+	if !errors.Is(err, vs.notFound) {
+		log.Error("cluster: make the cluster's "+vs.what+" current", "err", err)
+		report(vs.current(name), d.Gen, err)
+		return
+	}
+	log.Info("cluster: importing the cluster's "+vs.what, "by", d.By)
+	report(vs.current(name), d.Gen, nil)
+	got, prev, err := vs.fetch(name, d, log)
+	if err == nil && got != d.Gen {
+		// The sources give other content than when they were imported:
+		// keep what was current, and say so.
+		err = fmt.Errorf("its sources now give %s %s, not the cluster's %s", vs.what, got, d.Gen)
+		if prev != "" {
+			err = errors.Join(err, vs.use(name, prev))
+		}
+	}
+	if err != nil {
+		log.Error("cluster: import the cluster's "+vs.what, "err", err)
+		report(vs.current(name), d.Gen, err)
+		return
+	}
+	log.Info("cluster: imported the cluster's " + vs.what + "; current")
+	report(d.Gen, "", nil)
 }
 
 // followRoots makes the cluster's root generations current here.
 func followRoots(ctx context.Context, cfg *config.Config, cl *cluster.Cluster, log *slog.Logger) {
 	st := rootStore(cfg)
-	follow(ctx, cluster.KindRoots, cl, func(name string, d cluster.Desired) { reconcileRoot(ctx, cfg, cl, st, name, d, log) })
-}
-
-// reporter reports what this server serves of kind name.
-func reporter(ctx context.Context, cl *cluster.Cluster, kind, name string, log *slog.Logger) func(cur, pending string, err error) {
-	return func(cur, pending string, err error) {
-		s := cluster.State{Current: cur, Pending: pending, Time: time.Now().UTC()}
-		if err != nil {
-			s.Error = err.Error()
-		}
-		if rerr := cl.Report(ctx, kind, name, s); rerr != nil {
-			log.Warn("cluster: report state", "kind", kind, "name", name, "err", rerr)
-		}
-	}
-}
-
-// reconcileRoot makes d.Gen root name's current generation here.
-func reconcileRoot(ctx context.Context, cfg *config.Config, cl *cluster.Cluster, st *roots.Store, name string, d cluster.Desired, log *slog.Logger) {
-	log = log.With("root", name, "generation", d.Gen)
-	report := reporter(ctx, cl, cluster.KindRoots, name, log)
-	current := func() string {
-		p, err := st.Current(name)
-		if err != nil {
-			return ""
-		}
-		return p.Gen
-	}
-	if current() == d.Gen {
-		report(d.Gen, "", nil)
-		return
-	}
-	_, err := st.Use(name, d.Gen, time.Now())
-	if err == nil {
-		log.Info("cluster: generation made current, as the cluster's", "by", d.By)
-		report(d.Gen, "", nil)
-		return
-	}
-	if !errors.Is(err, roots.ErrNotFound) {
-		log.Error("cluster: make the cluster's generation current", "err", err)
-		report(current(), d.Gen, err)
-		return
-	}
-	log.Info("cluster: importing the cluster's generation", "source", d.Source, "by", d.By)
-	report(current(), d.Gen, nil)
-	o := roots.ImportOptions{Name: name, Source: d.Source, Platform: d.Platform, Force: d.Force, NoKernelCheck: d.NoKernelCheck,
-		InsecureRegistry: d.InsecureRegistry, Log: log}
-	if cfg.TFTPRoot != "" {
-		ist, err := image.FromConfig(cfg)
-		if err != nil {
-			report(current(), d.Gen, err)
-			return
-		}
-		o.MakeBoot = func(dir, kernel, initrd string) (roots.BootImage, error) {
-			return bootImage(ctx, ist, name, dir, kernel, initrd, log)
-		}
-	}
-	res, err := st.Import(ctx, o)
-	if err != nil {
-		log.Error("cluster: import the cluster's generation", "err", err)
-		report(current(), d.Gen, err)
-		return
-	}
-	if res.Gen != d.Gen {
-		// The source gives other content than when it was imported:
-		// keep what was current, and say so.
-		err := fmt.Errorf("%s now gives generation %s, not the cluster's %s", d.Source, res.Gen, d.Gen)
-		if res.Previous != "" {
-			if _, uerr := st.Use(name, res.Previous, time.Now()); uerr != nil {
-				err = errors.Join(err, uerr)
+	follow(ctx, cl, versions{
+		kind: cluster.KindRoots, noun: "root", what: "generation", notFound: roots.ErrNotFound,
+		current: func(name string) string {
+			p, err := st.Current(name)
+			if err != nil {
+				return ""
 			}
-		}
-		log.Error("cluster: import the cluster's generation", "err", err)
-		report(current(), d.Gen, err)
-		return
-	}
-	log.Info("cluster: imported the cluster's generation; current", "files", res.Files, "bytes", res.Size)
-	report(d.Gen, "", nil)
+			return p.Gen
+		},
+		use: func(name, gen string) error { _, err := st.Use(name, gen, time.Now()); return err },
+		fetch: func(name string, d cluster.Desired, log *slog.Logger) (string, string, error) {
+			o := roots.ImportOptions{Name: name, Source: d.Source, Platform: d.Platform, Force: d.Force, NoKernelCheck: d.NoKernelCheck,
+				InsecureRegistry: d.InsecureRegistry, Log: log}
+			if cfg.TFTPRoot != "" {
+				ist, err := image.FromConfig(cfg)
+				if err != nil {
+					return "", "", err
+				}
+				o.MakeBoot = func(dir, kernel, initrd string) (roots.BootImage, error) {
+					return bootImage(ctx, ist, name, dir, kernel, initrd, log)
+				}
+			}
+			res, err := st.Import(ctx, o)
+			return res.Gen, res.Previous, err
+		},
+	}, log)
 }
 
 // shareRoot tells the cluster, after an admin's import or use on this
@@ -138,14 +147,10 @@ func shareRoot(ctx context.Context, cfg *config.Config, st *roots.Store, name, g
 			src = r.Generations[gen].Source
 		}
 	}
-	// The daemons read it from their own working directory: a local path
-	// must be absolute. (Transports such as docker:// are left as they are.)
-	if src != "" && !strings.Contains(src, ":") && !filepath.IsAbs(src) {
-		abs, err := filepath.Abs(src)
-		if err != nil {
-			return err
-		}
-		src = abs
+	// Transports (docker://, oci:PATH, …) are left as they are.
+	src, err := absLocal(src, !strings.Contains(src, ":"))
+	if err != nil {
+		return err
 	}
 	cl, err := openCluster(ctx, cfg, false, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -162,49 +167,25 @@ func followImages(ctx context.Context, cfg *config.Config, cl *cluster.Cluster, 
 		log.Error("cluster: boot images cannot follow the cluster", "err", err)
 		return
 	}
-	follow(ctx, cluster.KindImages, cl, func(name string, d cluster.Desired) { reconcileImage(ctx, cl, ist, name, d, log) })
-}
-
-// reconcileImage makes d.Gen image name's current version here, importing
-// its files from their sources when this server lacks it.
-func reconcileImage(ctx context.Context, cl *cluster.Cluster, ist *image.Store, name string, d cluster.Desired, log *slog.Logger) {
-	log = log.With("image", name, "version", d.Gen)
-	report := reporter(ctx, cl, cluster.KindImages, name, log)
-	prev, err := ist.Use(name, d.Gen, time.Now())
-	if err == nil {
-		if prev != d.Gen {
-			log.Info("cluster: version made current, as the cluster's", "by", d.By)
-		}
-		report(d.Gen, "", nil)
-		return
-	}
-	if !errors.Is(err, image.ErrNotFound) {
-		log.Error("cluster: make the cluster's version current", "err", err)
-		report("", d.Gen, err)
-		return
-	}
-	log.Info("cluster: importing the cluster's version", "by", d.By)
-	report("", d.Gen, nil)
-	o := image.ImportOptions{Name: name, SHA256: d.SHA256, Log: log}
-	for _, f := range slices.Sorted(maps.Keys(d.Files)) {
-		o.Sources = append(o.Sources, image.Source{File: f, From: d.Files[f]})
-	}
-	res, err := ist.Import(ctx, o)
-	if err == nil && res.Version != d.Gen {
-		err = fmt.Errorf("its sources now give version %s, not the cluster's %s", res.Version, d.Gen)
-		if res.Previous != "" {
-			if _, uerr := ist.Use(name, res.Previous, time.Now()); uerr != nil {
-				err = errors.Join(err, uerr)
+	follow(ctx, cl, versions{
+		kind: cluster.KindImages, noun: "image", what: "version", notFound: image.ErrNotFound,
+		current: func(name string) string {
+			ix, err := ist.Load()
+			if err != nil || ix.Images[name] == nil {
+				return ""
 			}
-		}
-	}
-	if err != nil {
-		log.Error("cluster: import the cluster's version", "err", err)
-		report("", d.Gen, err)
-		return
-	}
-	log.Info("cluster: imported the cluster's version; current")
-	report(d.Gen, "", nil)
+			return ix.Images[name].Current
+		},
+		use: func(name, v string) error { _, err := ist.Use(name, v, time.Now()); return err },
+		fetch: func(name string, d cluster.Desired, log *slog.Logger) (string, string, error) {
+			o := image.ImportOptions{Name: name, SHA256: d.SHA256, Log: log}
+			for _, f := range slices.Sorted(maps.Keys(d.Files)) {
+				o.Sources = append(o.Sources, image.Source{File: f, From: d.Files[f]})
+			}
+			res, err := ist.Import(ctx, o)
+			return res.Version, res.Previous, err
+		},
+	}, log)
 }
 
 // shareImage tells the cluster, after an admin's import or use of image
@@ -225,11 +206,9 @@ func shareImage(ctx context.Context, cfg *config.Config, ist *image.Store, name,
 	}
 	d := cluster.Desired{Gen: version, Files: map[string]string{}, SHA256: map[string]string{}}
 	for f, v := range img.Versions[version].Files {
-		src := v.Source
-		if src != "" && !strings.Contains(src, "://") && !filepath.IsAbs(src) {
-			if src, err = filepath.Abs(src); err != nil {
-				return err
-			}
+		src, err := absLocal(v.Source, !strings.Contains(v.Source, "://"))
+		if err != nil {
+			return err
 		}
 		d.Files[f], d.SHA256[f] = src, v.SHA256
 	}
@@ -239,4 +218,13 @@ func shareImage(ctx context.Context, cfg *config.Config, ist *image.Store, name,
 	}
 	defer cl.Close()
 	return cl.SetDesired(ctx, cluster.KindImages, name, d)
+}
+
+// absLocal makes src absolute if it is a local path: the daemons read
+// it from their own working directory.
+func absLocal(src string, local bool) (string, error) {
+	if src == "" || !local || filepath.IsAbs(src) {
+		return src, nil
+	}
+	return filepath.Abs(src)
 }

@@ -354,37 +354,35 @@ func (p *Provisioner) remoteRoot(id node.ID, owner cluster.Owner) node.Root {
 		if nr.Dir != "" {
 			r.Dir = nr.Dir
 		}
-		pin := roots.Pin{Root: nr.Root, Gen: nr.Gen}
-		if nr.Root == roots.Legacy {
-			pin = roots.Pin{}
-		}
-		p.setPin(&r, pin)
+		p.setPin(&r, roots.Pin{Root: nr.Root, Gen: nr.Gen})
 	}
 	return r
 }
 
 // Adopt makes the root of id, which this server was just made the owner
 // of by another (a move), without a boot: the other servers wait for it to
-// render the node's config. It does nothing for a node this server holds
-// a root for, or no longer owns.
+// render the node's config. For a node it already holds a root for it
+// only publishes that root if it is not published; for a node it no
+// longer owns it does nothing.
 func (p *Provisioner) Adopt(ctx context.Context, id node.ID) {
 	st, err := p.lockNode(ctx, id)
 	if err != nil {
 		return
 	}
 	defer st.unlock()
-	if o, ok := p.cluster.Owner(id); !ok || o.Server != p.cluster.Self().Server || st.ready {
-		if _, published := p.cluster.Root(id); st.ready && !published {
-			if rec, ok := p.reg.Get(id); ok {
-				p.publish(ctx, rec) // e.g. moved back: tell the others again
-			}
-		}
+	if o, ok := p.cluster.Owner(id); !ok || o.Server != p.cluster.Self().Server {
 		return
 	}
-	if err := p.provision(ctx, node.Node{ID: id}); err != nil {
-		return // logged; its next boot through this server tries again
+	if !st.ready {
+		if err := p.provision(ctx, node.Node{ID: id}); err != nil {
+			return // logged; its next boot through this server tries again
+		}
+		st.ready = true
+	} else if _, published := p.cluster.Root(id); published {
+		return
 	}
-	st.ready = true
+	// Made now, or made before and not published (moved back): tell the
+	// others.
 	if rec, ok := p.reg.Get(id); ok {
 		p.publish(ctx, rec)
 	}
@@ -397,8 +395,9 @@ func (p *Provisioner) publish(ctx context.Context, rec registry.Record) {
 	if p.cluster == nil {
 		return
 	}
-	r := p.root(rec)
-	if err := p.cluster.Publish(ctx, rec.ID, cluster.NodeRoot{Dir: r.Dir, FSID: rec.FSID, Root: r.RootName, Gen: r.RootGen}); err != nil {
+	// The pin as the registry holds it ("" for root_dir), which the
+	// other servers' setPin reads as this one's does.
+	if err := p.cluster.Publish(ctx, rec.ID, cluster.NodeRoot{Dir: p.dir(rec.ID), FSID: rec.FSID, Root: rec.Root, Gen: rec.RootGen}); err != nil {
 		p.log.Warn("cluster: publish root", "node", rec.ID, "err", err)
 	}
 }
