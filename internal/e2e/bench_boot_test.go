@@ -130,7 +130,7 @@ func newBootSite(b *testing.B, nodes int) *bootSite {
 	f.start()
 	s.peers = f.srv.AddPeers(b, 0, nodes)
 	s.provision(b, 0, nodes)
-	writeGaneshaBlock(b, f.srv, "floor.conf", floorExportID, f.root, "198.19.0.0/16", "RO")
+	addGaneshaBlocks(b, f.srv, "floor.conf", ganeshaBlock(floorExportID, f.root, "198.19.0.0/16", "RO"))
 	return s
 }
 
@@ -158,16 +158,22 @@ func (s *bootSite) provision(b *testing.B, first, n int) {
 // nodeRoot is peer i's own root.
 func (s *bootSite) nodeRoot(i int) string { return filepath.Join(s.nodes, s.names[i]) }
 
-// writeGaneshaBlock exports path to clients through Ganesha as an admin
-// would without pxebootfs: a file with one EXPORT block, added over D-Bus.
-func writeGaneshaBlock(b *testing.B, srv *testenv.GaneshaServer, file string, id int, path, clients, access string) {
-	file = filepath.Join(filepath.Dir(srv.Include), file)
-	block := fmt.Sprintf("EXPORT {\n Export_Id = %d; Path = %q; Pseudo = %q; Protocols = 3, 4; Access_Type = None; Squash = No_Root_Squash;\n FSAL { Name = VFS; }\n CLIENT { Clients = %s; Access_Type = %s; Squash = No_Root_Squash; }\n}\n",
+// ganeshaBlock is an EXPORT block of path to clients, as an admin would
+// write it without pxebootfs.
+func ganeshaBlock(id int, path, clients, access string) string {
+	return fmt.Sprintf("EXPORT {\n Export_Id = %d; Path = %q; Pseudo = %q; Protocols = 3, 4; Access_Type = None; Squash = No_Root_Squash;\n FSAL { Name = VFS; }\n CLIENT { Clients = %s; Access_Type = %s; Squash = No_Root_Squash; }\n}\n",
 		id, path, path, clients, access)
-	if err := os.WriteFile(file, []byte(block), 0o644); err != nil {
+}
+
+// addGaneshaBlocks writes blocks to file beside Ganesha's export file and
+// adds them all with one AddExport over D-Bus.
+func addGaneshaBlocks(b *testing.B, srv *testenv.GaneshaServer, file string, blocks ...string) {
+	file = filepath.Join(filepath.Dir(srv.Include), file)
+	if err := os.WriteFile(file, []byte(strings.Join(blocks, "")), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	if err := srv.Call(context.Background(), "AddExport", file, fmt.Sprintf("EXPORT(Export_Id=%d)", id)); err != nil {
+	// Every block has Access_Type = None at its top level.
+	if err := srv.Call(context.Background(), "AddExport", file, "EXPORT(Access_Type=None)"); err != nil {
 		b.Fatal(err)
 	}
 }
@@ -553,20 +559,13 @@ func BenchmarkBootWrites(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		s := newBootSite(b, total)
 		plain := filepath.Join(filepath.Dir(s.overlays), "plain")
-		var blocks strings.Builder
+		var blocks []string
 		for k, name := range s.names {
 			dir := filepath.Join(plain, name)
 			bootSkeleton(b, dir)
-			fmt.Fprintf(&blocks, "EXPORT {\n Export_Id = %d; Path = %q; Pseudo = %q; Protocols = 3, 4; Access_Type = None; Squash = No_Root_Squash;\n FSAL { Name = VFS; }\n CLIENT { Clients = %s; Access_Type = RW; Squash = No_Root_Squash; }\n}\n",
-				20000+k, dir, dir, s.peers[k].Client)
+			blocks = append(blocks, ganeshaBlock(20000+k, dir, s.peers[k].Client.String(), "RW"))
 		}
-		file := filepath.Join(filepath.Dir(s.srv.Include), "plain.conf")
-		if err := os.WriteFile(file, []byte(blocks.String()), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		if err := s.srv.Call(context.Background(), "AddExport", file, "EXPORT(Access_Type=None)"); err != nil {
-			b.Fatal(err)
-		}
+		addGaneshaBlocks(b, s.srv, "plain.conf", blocks...)
 		first := 0
 		for _, n := range sizes {
 			var own, floor time.Duration
@@ -754,7 +753,7 @@ func BenchmarkBootGuests(b *testing.B) {
 			testenv.CopyFile(b, src, filepath.Join(f.tftpRoot, dst))
 		}
 		f.start()
-		writeGaneshaBlock(b, f.srv, "floor.conf", floorExportID, f.root, "10.77.0.0/24", "RO")
+		addGaneshaBlocks(b, f.srv, "floor.conf", ganeshaBlock(floorExportID, f.root, "10.77.0.0/24", "RO"))
 		boot := guestBooter(b, f)
 		// bootBoth boots A and B at once and returns the slower's time.
 		bootBoth := func(template string) time.Duration {

@@ -211,8 +211,6 @@ type GaneshaServer struct {
 	logFile string
 	mu      sync.Mutex
 	ganesha *daemonProc
-	// peerRoute: AddPeers has routed the clients' range back.
-	peerRoute bool
 }
 
 var ganeshaRunning atomic.Bool

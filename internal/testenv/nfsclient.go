@@ -52,7 +52,8 @@ func (g *GaneshaServer) AddPeers(t testing.TB, first, n int) []NFSPeer {
 		fmt.Fprintf(&client, "addr add %s/32 dev pxg1\nroute add %s/32 dev pxg1 src %s\n", p.Client, p.Server, p.Client)
 	}
 	growNeighbours(t, 2*(first+n))
-	ipBatch(t, g.NS, server.String()+routeOnce(g, "route add 198.19.0.0/16 dev pxg0\n"))
+	// replace: idempotent, so a second AddPeers needs no memory of the first.
+	ipBatch(t, g.NS, server.String()+"route replace 198.19.0.0/16 dev pxg0\n")
 	ipBatch(t, g.Client, client.String())
 	return peers
 }
@@ -87,17 +88,6 @@ func growNeighbours(t testing.TB, n int) {
 			}
 		})
 	}
-}
-
-// routeOnce returns line the first time it is asked for g, "" after.
-func routeOnce(g *GaneshaServer, line string) string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.peerRoute {
-		return ""
-	}
-	g.peerRoute = true
-	return line
 }
 
 // ipBatch runs `ip -n NS -batch -` with cmds.
