@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"time"
 
+	"github.com/pxebootfs/pxebootfs/internal/provision"
 	"github.com/pxebootfs/pxebootfs/internal/registry"
 )
 
@@ -50,8 +50,16 @@ func runMove(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pxebootfs move: %s is owned by %s, which knows when it last booted: run the move there, or add -force if the node is down\n", id, owner.Server)
 		return exitRefused
 	case !*force && ok:
-		if code := refuseRecentBoot(cfg.StateDir, id.String(), cfg.ResetGuard, stderr); code >= 0 {
-			return code
+		// The owner's own reset_guard check, on its registry.
+		reg, err := registry.OpenReadOnly(cfg.StateDir)
+		if err != nil {
+			fmt.Fprintf(stderr, "pxebootfs move: read the registry: %v\n", err)
+			return exitFailure
+		}
+		p := provision.New(provision.Options{Registry: reg, NodeDir: cfg.NodeDir, ResetGuard: cfg.ResetGuard})
+		if err := p.CheckGuard("move", "its root would be made afresh on "+to, id, false); err != nil {
+			fmt.Fprintf(stderr, "pxebootfs move: %v\n", err)
+			return exitRefused
 		}
 	}
 	prev, err := cl.Move(ctx, id, to)
@@ -64,21 +72,4 @@ func runMove(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: moved from %s to %s; its next boot gets a fresh root there\n", id, prev, to)
 	return exitOK
-}
-
-// refuseRecentBoot refuses (exit 7) a node of this server's registry that
-// booted within guard.
-func refuseRecentBoot(stateDir, name string, guard time.Duration, stderr io.Writer) int {
-	reg, err := registry.OpenReadOnly(stateDir)
-	if err != nil {
-		fmt.Fprintf(stderr, "pxebootfs move: read the registry: %v\n", err)
-		return exitFailure
-	}
-	for _, r := range reg.All() {
-		if r.ID.String() == name && !r.LastBoot.IsZero() && time.Since(r.LastBoot) < guard {
-			fmt.Fprintf(stderr, "pxebootfs move: %s booted %s ago, within reset_guard (%s): add -force if it is really down\n", name, time.Since(r.LastBoot).Round(time.Second), guard)
-			return exitRefused
-		}
-	}
-	return -1
 }

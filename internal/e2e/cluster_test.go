@@ -206,6 +206,9 @@ func TestClusterOwnership(t *testing.T) {
 	if _, errOut, code := run(t, "move", "-c", b.cfg, moved, "b"); code != 7 {
 		t.Errorf("move from a non-owner without -force: exit %d, want 7: %s", code, errOut)
 	}
+	if _, errOut, code := run(t, "move", "-c", a.cfg, moved, "b"); code != 7 || !strings.Contains(errOut, "reset_guard") {
+		t.Errorf("move on the owner of a node that just booted: exit %d, want 7 for reset_guard: %s", code, errOut)
+	}
 	if out, errOut, code := run(t, "move", "-c", b.cfg, "-force", moved, "b"); code != 0 {
 		t.Fatalf("move -force: exit %d: %s %s", code, out, errOut)
 	}

@@ -129,6 +129,17 @@ func (p *Provisioner) guard(op, harm string, rec registry.Record, force bool) er
 	return nil
 }
 
+// CheckGuard is guard for an operation carried out outside the daemon
+// (`pxebootfs move` on the node's owner), against the node's record; a
+// node this registry does not know never booted here.
+func (p *Provisioner) CheckGuard(op, harm string, id node.ID, force bool) error {
+	rec, ok := p.reg.Get(id)
+	if !ok {
+		return nil
+	}
+	return p.guard(op, harm, rec, force)
+}
+
 // resetLocked does the reset; the caller holds the node's lock. Whatever
 // fails, it tries to leave the node with a working root (the old one if the
 // wipe did not happen), and the next open retries what is missing.
